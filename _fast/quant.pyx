@@ -1,0 +1,177 @@
+# cython: language_level=3
+"""Twin of minibit/quant.py: the same quantizers as plain C loops, the same bits.
+
+Rounding: ``rintf`` (half to even in the default rounding mode) everywhere the reference
+uses ``np.rint``; every product is a float32 product, as in the reference.  The absmean
+scale reuses the reference's NumPy mean, so both sum in the same order.
+"""
+
+import numpy as np
+cimport numpy as cnp
+from libc.math cimport rintf, fabsf, fabs, isfinite
+
+from minibit._errors import FormatError
+from minibit import quant as _ref
+
+cnp.import_array()
+
+cdef enum:
+    QK_K = 256
+
+
+cdef inline cnp.int8_t _clamp8(float v) noexcept nogil:
+    if v > 127.0:
+        return 127
+    if v < -128.0:
+        return -128
+    return <cnp.int8_t>v
+
+
+def absmean_ternarize(w):
+    """float32 [rows, cols] -> (int8 codes, float32 scale); see minibit.quant."""
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    cdef float s = np.float32(1) / _ref.absmean_scale(w)
+    flat = w.reshape(-1)
+    cdef const float[::1] x = flat
+    out = np.empty(flat.shape[0], dtype=np.int8)
+    cdef cnp.int8_t[::1] q = out
+    cdef Py_ssize_t i, n = flat.shape[0]
+    cdef float v
+    with nogil:
+        for i in range(n):
+            v = rintf(x[i] * s)
+            q[i] = 1 if v > 1.0 else (-1 if v < -1.0 else <cnp.int8_t>v)
+    return out.reshape(w.shape), np.float32(np.float32(1) / np.float32(s))
+
+
+def quantize_act_hf(x):
+    """Per-token int8 as transformers' ActQuant: -> (q int8 [T, K], s float32 [T])."""
+    a = _ref._activations(x)
+    cdef const float[:, ::1] X = a
+    cdef Py_ssize_t T = a.shape[0], K = a.shape[1], t, k
+    qa = np.empty((T, K), dtype=np.int8)
+    sa = np.empty(T, dtype=np.float32)
+    cdef cnp.int8_t[:, ::1] Q = qa
+    cdef float[::1] S = sa
+    cdef float amax, s
+    with nogil:
+        for t in range(T):
+            amax = 0.0
+            for k in range(K):
+                if fabsf(X[t, k]) > amax:
+                    amax = fabsf(X[t, k])
+            if amax < <float>1e-5:
+                amax = <float>1e-5
+            s = <float>127.0 / amax
+            S[t] = s
+            for k in range(K):
+                Q[t, k] = _clamp8(rintf(X[t, k] * s))
+    return qa, sa
+
+
+def quantize_act_i2s(x):
+    """bitnet.cpp's quantize_row_i8_s: -> (q int8 [T, K], s float32 [T], sums int32 [T])."""
+    a = _ref._activations(x)
+    cdef const float[:, ::1] X = a
+    cdef Py_ssize_t T = a.shape[0], K = a.shape[1], t, k
+    qa = np.empty((T, K), dtype=np.int8)
+    sa = np.empty(T, dtype=np.float32)
+    ua = np.empty(T, dtype=np.int32)
+    cdef cnp.int8_t[:, ::1] Q = qa
+    cdef float[::1] S = sa
+    cdef cnp.int32_t[::1] U = ua
+    cdef double amax
+    cdef float s
+    cdef cnp.int32_t total
+    with nogil:
+        for t in range(T):
+            amax = 1e-5
+            for k in range(K):
+                if fabs(<double>X[t, k]) > amax:
+                    amax = fabs(<double>X[t, k])
+            s = <float>(127.0 / amax)
+            S[t] = s
+            total = 0
+            for k in range(K):
+                Q[t, k] = _clamp8(rintf(X[t, k] * s))
+                total += Q[t, k]
+            U[t] = total
+    return qa, sa, ua
+
+
+def quantize_act_tl(x):
+    """bitnet.cpp's TL activation quantization: -> (q int8 [T, K], s float32 [T])."""
+    a = _ref._activations(x)
+    cdef const float[:, ::1] X = a
+    cdef Py_ssize_t T = a.shape[0], K = a.shape[1], t, k
+    qa = np.empty((T, K), dtype=np.int8)
+    sa = np.empty(T, dtype=np.float32)
+    cdef cnp.int8_t[:, ::1] Q = qa
+    cdef float[::1] S = sa
+    cdef float amax, s, inf = np.inf
+    with nogil:
+        for t in range(T):
+            amax = 0.0
+            for k in range(K):
+                if fabsf(X[t, k]) > amax:
+                    amax = fabsf(X[t, k])
+            if amax > 0:
+                s = <float>127.0 / amax
+                S[t] = s
+                if not isfinite(s):       # max|x| < 127 / FLT_MAX: a zero row
+                    s = 0.0
+            else:
+                s = 0.0
+                S[t] = inf
+            for k in range(K):
+                Q[t, k] = _clamp8(rintf(X[t, k] * s))
+    return qa, sa
+
+
+def quantize_q8_k(x):
+    """ggml's quantize_row_q8_K_ref: -> (q int8 [T, K], d float32 [T, nb], bsums int16 [T, nb, 16])."""
+    a = _ref._activations(x)
+    cdef Py_ssize_t T = a.shape[0], K = a.shape[1]
+    if K % QK_K:
+        raise FormatError(f"Q8_K: row length {K} is not a multiple of {QK_K}")
+    cdef Py_ssize_t nb = K // QK_K, t, b, j, g
+    cdef const float[:, ::1] X = a
+    qa = np.empty((T, K), dtype=np.int8)
+    da = np.empty((T, nb), dtype=np.float32)
+    ba = np.empty((T, nb, 16), dtype=np.int16)
+    cdef cnp.int8_t[:, ::1] Q = qa
+    cdef float[:, ::1] D = da
+    cdef cnp.int16_t[:, :, ::1] B = ba
+    cdef float vmax, amax, ax, iscale, v
+    cdef int sm
+    with nogil:
+        for t in range(T):
+            for b in range(nb):
+                vmax = 0.0
+                amax = 0.0
+                for j in range(QK_K):
+                    ax = fabsf(X[t, b * QK_K + j])
+                    if ax > amax:
+                        amax = ax
+                        vmax = X[t, b * QK_K + j]
+                if amax == 0:
+                    D[t, b] = 0.0
+                    for j in range(QK_K):
+                        Q[t, b * QK_K + j] = 0
+                    for g in range(16):
+                        B[t, b, g] = 0
+                    continue
+                iscale = <float>-127.0 / vmax
+                for j in range(QK_K):
+                    v = iscale * X[t, b * QK_K + j]
+                    if not isfinite(v):       # ggml's nearest_int gives low byte 0 here
+                        v = 0.0
+                    v = rintf(v)
+                    Q[t, b * QK_K + j] = 127 if v > 127.0 else <cnp.int8_t>v
+                for g in range(16):
+                    sm = 0
+                    for j in range(16):
+                        sm = sm + Q[t, b * QK_K + g * 16 + j]
+                    B[t, b, g] = <cnp.int16_t>sm
+                D[t, b] = <float>1.0 / iscale
+    return qa, da, ba

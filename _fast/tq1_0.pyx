@@ -1,0 +1,120 @@
+# cython: language_level=3
+"""Twin of minibit/formats/tq1_0.py: llama.cpp's base-3 TQ1_0 as C loops, gguf-py's bytes."""
+
+import numpy as np
+cimport numpy as cnp
+from cython.parallel cimport prange
+from libc.math cimport roundf
+
+from minibit.formats._packed import check_matrix
+from minibit.formats import tq1_0 as _ref
+from minibit.formats import tq2_0 as _tq2
+from minibit._fast.tq2_0 import _block_max
+
+cnp.import_array()
+
+cdef enum:
+    QK = 256
+    BLK = 54
+
+
+cdef inline int _trit(const float[:, ::1] x, Py_ssize_t r, Py_ssize_t e, float inv) noexcept nogil:
+    return <int>roundf(x[r, e] * inv) + 1
+
+
+cdef inline cnp.uint8_t _frac(int q) noexcept nogil:
+    """Base-3 number q (0..242) -> ceil(q * 256 / 243), the stored fixed-point byte."""
+    return <cnp.uint8_t>((q * 256 + 242) // 243)
+
+
+def quantize(w):
+    """float32 [rows, cols] -> uint8 [rows, cols/256 * 54]."""
+    w = check_matrix(w)
+    cdef Py_ssize_t rows = w.shape[0], cols = w.shape[1]
+    _tq2.check_shape("tq1_0", rows, cols)
+    cdef Py_ssize_t nb = cols // QK, r, b, m, n, j, base, ob
+    cdef const float[:, ::1] x = w
+    dmax = _block_max(x, nb)
+    if (dmax > _tq2.FP16_MAX).any():
+        _tq2.block_scales("tq1_0", w)         # raises the reference's FormatError
+    d16 = dmax.astype("<f2").view(np.uint8).reshape(rows, nb, 2)
+    cdef const cnp.uint8_t[:, :, ::1] dh = d16
+    cdef const float[:, ::1] dm = dmax
+    out = np.empty((rows, nb * BLK), dtype=np.uint8)
+    cdef cnp.uint8_t[:, ::1] o = out
+    cdef float inv
+    cdef int q
+    for r in prange(rows, nogil=True, schedule="static"):
+        for b in range(nb):
+            inv = 0.0
+            if dm[r, b] != 0:
+                inv = <float>1.0 / dm[r, b]
+            base = b * QK
+            ob = b * BLK
+            for m in range(32):                       # elements m + 32n
+                q = 0
+                for n in range(5):
+                    q = q * 3 + _trit(x, r, base + m + 32 * n, inv)
+                o[r, ob + m] = _frac(q)
+            for m in range(16):                       # elements 160 + m + 16n
+                q = 0
+                for n in range(5):
+                    q = q * 3 + _trit(x, r, base + 160 + m + 16 * n, inv)
+                o[r, ob + 32 + m] = _frac(q)
+            for j in range(4):                        # elements 240 + j + 4n, then x3
+                q = 0
+                for n in range(4):
+                    q = q * 3 + _trit(x, r, base + 240 + j + 4 * n, inv)
+                o[r, ob + 48 + j] = _frac(q * 3)
+            o[r, ob + 52] = dh[r, b, 0]
+            o[r, ob + 53] = dh[r, b, 1]
+    return out
+
+
+cdef inline cnp.int8_t _digit(cnp.uint8_t byte, int n) noexcept nogil:
+    """Trit n (0 = most significant) of a stored byte: (byte * 3^n mod 256) * 3 >> 8, minus 1."""
+    cdef int p = 1, i
+    for i in range(n):
+        p = p * 3
+    return <cnp.int8_t>((((byte * p) & 255) * 3) >> 8) - 1
+
+
+def unpack(data, Py_ssize_t rows, Py_ssize_t cols):
+    """uint8 [rows, nb*54] -> (int8 codes [rows, cols], float32 d [rows, nb])."""
+    _tq2.check_shape("tq1_0", rows, cols)
+    data = np.ascontiguousarray(data, dtype=np.uint8)
+    cdef Py_ssize_t nb = cols // QK, r, b, m, n, j, base, ob
+    if data.ndim != 2 or data.shape[0] != rows or data.shape[1] != nb * BLK:
+        return _ref.unpack(data, rows, cols)  # raises the reference's FormatError
+    cdef const cnp.uint8_t[:, ::1] d = data
+    codes = np.empty((rows, cols), dtype=np.int8)
+    cdef cnp.int8_t[:, ::1] c = codes
+    for r in prange(rows, nogil=True, schedule="static"):
+        for b in range(nb):
+            base = b * QK
+            ob = b * BLK
+            for n in range(5):
+                for m in range(32):
+                    c[r, base + m + 32 * n] = _digit(d[r, ob + m], n)
+                for m in range(16):
+                    c[r, base + 160 + m + 16 * n] = _digit(d[r, ob + 32 + m], n)
+            for n in range(4):
+                for j in range(4):
+                    c[r, base + 240 + j + 4 * n] = _digit(d[r, ob + 48 + j], n)
+    scales = np.ascontiguousarray(data.reshape(rows, nb, BLK)[:, :, 52:]).view("<f2")[..., 0]
+    return codes, scales.astype(np.float32)
+
+
+def dequantize(data, Py_ssize_t rows, Py_ssize_t cols):
+    """uint8 [rows, nb*54] -> float32 [rows, cols] = (trit - 1) * d."""
+    codes, scales = unpack(data, rows, cols)
+    cdef Py_ssize_t nb = cols // QK, r, b, j
+    cdef const cnp.int8_t[:, ::1] c = codes
+    cdef const float[:, ::1] s = scales
+    out = np.empty((rows, cols), dtype=np.float32)
+    cdef float[:, ::1] o = out
+    for r in prange(rows, nogil=True, schedule="static"):
+        for b in range(nb):
+            for j in range(QK):
+                o[r, b * QK + j] = <float>c[r, b * QK + j] * s[r, b]
+    return out

@@ -1,0 +1,59 @@
+"""Pick each kernel's Cython twin or its NumPy reference, once, at import.
+
+Every compiled module ``minibit._fast.NAME`` is the twin of a reference module in
+``minibit/`` of the same NAME: same function names, same signatures, same results to the
+bit.  Callers ask :func:`select` for the module to use; it returns the twin when one was
+built and ``MINIBIT_PUREPYTHON`` is unset, otherwise the reference.  The references stay
+importable by name (``minibit.formats.tq2_0.quantize`` always runs NumPy), so tests can
+put the two side by side.
+
+Environment
+-----------
+MINIBIT_PUREPYTHON=1   force the NumPy references everywhere.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import types
+
+__all__ = ["backend", "forced_pure", "fast_module", "select"]
+
+
+def forced_pure() -> bool:
+    """True when MINIBIT_PUREPYTHON asks for the NumPy path (any value but '', '0')."""
+    return os.environ.get("MINIBIT_PUREPYTHON", "").strip() not in ("", "0")
+
+
+_FORCED_PURE = forced_pure()
+_fast_cache: dict[str, types.ModuleType | None] = {}
+
+
+def fast_module(name: str) -> types.ModuleType | None:
+    """The compiled twin ``minibit._fast.NAME``, or None if it was not built.
+
+    This ignores MINIBIT_PUREPYTHON on purpose: the twin-equality tests compare the two
+    implementations directly in either mode.
+    """
+    if name not in _fast_cache:
+        try:
+            _fast_cache[name] = importlib.import_module(f"minibit._fast.{name}")
+        except ImportError:
+            _fast_cache[name] = None
+    return _fast_cache[name]
+
+
+def select(name: str, reference: types.ModuleType) -> types.ModuleType:
+    """The module that runs NAME: the twin unless forced pure or not built."""
+    if _FORCED_PURE:
+        return reference
+    twin = fast_module(name)
+    return twin if twin is not None else reference
+
+
+def backend() -> str:
+    """'cython' when the compiled twins are active, else 'numpy'."""
+    if _FORCED_PURE:
+        return "numpy"
+    return "cython" if fast_module("quant") is not None else "numpy"

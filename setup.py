@@ -1,0 +1,125 @@
+"""Build minibit: the NumPy package, plus a Cython twin for every _fast/NAME.pyx.
+
+Every ``_fast/NAME.pyx`` becomes the extension ``minibit._fast.NAME``, compiled with -O3 and
+OpenMP when the compiler accepts ``-fopenmp``.  ``MINIBIT_NATIVE=1`` adds -march=native (the
+wheel then runs only on CPUs like the build machine).  If Cython or the C compiler is missing
+or a module fails to compile, the install still succeeds with a warning and minibit runs on
+its NumPy references (``minibit.backend()`` says which).
+"""
+
+import glob
+import os
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import warnings
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _compiler_accepts(flag):
+    """True when the C compiler builds and links a tiny OpenMP program with FLAG."""
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    cc = cc.split()
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "t.c")
+        with open(src, "w") as f:
+            f.write("#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n")
+        try:
+            r = subprocess.run(cc + [flag, src, "-o", os.path.join(tmp, "t")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return r.returncode == 0
+
+
+def _extensions():
+    try:
+        from Cython.Build import cythonize
+        from setuptools import Extension
+        import numpy
+    except ImportError as e:  # no Cython or NumPy at build time: NumPy path only
+        warnings.warn(f"minibit: building without Cython twins ({e}); the NumPy path will run")
+        return []
+    openmp = _compiler_accepts("-fopenmp")
+    cflags = ["-O3", "-fno-strict-aliasing", "-Wno-unused-function", "-Wno-unreachable-code"]
+    if os.environ.get("MINIBIT_NATIVE") == "1":
+        cflags.append("-march=native")
+    lflags = []
+    if openmp:
+        cflags.append("-fopenmp")
+        lflags.append("-fopenmp")
+    exts = []
+    for pyx in sorted(glob.glob(os.path.join("_fast", "*.pyx"))):
+        name = os.path.splitext(os.path.basename(pyx))[0]
+        exts.append(Extension(
+            f"minibit._fast.{name}", [pyx],
+            include_dirs=[numpy.get_include(), "_fast"],
+            extra_compile_args=cflags, extra_link_args=lflags,
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+                           ("MINIBIT_OPENMP", "1" if openmp else "0")],
+        ))
+    built = []
+    for ext in exts:  # one at a time: a module that does not translate loses only its twin
+        try:
+            built += cythonize([ext], language_level=3, quiet=True,
+                               compiler_directives={"boundscheck": False, "wraparound": False,
+                                                    "cdivision": True, "initializedcheck": False})
+        except Exception as e:
+            warnings.warn(f"minibit: Cython translation of {ext.name} failed ({e}); "
+                          f"its NumPy reference will run")
+    return built
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that turns a failed compile into a warning instead of a failed install."""
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as e:
+            self._warn(f"the Cython twins could not be built ({e})")
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as e:
+            self._warn(f"{ext.name} could not be built ({e})")
+
+    @staticmethod
+    def _warn(msg):
+        line = "*" * 78
+        sys.stderr.write(f"\n{line}\nWARNING minibit: {msg}.\nThe install goes on; minibit "
+                         f"will use its NumPy references (minibit.backend() == 'numpy').\n{line}\n\n")
+
+
+def _read(path):
+    with open(os.path.join(HERE, path), encoding="utf-8") as f:
+        return f.read()
+
+
+setup(
+    name="minibit",
+    version="0.1.0",
+    description="A readable, exact reference for 1.58-bit (ternary) LLM inference",
+    long_description=_read("README.md"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=["minibit", "minibit.formats", "minibit._fast", "minibit.data"],
+    package_dir={"minibit": "minibit", "minibit._fast": "_fast", "minibit.data": "data"},
+    package_data={"minibit.data": ["*.json", "*.safetensors", "*.txt", "*.md", "*/*"]},
+    include_package_data=False,
+    ext_modules=_extensions(),
+    cmdclass={"build_ext": OptionalBuildExt},
+    install_requires=["numpy>=1.24", "tokenizers>=0.15", "safetensors>=0.4", "tqdm>=4.60",
+                      "gguf>=0.10"],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6.80", "gguf>=0.10"],
+    },
+    entry_points={"console_scripts": ["minibit=minibit.cli:main"]},
+)

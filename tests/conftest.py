@@ -1,0 +1,70 @@
+"""Shared test machinery: both backends, hypothesis profiles.
+
+Every twin test runs the NumPy reference and the Cython twin side by side (STYLE.md §6).
+``twin_pair(name)`` returns (reference module, compiled twin).  When the twin was not
+built the Cython half is skipped, unless MINIBIT_REQUIRE_FAST=1 (set by .ci/run), where a
+missing twin is a failure: CI must never pass by skipping the comparison.
+"""
+
+import importlib
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+from minibit import _backend
+
+settings.register_profile(
+    "ci", derandomize=True, max_examples=60, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "dev", max_examples=300, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "thorough", max_examples=3000, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+# reference module path for each twin name
+REFERENCES = {
+    "quant": "minibit.quant",
+    "hf_packed": "minibit.formats.hf_packed",
+    "i2_s": "minibit.formats.i2_s",
+    "tq2_0": "minibit.formats.tq2_0",
+    "tq1_0": "minibit.formats.tq1_0",
+    "tl1": "minibit.formats.tl1",
+    "tl2": "minibit.formats.tl2",
+}
+
+
+def twin_pair(name):
+    """(reference module, compiled twin) for NAME; skips or fails when the twin is absent."""
+    ref = importlib.import_module(REFERENCES[name])
+    fast = _backend.fast_module(name)
+    if fast is None:
+        if os.environ.get("MINIBIT_REQUIRE_FAST") == "1":
+            pytest.fail(f"compiled twin minibit._fast.{name} is missing but MINIBIT_REQUIRE_FAST=1")
+        pytest.skip(f"compiled twin minibit._fast.{name} not built")
+    return ref, fast
+
+
+def assert_same_bytes(a, b, what="output"):
+    """Exact equality with a useful message: count and first position of differences."""
+    a = np.asarray(a)
+    b = np.asarray(b)
+    assert a.dtype == b.dtype, f"{what}: dtype {a.dtype} != {b.dtype}"
+    assert a.shape == b.shape, f"{what}: shape {a.shape} != {b.shape}"
+    if a.dtype.kind == "f":
+        diff = a.view(np.uint32 if a.itemsize == 4 else np.uint16) != b.view(
+            np.uint32 if b.itemsize == 4 else np.uint16)
+    else:
+        diff = a != b
+    if diff.any():
+        idx = np.argwhere(diff)
+        first = tuple(int(i) for i in idx[0])
+        pytest.fail(f"{what}: {int(diff.sum())} of {a.size} elements differ; first at {first}: "
+                    f"{a[first]!r} vs {b[first]!r}")
