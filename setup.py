@@ -120,6 +120,8 @@ setup(
                       "gguf>=0.10"],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6.80", "gguf>=0.10"],
+        # independent oracles for the tests: transformers' BitNet (CPU torch, local wheel)
+        "crosscheck": ["torch==2.13.0", "transformers>=4.51", "accelerate>=1.0"],
     },
     entry_points={"console_scripts": ["minibit=minibit.cli:main"]},
 )

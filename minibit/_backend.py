@@ -14,11 +14,12 @@ MINIBIT_PUREPYTHON=1   force the NumPy references everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import types
 
-__all__ = ["backend", "forced_pure", "fast_module", "select"]
+__all__ = ["backend", "forced_pure", "fast_module", "select", "use"]
 
 
 def forced_pure() -> bool:
@@ -44,9 +45,31 @@ def fast_module(name: str) -> types.ModuleType | None:
     return _fast_cache[name]
 
 
+_override: str | None = None
+
+
+@contextlib.contextmanager
+def use(which: str):
+    """Run a block on one backend: ``with use("numpy"): ...`` (benchmarks, tutorials).
+
+    "cython" raises RuntimeError when the twins were not built.  Not thread-safe: it sets a
+    process-wide switch for the duration of the block.
+    """
+    global _override
+    if which not in ("numpy", "cython"):
+        raise ValueError(f"backend must be 'numpy' or 'cython', got {which!r}")
+    if which == "cython" and fast_module("quant") is None:
+        raise RuntimeError("the Cython twins are not built (pip install . with a C compiler)")
+    old, _override = _override, which
+    try:
+        yield
+    finally:
+        _override = old
+
+
 def select(name: str, reference: types.ModuleType) -> types.ModuleType:
     """The module that runs NAME: the twin unless forced pure or not built."""
-    if _FORCED_PURE:
+    if _override == "numpy" or (_FORCED_PURE and _override is None):
         return reference
     twin = fast_module(name)
     return twin if twin is not None else reference
@@ -54,6 +77,8 @@ def select(name: str, reference: types.ModuleType) -> types.ModuleType:
 
 def backend() -> str:
     """'cython' when the compiled twins are active, else 'numpy'."""
+    if _override is not None:
+        return _override
     if _FORCED_PURE:
         return "numpy"
     return "cython" if fast_module("quant") is not None else "numpy"

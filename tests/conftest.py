@@ -38,6 +38,9 @@ REFERENCES = {
     "tq1_0": "minibit.formats.tq1_0",
     "tl1": "minibit.formats.tl1",
     "tl2": "minibit.formats.tl2",
+    "mad": "minibit.kernels.mad",
+    "tq": "minibit.kernels.tq",
+    "lut": "minibit.kernels.lut",
 }
 
 
