@@ -66,7 +66,7 @@ def pack(codes, BM, BK, bm):
                                 k = kb * tBK + 24 * g + 3 * (i >> 1)
                                 v0 = 9 * c[m, k] + 3 * c[m, k + 1] + c[m, k + 2]
                                 if v0 < 0:
-                                    word = word | (1u << (15 - i))
+                                    word = word | ((<unsigned int>1) << (15 - i))
                             o[pos] = <cnp.uint8_t>(word & 255)
                             o[pos + 1] = <cnp.uint8_t>(word >> 8)
                             pos += 2

@@ -96,7 +96,11 @@ def _as_int(name: str, v) -> int:
 
 
 def check_params(M: int, K: int, BM: int, BK: int, bm: int) -> None:
-    """FormatError unless the (M, K) matrix can be tiled with (BM, BK, bm)."""
+    """FormatError unless the (M, K) matrix can be tiled with (BM, BK, bm).
+
+    One rule is stricter than bitnet.cpp's converter: it would also reorder bytes for
+    bm = 16, but ``codegen_tl1.py`` generates kernels only for bm in {32, 64}.
+    """
     M, K = _as_int("M", M), _as_int("K", K)
     BM, BK, bm = _as_int("BM", BM), _as_int("BK", BK), _as_int("bm", bm)
     where = f"{FMT}: shape ({M}, {K}) with BM={BM}, BK={BK}, bm={bm}"

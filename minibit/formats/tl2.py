@@ -137,7 +137,12 @@ def _used_bytes(M: int, K: int, BK: int) -> int:
 
 
 def check_params(M: int, K: int, BM: int, BK: int, bm: int) -> None:
-    """FormatError unless the (M, K) matrix can be tiled with (BM, BK, bm)."""
+    """FormatError unless the (M, K) matrix can be tiled with (BM, BK, bm).
+
+    Every accepted tiling runs in bitnet.cpp's converter with the same bytes.  One rule is
+    stricter than the converter: BK % 24 == 0 is required even when K < BK, where the
+    converter has no triplets to tile and would accept any BK.
+    """
     M, K = _as_int("M", M), _as_int("K", K)
     BM, BK, bm = _as_int("BM", BM), _as_int("BK", BK), _as_int("bm", bm)
     where = f"{FMT}: shape ({M}, {K}) with BM={BM}, BK={BK}, bm={bm}"
