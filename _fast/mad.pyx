@@ -1,0 +1,144 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Twin of minibit/kernels/mad.py: the int8 multiply-add on the packed bytes, in C.
+
+Same functions, same signatures, same bits as the reference.  The arrays are validated by
+the reference's ``check_args`` (FormatError) before any GIL-free code runs; the loops live
+in ``mb_ternary.h`` (AVX2 chosen at run time, portable C otherwise).  Threads: OpenMP over
+tiles of output rows, ``minibit.kernels.get_threads()`` of them; each output is summed by
+one thread in a fixed order, so the thread count never changes a bit.
+"""
+
+import numpy as np
+cimport numpy as cnp
+from cython.parallel cimport prange
+from libc.stdint cimport uint8_t, int8_t, int32_t, int64_t, uint32_t
+
+from minibit.kernels import mad as _ref
+
+cnp.import_array()
+
+cdef extern from "mb_ternary.h" nogil:
+    int MB_GC_LANES
+    int MB_GC_EXACT
+    int mb_simd_allowed
+    int mb_use_avx2()
+    void mb_i2s(const uint8_t *data, int64_t cols, const int8_t *q, int64_t T, int64_t rows,
+                int64_t r0, int64_t r1, int gc, int32_t *raw)
+    void mb_hfp(const uint8_t *data, int64_t R, int64_t cols, const int8_t *q, int64_t T,
+                int64_t rows, int64_t p0, int64_t p1, int gc, int32_t *raw)
+
+cdef enum:
+    MIN_PARALLEL_MAC = 1 << 18   # multiply-adds below which one thread runs
+    TILE_ROWS = 16       # output rows per work item (i2_s); hf_packed: 4 packed rows = 16 rows
+    M_INT = 0            # integer_product: raw - sum q
+    M_LANES = 1          # lane_product:    raw
+    M_HF = 2             # linear_hf
+    M_I2S = 3            # linear_i2s
+
+
+def _set_simd(on):
+    """Allow (True) or forbid (False) the AVX2 code; returns the previous setting (tests)."""
+    global mb_simd_allowed
+    old = bool(mb_simd_allowed)
+    mb_simd_allowed = 1 if on else 0
+    return old
+
+
+def _simd():
+    """'avx2' or 'scalar': the code path the kernels take now."""
+    return "avx2" if mb_use_avx2() else "scalar"
+
+
+def _threads():
+    import minibit.kernels as kernels
+    return kernels.get_threads()
+
+
+cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str layout, q, int mode, s, sums, float scale):
+    """The checked arrays -> int32 [T, rows] (modes M_INT, M_LANES) or float32 (M_HF, M_I2S)."""
+    cdef int64_t T = q.shape[0], R = (rows + 3) // 4
+    cdef int gc = MB_GC_LANES if mode in (M_LANES, M_I2S) else MB_GC_EXACT
+    cdef int i2s = layout == "i2_s"
+    raw = np.empty((T, rows), dtype=np.int32)
+    out = raw if mode in (M_INT, M_LANES) else np.empty((T, rows), dtype=np.float32)
+    if T == 0:
+        return out
+    qs = q.sum(axis=1, dtype=np.int32)                                  # [T] int32
+    if s is None:
+        s = np.ones(T, dtype=np.float32)
+    if sums is None:
+        sums = qs
+    cdef const uint8_t[::1] D = data.reshape(-1)
+    cdef const int8_t[:, ::1] Q = q
+    cdef const int32_t[::1] QS = qs
+    cdef const float[::1] S = s
+    cdef const int32_t[::1] U = sums
+    cdef int32_t[:, ::1] RAW = raw
+    cdef float[:, ::1] Y = out if mode in (M_HF, M_I2S) else np.empty((1, 1), dtype=np.float32)
+    cdef int64_t ntiles = (rows + TILE_ROWS - 1) // TILE_ROWS if i2s else (R + 3) // 4
+    # a parallel region costs microseconds (milliseconds on a loaded machine): small
+    # products run on one thread.  The split never changes a bit.
+    cdef int nth = max(1, min(_threads(), ntiles)) if T * rows * cols >= MIN_PARALLEL_MAC else 1
+    cdef int64_t i, t, r, r0, r1, p0, p1, k
+    cdef int32_t v
+    for i in prange(ntiles, nogil=True, num_threads=nth, schedule="static"):
+        if i2s:
+            r0 = i * TILE_ROWS
+            r1 = r0 + TILE_ROWS
+            if r1 > rows:
+                r1 = rows
+            mb_i2s(&D[0], cols, &Q[0, 0], T, rows, r0, r1, gc, &RAW[0, 0])
+        else:
+            p0 = i * 4
+            p1 = p0 + 4
+            if p1 > R:
+                p1 = R
+            mb_hfp(&D[0], R, cols, &Q[0, 0], T, rows, p0, p1, gc, &RAW[0, 0])
+        if mode == M_LANES:
+            continue
+        # the epilogue of the rows this tile wrote (hf_packed: rows p + jR, j = 0..3)
+        for k in range(TILE_ROWS):
+            if i2s:
+                r = i * TILE_ROWS + k
+            else:
+                r = (k // 4) * R + i * 4 + k % 4
+                if i * 4 + k % 4 >= R:
+                    continue
+            if r >= rows:
+                continue
+            for t in range(T):
+                v = RAW[t, r]
+                if mode == M_INT:
+                    RAW[t, r] = <int32_t>(<uint32_t>v - <uint32_t>QS[t])
+                elif mode == M_HF:
+                    v = <int32_t>(<uint32_t>v - <uint32_t>QS[t])
+                    Y[t, r] = <float>v / S[t] * scale
+                else:
+                    Y[t, r] = (<float>v - <float>U[t]) / S[t] * scale
+    return out
+
+
+def integer_product(data, rows, cols, layout, q):
+    """R = sum w*q, exact: int32 [T, rows] (see minibit.kernels.mad)."""
+    data, q = _ref.check_args(data, rows, cols, layout, q)
+    return _run(data, int(rows), int(cols), layout, q, M_INT, None, None, 0.0)
+
+
+def lane_product(data, rows, cols, layout, q):
+    """R' = sum code*q through bitnet.cpp's wrapping int16 lanes: int32 [T, rows]."""
+    data, q = _ref.check_args(data, rows, cols, layout, q, lanes=True)
+    return _run(data, int(rows), int(cols), layout, q, M_LANES, None, None, 0.0)
+
+
+def linear_hf(data, rows, cols, layout, q, s, scale):
+    """Profile "hf": y = (float)R / s * scale, float32 [T, rows]."""
+    data, q = _ref.check_args(data, rows, cols, layout, q)
+    s, _ = _ref.check_scales(q.shape[0], s)
+    return _run(data, int(rows), int(cols), layout, q, M_HF, s, None, np.float32(scale))
+
+
+def linear_i2s(data, rows, cols, layout, q, s, sums, scale):
+    """Profile "bitnet.cpp": y = ((float)R' - (float)sums) / s * scale, float32 [T, rows]."""
+    data, q = _ref.check_args(data, rows, cols, layout, q, lanes=True)
+    s, sums = _ref.check_scales(q.shape[0], s, sums)
+    return _run(data, int(rows), int(cols), layout, q, M_I2S, s, sums, np.float32(scale))

@@ -1,0 +1,548 @@
+/* mb_ternary.h — the C inner loops of minibit's ternary kernels (_fast/mad.pyx, _fast/tq.pyx).
+ *
+ * The NumPy references minibit/kernels/mad.py and minibit/kernels/tq.py are the spec; read
+ * them first.  Every function here exists twice: a portable scalar version and an AVX2
+ * version (GCC/clang `target("avx2")`, chosen at run time with __builtin_cpu_supports), so
+ * the generic x86-64 build still runs AVX2 where the CPU has it.  Both give the same bits:
+ *
+ *  - integer work is exact or wraps exactly as stated (unsigned arithmetic where C would
+ *    call a wrap undefined);
+ *  - float work (TQ only) is one float32 operation at a time, in block order, with
+ *    contraction into fused multiply-adds prevented (MB_ROUNDED).
+ *
+ * Nothing here checks a bound: the Cython callers validate every shape and byte count
+ * before they release the GIL.
+ *
+ * MAD (hf_packed, i2_s).  raw = sum_k code[r, k] * q[t, k] with code = w + 1 in {0..3}.
+ * Columns go in 32-column chunks, each one `maddubs` (u8 code x s8 q, adjacent pairs into
+ * an int16 lane l = columns 2l, 2l + 1).  The int16 lanes add chunk after chunk and widen to
+ * int32 every `gc` chunks counted from the row start:
+ *     gc = 128 (32 I2_S blocks): bitnet.cpp's AVX2 kernel, int16 wrap included;
+ *     gc = 32:                   exact (a lane stays within 32 * 768 < 32768).
+ * The scalar version sums each lane of a widening group exactly in int32 and then wraps it
+ * to int16 once: equal, because int16 addition is addition modulo 2^16.
+ */
+#ifndef MB_TERNARY_H
+#define MB_TERNARY_H
+
+#include <stdint.h>
+#include <string.h>
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#  define MB_X86 1
+#  include <immintrin.h>
+#  define MB_AVX2 __attribute__((target("avx2")))
+#else
+#  define MB_X86 0
+#endif
+
+/* MB_ROUNDED(v): v is a float32 value, rounded, before the next operation uses it.  An empty
+ * asm that "changes" v stops the compiler from fusing the product that made v into the next
+ * add (a -march=native build has FMA and GCC contracts a*b+c by default). */
+#if MB_X86
+#  define MB_ROUNDED(v) __asm__("" : "+x"(v))
+#else
+#  define MB_ROUNDED(v) do { volatile float mb_v_ = (v); (v) = mb_v_; } while (0)
+#endif
+
+#define MB_GC_LANES 128   /* chunks per widening: bitnet.cpp (32 blocks of 128) */
+#define MB_GC_EXACT 32    /* chunks per widening: exact */
+
+/* ---- CPU dispatch ------------------------------------------------------------------------ */
+
+static int mb_simd_allowed = 1;   /* _set_simd(False) in the twins: run the portable code */
+
+static int mb_cpu_avx2(void) {
+#if MB_X86
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") ? 1 : 0;
+    }
+    return cached;
+#else
+    return 0;
+#endif
+}
+
+static int mb_use_avx2(void) { return mb_simd_allowed && mb_cpu_avx2(); }
+
+/* (exact lane sum) mod 2^16, read as a signed int16, sign-extended: what an int16 lane holds */
+static inline int32_t mb_wrap16(int32_t v) {
+    int32_t w = (int32_t)((uint32_t)v & 0xFFFFu);
+    return w >= 0x8000 ? w - 0x10000 : w;
+}
+
+static inline int64_t mb_min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* ---- MAD, i2_s layout: row r = cols/4 bytes at data + r*cols/4, 32-byte blocks ----------- */
+
+static void mb_i2s_scalar(const uint8_t *data, int64_t cols, const int8_t *q, int64_t T,
+                          int64_t rows, int64_t r0, int64_t r1, int gc, int32_t *raw) {
+    const int64_t nb = cols / 128, gb = gc / 4;          /* blocks per widening group */
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *w = data + r * (cols / 4);
+        for (int64_t t = 0; t < T; t++) {
+            const int8_t *y = q + t * cols;
+            uint32_t total = 0;
+            for (int64_t b0 = 0; b0 < nb; b0 += gb) {
+                int32_t lane[16] = {0};
+                const int64_t b1 = mb_min64(nb, b0 + gb);
+                for (int64_t b = b0; b < b1; b++) {
+                    const uint8_t *x = w + 32 * b;
+                    const int8_t *yb = y + 128 * b;
+                    for (int p = 0; p < 32; p++) {
+                        const int c = x[p];
+                        lane[p >> 1] += (c >> 6) * yb[p] + ((c >> 4) & 3) * yb[32 + p]
+                                      + ((c >> 2) & 3) * yb[64 + p] + (c & 3) * yb[96 + p];
+                    }
+                }
+                for (int l = 0; l < 16; l++) total += (uint32_t)mb_wrap16(lane[l]);
+            }
+            raw[t * rows + r] = (int32_t)total;
+        }
+    }
+}
+
+#if MB_X86
+MB_AVX2 static inline int32_t mb_hsum_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* the 4 sub-block planes of one 32-byte I2_S block times the block's 128 activations:
+   an int16 vector of 16 lanes (each the sum of 4 maddubs pairs, at most 3072: no wrap) */
+#define MB_I2S_BLOCK(x, y0, y1, y2, y3, m3)                                                   \
+    _mm256_add_epi16(                                                                         \
+        _mm256_add_epi16(                                                                     \
+            _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16((x), 6), (m3)), (y0)),    \
+            _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16((x), 4), (m3)), (y1))),   \
+        _mm256_add_epi16(                                                                     \
+            _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16((x), 2), (m3)), (y2)),    \
+            _mm256_maddubs_epi16(_mm256_and_si256((x), (m3)), (y3))))
+
+/* GEMV: 4 rows x 1 token; the 4 activation loads of a block are shared by the 4 rows */
+MB_AVX2 static void mb_i2s_avx2_4x1(const uint8_t *w0, const uint8_t *w1, const uint8_t *w2,
+                                    const uint8_t *w3, int64_t nb, const int8_t *y, int64_t gb,
+                                    int32_t out[4]) {
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi16(1);
+    __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+    for (int64_t b0 = 0; b0 < nb; b0 += gb) {
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;   /* int16 lanes */
+        const int64_t b1 = mb_min64(nb, b0 + gb);
+        for (int64_t b = b0; b < b1; b++) {
+            const int8_t *yb = y + 128 * b;
+            const __m256i y0 = _mm256_loadu_si256((const __m256i *)yb);
+            const __m256i y1 = _mm256_loadu_si256((const __m256i *)(yb + 32));
+            const __m256i y2 = _mm256_loadu_si256((const __m256i *)(yb + 64));
+            const __m256i y3 = _mm256_loadu_si256((const __m256i *)(yb + 96));
+            __m256i x;
+            x = _mm256_loadu_si256((const __m256i *)(w0 + 32 * b));
+            a0 = _mm256_add_epi16(a0, MB_I2S_BLOCK(x, y0, y1, y2, y3, m3));
+            x = _mm256_loadu_si256((const __m256i *)(w1 + 32 * b));
+            a1 = _mm256_add_epi16(a1, MB_I2S_BLOCK(x, y0, y1, y2, y3, m3));
+            x = _mm256_loadu_si256((const __m256i *)(w2 + 32 * b));
+            a2 = _mm256_add_epi16(a2, MB_I2S_BLOCK(x, y0, y1, y2, y3, m3));
+            x = _mm256_loadu_si256((const __m256i *)(w3 + 32 * b));
+            a3 = _mm256_add_epi16(a3, MB_I2S_BLOCK(x, y0, y1, y2, y3, m3));
+        }
+        s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(a0, one));   /* widen: lane pairs -> int32 */
+        s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(a1, one));
+        s2 = _mm256_add_epi32(s2, _mm256_madd_epi16(a2, one));
+        s3 = _mm256_add_epi32(s3, _mm256_madd_epi16(a3, one));
+    }
+    out[0] = mb_hsum_epi32(s0);
+    out[1] = mb_hsum_epi32(s1);
+    out[2] = mb_hsum_epi32(s2);
+    out[3] = mb_hsum_epi32(s3);
+}
+
+/* GEMM: 1 row x 4 tokens; the row's planes are unpacked once per block for 4 tokens */
+MB_AVX2 static void mb_i2s_avx2_1x4(const uint8_t *w, int64_t nb, const int8_t *y, int64_t cols,
+                                    int64_t gb, int32_t out[4]) {
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi16(1);
+    __m256i s[4];
+    for (int i = 0; i < 4; i++) s[i] = _mm256_setzero_si256();
+    for (int64_t b0 = 0; b0 < nb; b0 += gb) {
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+        const int64_t b1 = mb_min64(nb, b0 + gb);
+        for (int64_t b = b0; b < b1; b++) {
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(w + 32 * b));
+            const __m256i x0 = _mm256_and_si256(_mm256_srli_epi16(x, 6), m3);
+            const __m256i x1 = _mm256_and_si256(_mm256_srli_epi16(x, 4), m3);
+            const __m256i x2 = _mm256_and_si256(_mm256_srli_epi16(x, 2), m3);
+            const __m256i x3 = _mm256_and_si256(x, m3);
+#define MB_TOK(a, yb)                                                                          \
+    a = _mm256_add_epi16(a, _mm256_add_epi16(                                                  \
+        _mm256_add_epi16(_mm256_maddubs_epi16(x0, _mm256_loadu_si256((const __m256i *)(yb))),  \
+                         _mm256_maddubs_epi16(x1, _mm256_loadu_si256((const __m256i *)((yb) + 32)))), \
+        _mm256_add_epi16(_mm256_maddubs_epi16(x2, _mm256_loadu_si256((const __m256i *)((yb) + 64))), \
+                         _mm256_maddubs_epi16(x3, _mm256_loadu_si256((const __m256i *)((yb) + 96))))))
+            MB_TOK(a0, y + 128 * b);
+            MB_TOK(a1, y + cols + 128 * b);
+            MB_TOK(a2, y + 2 * cols + 128 * b);
+            MB_TOK(a3, y + 3 * cols + 128 * b);
+#undef MB_TOK
+        }
+        s[0] = _mm256_add_epi32(s[0], _mm256_madd_epi16(a0, one));
+        s[1] = _mm256_add_epi32(s[1], _mm256_madd_epi16(a1, one));
+        s[2] = _mm256_add_epi32(s[2], _mm256_madd_epi16(a2, one));
+        s[3] = _mm256_add_epi32(s[3], _mm256_madd_epi16(a3, one));
+    }
+    for (int i = 0; i < 4; i++) out[i] = mb_hsum_epi32(s[i]);
+}
+
+MB_AVX2 static void mb_i2s_avx2(const uint8_t *data, int64_t cols, const int8_t *q, int64_t T,
+                                int64_t rows, int64_t r0, int64_t r1, int gc, int32_t *raw) {
+    const int64_t nb = cols / 128, rb = cols / 4, gb = gc / 4;
+    int32_t o[4];
+    int64_t t = 0;
+    for (; t + 4 <= T; t += 4) {                          /* GEMM: token tiles of 4 */
+        for (int64_t r = r0; r < r1; r++) {
+            mb_i2s_avx2_1x4(data + r * rb, nb, q + t * cols, cols, gb, o);
+            for (int i = 0; i < 4; i++) raw[(t + i) * rows + r] = o[i];
+        }
+    }
+    for (; t < T; t++) {                                  /* GEMV: row tiles of 4 */
+        const int8_t *y = q + t * cols;
+        int64_t r = r0;
+        for (; r + 4 <= r1; r += 4) {
+            mb_i2s_avx2_4x1(data + r * rb, data + (r + 1) * rb, data + (r + 2) * rb,
+                            data + (r + 3) * rb, nb, y, gb, o);
+            for (int i = 0; i < 4; i++) raw[t * rows + r + i] = o[i];
+        }
+        for (; r < r1; r++) {
+            const uint8_t *w = data + r * rb;
+            mb_i2s_avx2_4x1(w, w, w, w, nb, y, gb, o);
+            raw[t * rows + r] = o[0];
+        }
+    }
+}
+#endif
+
+/* raw[t, r] for rows [r0, r1) and every token; gc = MB_GC_LANES or MB_GC_EXACT */
+static void mb_i2s(const uint8_t *data, int64_t cols, const int8_t *q, int64_t T, int64_t rows,
+                   int64_t r0, int64_t r1, int gc, int32_t *raw) {
+#if MB_X86
+    if (mb_use_avx2()) { mb_i2s_avx2(data, cols, q, T, rows, r0, r1, gc, raw); return; }
+#endif
+    mb_i2s_scalar(data, cols, q, T, rows, r0, r1, gc, raw);
+}
+
+/* ---- MAD, hf_packed layout: byte [p, k] holds rows p, R+p, 2R+p, 3R+p in bits 0-1..6-7 ---- */
+
+static void mb_hfp_scalar(const uint8_t *data, int64_t R, int64_t cols, const int8_t *q,
+                          int64_t T, int64_t rows, int64_t p0, int64_t p1, int gc, int32_t *raw) {
+    const int64_t nch = cols / 32, gcols = (int64_t)gc * 32;
+    for (int64_t p = p0; p < p1; p++) {
+        const uint8_t *x = data + p * cols;
+        for (int64_t t = 0; t < T; t++) {
+            const int8_t *y = q + t * cols;
+            uint32_t total[4] = {0, 0, 0, 0};
+            for (int64_t k0 = 0; k0 < nch * 32; k0 += gcols) {
+                int32_t lane[4][16];
+                memset(lane, 0, sizeof lane);
+                const int64_t k1 = mb_min64(nch * 32, k0 + gcols);
+                for (int64_t k = k0; k < k1; k++) {
+                    const int c = x[k], v = y[k], l = (int)((k & 31) >> 1);
+                    lane[0][l] += (c & 3) * v;
+                    lane[1][l] += ((c >> 2) & 3) * v;
+                    lane[2][l] += ((c >> 4) & 3) * v;
+                    lane[3][l] += (c >> 6) * v;
+                }
+                for (int i = 0; i < 4; i++)
+                    for (int l = 0; l < 16; l++) total[i] += (uint32_t)mb_wrap16(lane[i][l]);
+            }
+            for (int64_t k = nch * 32; k < cols; k++) {      /* tail (exact mode only) */
+                const int c = x[k], v = y[k];
+                for (int i = 0; i < 4; i++) total[i] += (uint32_t)(((c >> (2 * i)) & 3) * v);
+            }
+            for (int i = 0; i < 4; i++)
+                if (i * R + p < rows) raw[t * rows + i * R + p] = (int32_t)total[i];
+        }
+    }
+}
+
+#if MB_X86
+/* one packed row (4 output rows) x NT tokens (1 or 2): shared code planes, int16 lanes */
+MB_AVX2 static void mb_hfp_avx2_row(const uint8_t *x, int64_t cols, const int8_t *y, int NT,
+                                    int64_t gc, uint32_t total[2][4]) {
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi16(1);
+    const int64_t nch = cols / 32;
+    __m256i s[2][4];
+    for (int j = 0; j < 2; j++)
+        for (int i = 0; i < 4; i++) s[j][i] = _mm256_setzero_si256();
+    for (int64_t c0 = 0; c0 < nch; c0 += gc) {
+        const int64_t c1 = mb_min64(nch, c0 + gc);
+        __m256i a00 = _mm256_setzero_si256(), a01 = a00, a02 = a00, a03 = a00;
+        __m256i a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+        if (NT == 2) {
+            for (int64_t c = c0; c < c1; c++) {
+                const __m256i xx = _mm256_loadu_si256((const __m256i *)(x + 32 * c));
+                const __m256i x0 = _mm256_and_si256(xx, m3);
+                const __m256i x1 = _mm256_and_si256(_mm256_srli_epi16(xx, 2), m3);
+                const __m256i x2 = _mm256_and_si256(_mm256_srli_epi16(xx, 4), m3);
+                const __m256i x3 = _mm256_and_si256(_mm256_srli_epi16(xx, 6), m3);
+                const __m256i ya = _mm256_loadu_si256((const __m256i *)(y + 32 * c));
+                const __m256i yb = _mm256_loadu_si256((const __m256i *)(y + cols + 32 * c));
+                a00 = _mm256_add_epi16(a00, _mm256_maddubs_epi16(x0, ya));
+                a01 = _mm256_add_epi16(a01, _mm256_maddubs_epi16(x1, ya));
+                a02 = _mm256_add_epi16(a02, _mm256_maddubs_epi16(x2, ya));
+                a03 = _mm256_add_epi16(a03, _mm256_maddubs_epi16(x3, ya));
+                a10 = _mm256_add_epi16(a10, _mm256_maddubs_epi16(x0, yb));
+                a11 = _mm256_add_epi16(a11, _mm256_maddubs_epi16(x1, yb));
+                a12 = _mm256_add_epi16(a12, _mm256_maddubs_epi16(x2, yb));
+                a13 = _mm256_add_epi16(a13, _mm256_maddubs_epi16(x3, yb));
+            }
+        } else {
+            for (int64_t c = c0; c < c1; c++) {
+                const __m256i xx = _mm256_loadu_si256((const __m256i *)(x + 32 * c));
+                const __m256i ya = _mm256_loadu_si256((const __m256i *)(y + 32 * c));
+                a00 = _mm256_add_epi16(a00, _mm256_maddubs_epi16(_mm256_and_si256(xx, m3), ya));
+                a01 = _mm256_add_epi16(a01, _mm256_maddubs_epi16(
+                          _mm256_and_si256(_mm256_srli_epi16(xx, 2), m3), ya));
+                a02 = _mm256_add_epi16(a02, _mm256_maddubs_epi16(
+                          _mm256_and_si256(_mm256_srli_epi16(xx, 4), m3), ya));
+                a03 = _mm256_add_epi16(a03, _mm256_maddubs_epi16(
+                          _mm256_and_si256(_mm256_srli_epi16(xx, 6), m3), ya));
+            }
+        }
+        s[0][0] = _mm256_add_epi32(s[0][0], _mm256_madd_epi16(a00, one));
+        s[0][1] = _mm256_add_epi32(s[0][1], _mm256_madd_epi16(a01, one));
+        s[0][2] = _mm256_add_epi32(s[0][2], _mm256_madd_epi16(a02, one));
+        s[0][3] = _mm256_add_epi32(s[0][3], _mm256_madd_epi16(a03, one));
+        s[1][0] = _mm256_add_epi32(s[1][0], _mm256_madd_epi16(a10, one));
+        s[1][1] = _mm256_add_epi32(s[1][1], _mm256_madd_epi16(a11, one));
+        s[1][2] = _mm256_add_epi32(s[1][2], _mm256_madd_epi16(a12, one));
+        s[1][3] = _mm256_add_epi32(s[1][3], _mm256_madd_epi16(a13, one));
+    }
+    for (int j = 0; j < NT; j++) {
+        const int8_t *yt = y + j * cols;
+        for (int i = 0; i < 4; i++) total[j][i] = (uint32_t)mb_hsum_epi32(s[j][i]);
+        for (int64_t k = nch * 32; k < cols; k++) {          /* tail (exact mode only) */
+            const int c = x[k], v = yt[k];
+            for (int i = 0; i < 4; i++) total[j][i] += (uint32_t)(((c >> (2 * i)) & 3) * v);
+        }
+    }
+}
+
+MB_AVX2 static void mb_hfp_avx2(const uint8_t *data, int64_t R, int64_t cols, const int8_t *q,
+                                int64_t T, int64_t rows, int64_t p0, int64_t p1, int gc,
+                                int32_t *raw) {
+    uint32_t total[2][4];
+    for (int64_t t = 0; t < T; t += 2) {
+        const int NT = (T - t) >= 2 ? 2 : 1;
+        for (int64_t p = p0; p < p1; p++) {
+            mb_hfp_avx2_row(data + p * cols, cols, q + t * cols, NT, gc, total);
+            for (int j = 0; j < NT; j++)
+                for (int i = 0; i < 4; i++)
+                    if (i * R + p < rows) raw[(t + j) * rows + i * R + p] = (int32_t)total[j][i];
+        }
+    }
+}
+#endif
+
+/* raw[t, r] for the 4 rows of every packed row in [p0, p1) and every token */
+static void mb_hfp(const uint8_t *data, int64_t R, int64_t cols, const int8_t *q, int64_t T,
+                   int64_t rows, int64_t p0, int64_t p1, int gc, int32_t *raw) {
+#if MB_X86
+    if (mb_use_avx2()) { mb_hfp_avx2(data, R, cols, q, T, rows, p0, p1, gc, raw); return; }
+#endif
+    mb_hfp_scalar(data, R, cols, q, T, rows, p0, p1, gc, raw);
+}
+
+/* ---- TQ1_0 / TQ2_0 x Q8_K -------------------------------------------------------------- */
+
+/* IEEE half -> float, exact (as NumPy's astype) */
+static inline float mb_half_to_float(const uint8_t *h2) {
+    const uint32_t h = (uint32_t)h2[0] | ((uint32_t)h2[1] << 8);
+    const uint32_t sign = (h & 0x8000u) << 16, e = (h >> 10) & 0x1Fu, m = h & 0x3FFu;
+    uint32_t bits;
+    float f;
+    if (e == 0) {                                   /* zero or subnormal: m * 2^-24, exact */
+        f = (float)m * 5.9604644775390625e-8f;
+        memcpy(&bits, &f, 4);
+        bits |= sign;
+    } else if (e == 31) {
+        bits = sign | 0x7F800000u | (m << 13);      /* inf / nan, payload kept */
+    } else {
+        bits = sign | ((e + 112) << 23) | (m << 13);
+    }
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* sum code * y over one TQ2_0 block: element e -> byte (e/128)*32 + e%32, bits 2*((e%128)/32) */
+static inline int32_t mb_tq2_block_scalar(const uint8_t *qs, const int8_t *y) {
+    int32_t s = 0;
+    for (int h = 0; h < 2; h++)
+        for (int n = 0; n < 4; n++)
+            for (int m = 0; m < 32; m++)
+                s += ((qs[32 * h + m] >> (2 * n)) & 3) * y[128 * h + 32 * n + m];
+    return s;
+}
+
+static inline int mb_trit(int byte, int pow3) {    /* (uint8)(byte * 3^n), then (v * 3) >> 8 */
+    const int v = (byte * pow3) & 0xFF;
+    return (v * 3) >> 8;
+}
+
+/* sum trit * y over one TQ1_0 block (element orders: formats/tq1_0.py) */
+static inline int32_t mb_tq1_block_scalar(const uint8_t *qs, const int8_t *y) {
+    static const int pow3[5] = {1, 3, 9, 27, 81};
+    int32_t s = 0;
+    for (int n = 0; n < 5; n++)
+        for (int m = 0; m < 32; m++) s += mb_trit(qs[m], pow3[n]) * y[m + 32 * n];
+    for (int n = 0; n < 5; n++)
+        for (int m = 0; m < 16; m++) s += mb_trit(qs[32 + m], pow3[n]) * y[160 + m + 16 * n];
+    for (int n = 0; n < 4; n++)
+        for (int j = 0; j < 4; j++) s += mb_trit(qs[48 + j], pow3[n]) * y[240 + j + 4 * n];
+    return s;
+}
+
+/* One row x one token: per block sumi = sum code*y - sum y (exact int32); if sumi_out, store
+ * it; if da, return sumf = sum over blocks in order of (float)sumi * (da[b] * d_w[b]). */
+static float mb_tq_row_scalar(int fmt2, const uint8_t *w, int64_t nb, const int8_t *y,
+                                       const int32_t *ysum, const float *da, int32_t *sumi_out) {
+        const int B = fmt2 ? 66 : 54;
+    float sumf = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = w + B * b;
+        const int32_t code = fmt2 ? mb_tq2_block_scalar(blk, y + 256 * b)
+                                  : mb_tq1_block_scalar(blk, y + 256 * b);
+        const int32_t sumi = code - ysum[b];
+        if (sumi_out) sumi_out[b] = sumi;
+        if (da) {
+            const float dd = da[b] * mb_half_to_float(blk + B - 2);
+            float prod = (float)sumi * dd;
+            MB_ROUNDED(prod);
+            sumf = sumf + prod;
+        }
+    }
+    return sumf;
+}
+
+#if MB_X86
+MB_AVX2 static inline int32_t mb_tq2_block_avx2(const uint8_t *qs, const int8_t *y) {
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi16(1);
+    __m256i acc = _mm256_setzero_si256();                  /* int16: at most 8*768 */
+    for (int h = 0; h < 2; h++) {
+        const __m256i x = _mm256_loadu_si256((const __m256i *)(qs + 32 * h));
+        const int8_t *yh = y + 128 * h;
+        acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(_mm256_and_si256(x, m3),
+                  _mm256_loadu_si256((const __m256i *)yh)));
+        acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(
+                  _mm256_and_si256(_mm256_srli_epi16(x, 2), m3),
+                  _mm256_loadu_si256((const __m256i *)(yh + 32))));
+        acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(
+                  _mm256_and_si256(_mm256_srli_epi16(x, 4), m3),
+                  _mm256_loadu_si256((const __m256i *)(yh + 64))));
+        acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(
+                  _mm256_and_si256(_mm256_srli_epi16(x, 6), m3),
+                  _mm256_loadu_si256((const __m256i *)(yh + 96))));
+    }
+    return mb_hsum_epi32(_mm256_madd_epi16(acc, one));
+}
+
+/* trit of every byte: v = byte * 3^n mod 256 (byte-wise adds), t = (v >= 86) + (v >= 171) */
+MB_AVX2 static inline __m256i mb_trits256(__m256i v) {
+    const __m256i c86 = _mm256_set1_epi8((char)86), c171 = _mm256_set1_epi8((char)171);
+    const __m256i ge86 = _mm256_cmpeq_epi8(_mm256_max_epu8(v, c86), v);    /* 0xFF where v >= 86 */
+    const __m256i ge171 = _mm256_cmpeq_epi8(_mm256_max_epu8(v, c171), v);
+    return _mm256_sub_epi8(_mm256_sub_epi8(_mm256_setzero_si256(), ge86), ge171);
+}
+
+MB_AVX2 static inline __m128i mb_trits128(__m128i v) {
+    const __m128i c86 = _mm_set1_epi8((char)86), c171 = _mm_set1_epi8((char)171);
+    const __m128i ge86 = _mm_cmpeq_epi8(_mm_max_epu8(v, c86), v);
+    const __m128i ge171 = _mm_cmpeq_epi8(_mm_max_epu8(v, c171), v);
+    return _mm_sub_epi8(_mm_sub_epi8(_mm_setzero_si128(), ge86), ge171);
+}
+
+MB_AVX2 static inline int32_t mb_tq1_block_avx2(const uint8_t *qs, const int8_t *y) {
+    const __m256i one = _mm256_set1_epi16(1);
+    /* part A: 32 bytes x 5 trits, elements m + 32n */
+    __m256i xa = _mm256_loadu_si256((const __m256i *)qs);
+    __m256i acc = _mm256_setzero_si256();
+    for (int n = 0; n < 5; n++) {
+        acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(mb_trits256(xa),
+                  _mm256_loadu_si256((const __m256i *)(y + 32 * n))));
+        xa = _mm256_add_epi8(xa, _mm256_add_epi8(xa, xa));          /* x3, mod 256 */
+    }
+    /* part B: 16 bytes x 5 trits, elements 160 + m + 16n */
+    __m128i xb = _mm_loadu_si128((const __m128i *)(qs + 32));
+    __m128i accb = _mm_setzero_si128();
+    for (int n = 0; n < 5; n++) {
+        accb = _mm_add_epi16(accb, _mm_maddubs_epi16(mb_trits128(xb),
+                   _mm_loadu_si128((const __m128i *)(y + 160 + 16 * n))));
+        xb = _mm_add_epi8(xb, _mm_add_epi8(xb, xb));
+    }
+    /* part C: 4 bytes x 4 trits, elements 240 + j + 4n: 16 bytes [qh * 1, qh * 3, qh * 9, qh * 27] */
+    int32_t qh;
+    memcpy(&qh, qs + 48, 4);
+    __m128i xc = _mm_set1_epi32(qh);
+    const __m128i x3 = _mm_add_epi8(xc, _mm_add_epi8(xc, xc));
+    const __m128i x9 = _mm_add_epi8(x3, _mm_add_epi8(x3, x3));
+    const __m128i x27 = _mm_add_epi8(x9, _mm_add_epi8(x9, x9));
+    xc = _mm_blend_epi32(_mm_blend_epi32(xc, x3, 0x2), _mm_blend_epi32(x9, x27, 0x8), 0xC);
+    accb = _mm_add_epi16(accb, _mm_maddubs_epi16(mb_trits128(xc),
+               _mm_loadu_si128((const __m128i *)(y + 240))));
+    acc = _mm256_add_epi16(acc, _mm256_inserti128_si256(_mm256_setzero_si256(), accb, 0));
+    return mb_hsum_epi32(_mm256_madd_epi16(acc, one));
+}
+
+MB_AVX2 static float mb_tq_row_avx2(int fmt2, const uint8_t *w, int64_t nb,
+                                             const int8_t *y, const int32_t *ysum, const float *da,
+                                             int32_t *sumi_out) {
+        const int B = fmt2 ? 66 : 54;
+    float sumf = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = w + B * b;
+        const int32_t code = fmt2 ? mb_tq2_block_avx2(blk, y + 256 * b)
+                                  : mb_tq1_block_avx2(blk, y + 256 * b);
+        const int32_t sumi = code - ysum[b];
+        if (sumi_out) sumi_out[b] = sumi;
+        if (da) {
+            const float dd = da[b] * mb_half_to_float(blk + B - 2);
+            float prod = (float)sumi * dd;
+            MB_ROUNDED(prod);
+            sumf = sumf + prod;
+        }
+    }
+    return sumf;
+}
+#endif
+
+/* Rows [r0, r1) x every token, token tiles of 4 outside so their activations stay in L1.
+ * sumi: [T, rows, nb] int32 or NULL; y: [T, rows] float32 or NULL (then da is unused). */
+static void mb_tq(int fmt2, const uint8_t *data, int64_t cols, const int8_t *q,
+                  const int32_t *ysum, const float *da, int64_t T, int64_t rows, int64_t r0,
+                  int64_t r1, int32_t *sumi, float *out) {
+    const int64_t nb = cols / 256, rb = nb * (fmt2 ? 66 : 54);
+#if MB_X86
+    const int avx2 = mb_use_avx2();
+#endif
+    for (int64_t t0 = 0; t0 < T; t0 += 4) {
+        const int64_t t1 = mb_min64(T, t0 + 4);
+        for (int64_t r = r0; r < r1; r++) {
+            for (int64_t t = t0; t < t1; t++) {
+                const uint8_t *w = data + r * rb;
+                const int8_t *y = q + t * cols;
+                const int32_t *ys = ysum + t * nb;
+                const float *d = out ? da + t * nb : 0;
+                int32_t *so = sumi ? sumi + (t * rows + r) * nb : 0;
+                float f;
+#if MB_X86
+                if (avx2) f = mb_tq_row_avx2(fmt2, w, nb, y, ys, d, so);
+                else
+#endif
+                f = mb_tq_row_scalar(fmt2, w, nb, y, ys, d, so);
+                if (out) out[t * rows + r] = f;
+            }
+        }
+    }
+}
+
+#endif /* MB_TERNARY_H */

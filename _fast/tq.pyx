@@ -1,0 +1,98 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Twin of minibit/kernels/tq.py: TQ1_0 / TQ2_0 x Q8_K block dot products, in C.
+
+Same functions, same signatures, same bits as the reference.  Arrays are validated by the
+reference's ``check_args`` (FormatError) before any GIL-free code runs; the loops live in
+``mb_ternary.h``: per 256-block an exact int32 sum straight from the packed bytes (AVX2 or
+portable C), then the float32 sum over blocks in block order, one rounding per operation.
+OpenMP over tiles of rows; the thread count never changes a bit.
+"""
+
+import numpy as np
+cimport numpy as cnp
+from cython.parallel cimport prange
+from libc.stdint cimport uint8_t, int8_t, int32_t, int64_t
+
+from minibit.kernels import tq as _ref
+
+cnp.import_array()
+
+cdef extern from "mb_ternary.h" nogil:
+    int mb_simd_allowed
+    int mb_use_avx2()
+    void mb_tq(int fmt2, const uint8_t *data, int64_t cols, const int8_t *q,
+               const int32_t *ysum, const float *da, int64_t T, int64_t rows, int64_t r0,
+               int64_t r1, int32_t *sumi, float *out)
+
+cdef enum:
+    MIN_PARALLEL_MAC = 1 << 18   # multiply-adds below which one thread runs
+    TILE_ROWS = 16
+
+
+def _set_simd(on):
+    """Allow (True) or forbid (False) the AVX2 code; returns the previous setting (tests)."""
+    global mb_simd_allowed
+    old = bool(mb_simd_allowed)
+    mb_simd_allowed = 1 if on else 0
+    return old
+
+
+def _simd():
+    return "avx2" if mb_use_avx2() else "scalar"
+
+
+def _threads():
+    import minibit.kernels as kernels
+    return kernels.get_threads()
+
+
+cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d):
+    """Checked arrays -> int32 sumi [T, rows, nb] (d is None) or float32 y [T, rows]."""
+    cdef int64_t T = q.shape[0], nb = cols // 256
+    cdef int fmt2 = fmt == "tq2_0"
+    cdef bint want_sums = d is None
+    if want_sums:
+        shape_sums, shape_out = (T, rows, nb), (1, 1)
+    else:
+        shape_sums, shape_out = (1, 1, 1), (T, rows)
+    sumi = np.empty(shape_sums, dtype=np.int32)
+    out = np.empty(shape_out, dtype=np.float32)
+    result = sumi if want_sums else out
+    if T == 0:
+        return result
+    ysum = q.reshape(T, nb, 256).sum(axis=2, dtype=np.int32)           # [T, nb] int32
+    if want_sums:
+        d = np.zeros((T, nb), dtype=np.float32)
+    cdef const uint8_t[:, ::1] D = data
+    cdef const int8_t[:, ::1] Q = q
+    cdef const int32_t[:, ::1] YS = ysum
+    cdef const float[:, ::1] DA = d
+    cdef int32_t[:, :, ::1] SI = sumi
+    cdef float[:, ::1] O = out
+    cdef int32_t *psumi = &SI[0, 0, 0] if want_sums else NULL
+    cdef float *pout = NULL if want_sums else &O[0, 0]
+    cdef int64_t ntiles = (rows + TILE_ROWS - 1) // TILE_ROWS
+    # a parallel region costs microseconds (milliseconds on a loaded machine): small
+    # products run on one thread.  The split never changes a bit.
+    cdef int nth = max(1, min(_threads(), ntiles)) if T * rows * cols >= MIN_PARALLEL_MAC else 1
+    cdef int64_t i, r0, r1
+    for i in prange(ntiles, nogil=True, num_threads=nth, schedule="static"):
+        r0 = i * TILE_ROWS
+        r1 = r0 + TILE_ROWS
+        if r1 > rows:
+            r1 = rows
+        mb_tq(fmt2, &D[0, 0], cols, &Q[0, 0], &YS[0, 0], &DA[0, 0], T, rows, r0, r1,
+              psumi, pout)
+    return result
+
+
+def block_sums(data, rows, cols, fmt, q):
+    """sumi[t, n, b] = sum over block b of q * (code - 1): int32 [T, rows, nb]."""
+    data, q, _ = _ref.check_args(data, rows, cols, fmt, q)
+    return _run(data, int(rows), int(cols), fmt, q, None)
+
+
+def linear_q8k(data, rows, cols, fmt, q, d):
+    """Profile "llama.cpp": sum over blocks, in order, of (float)sumi * (d * d_w): float32 [T, rows]."""
+    data, q, d = _ref.check_args(data, rows, cols, fmt, q, d)
+    return _run(data, int(rows), int(cols), fmt, q, d)

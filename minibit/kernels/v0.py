@@ -1,0 +1,114 @@
+"""v0 — decode, then a float matmul: the yardstick every other kernel is checked against.
+
+The idea
+--------
+Unpack the ternary codes with the format's own decoder (``formats.unpack_codes``), turn the
+codes and the int8 activations into float32, and let BLAS multiply.  Every number involved
+is a small integer and every partial sum is an integer below 2^24, which float32 holds
+exactly, so the float matmul *is* the integer product, whatever order BLAS adds in.
+
+Worked example (one row, K = 4)::
+
+    w = [+1, 0, -1, +1] -> [1., 0., -1., 1.]     q = [10, -3, 7, 1] -> [10., -3., 7., 1.]
+    w . q = 10 - 0 - 7 + 1 = 4.0  (exact in float32)  ->  R = 4 (int32)
+
+Exactness bound: |partial sum| <= 128 * K (|w| <= 1, |q| <= 128), so float32 is exact for
+K < 2^17; longer rows use float64 (exact up to 2^45).
+
+The profile then decides what is multiplied and how R goes back to float (see
+``minibit.kernels``):
+
+* "hf", and "bitnet.cpp" on tl1/tl2:  y = (float)R / s * scale
+* "bitnet.cpp" on i2_s / hf_packed: bitnet.cpp's AVX2 kernel keeps partial sums of
+  code * q (code = w + 1) in int16 lanes that wrap (mad.py explains).  v0 reproduces that
+  with the same float matmul against activations spread over lanes: lane l of 4096-column
+  group g sums columns 2l, 2l + 1 of every 32-column chunk of the group, so each token's
+  q goes into 16 G columns, one per (group, lane), zero elsewhere.  The matmul gives every
+  lane's exact sum (|sum| <= 65536, exact in float32), which is wrapped to int16 as the
+  kernel's adds leave it; y = ((float)R' - (float)sums) / s * scale.
+* "llama.cpp" on tq1_0/tq2_0: one float matmul per 256-block gives the block sums sumi;
+  y = sum over blocks in order of (float)sumi * (d * d_w), float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._errors import FormatError
+from ..formats import Packed, unpack_codes
+
+__all__ = ["integer_product", "lane_product", "block_sums", "apply"]
+
+LANES, GROUP_COLS = 16, 4096
+
+
+def _float_for(K: int):
+    """float32 when every partial sum of K products (|.| <= 128 each) is exact in it."""
+    return np.float32 if 128 * K < 2 ** 24 else np.float64
+
+
+def integer_product(codes: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """R = q . w exactly, through a float matmul: int8 [T, K] x int8 [N, K] -> int32 [T, N]."""
+    f = _float_for(codes.shape[1])
+    R = q.astype(f) @ codes.astype(f).T                                   # [T, K] · [K, N] -> [T, N] float
+    return R.astype(np.int32)
+
+
+def lane_product(codes: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """R' = sum (w + 1) * q through bitnet.cpp's wrapping int16 lanes, via one float matmul.
+
+    int8 w [N, K] (K % 128 == 0), int8 q [T, K] -> int32 [T, N].  Column k feeds lane
+    (k % 32) // 2 of group k // 4096; spreading each token's activations over those 16 G
+    (group, lane) columns turns one float matmul into every lane's exact sum.
+    """
+    N, K = codes.shape
+    T = q.shape[0]
+    G = -(-K // GROUP_COLS)
+    k = np.arange(K)
+    col = (k // GROUP_COLS) * LANES + (k % 32) // 2                        # [K] (group, lane) of k
+    spread = np.zeros((K, T, G * LANES), dtype=np.float32)                 # [K, T, 16G] float32
+    spread[k, :, col] = q.T                                                # q[t, k] -> its lane
+    c = codes.astype(np.float32) + 1                                       # [N, K] float32 codes
+    lanes = c @ spread.reshape(K, T * G * LANES)                           # [N, K] · [K, T·16G] -> exact
+    lanes = lanes.reshape(N, T, G * LANES).transpose(1, 0, 2)              # [T, N, 16G] float32
+    wrapped = lanes.astype(np.int32).astype(np.int16)                     # int16 wrap, as the kernel
+    return wrapped.astype(np.int64).sum(axis=2).astype(np.int32)           # [T, N] int32
+
+
+def block_sums(codes: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """sumi per 256-block via one float matmul per block: -> int32 [T, N, K/256]."""
+    N, K = codes.shape
+    T, nb = q.shape[0], K // 256
+    c = codes.astype(np.float32).reshape(N, nb, 256).transpose(1, 2, 0)   # [nb, 256, N]
+    x = q.astype(np.float32).reshape(T, nb, 256).transpose(1, 0, 2)       # [nb, T, 256]
+    return (x @ c).transpose(1, 2, 0).astype(np.int32)                     # [nb, T, N] -> [T, N, nb]
+
+
+def apply(p: Packed, profile: str, acts: dict) -> np.ndarray:
+    """Decode p, multiply in float, scale as the profile says -> float32 [T, rows]."""
+    rows, cols = p.shape
+    codes, scale = unpack_codes(p)                                         # int8 [N, K], scale(s)
+    q = acts["q"]                                                          # int8 [T, K]
+    if p.fmt in ("tq1_0", "tq2_0"):
+        if profile != "llama.cpp":
+            raise FormatError(f"v0: {p.fmt} runs the 'llama.cpp' profile, not {profile!r}")
+        sumi = block_sums(codes, q)                                        # [T, N, nb] int32
+        d = acts["d"]                                                      # [T, nb] float32
+        sumf = np.zeros((q.shape[0], rows), dtype=np.float32)
+        for b in range(sumi.shape[2]):                                     # block order
+            dd = d[:, b, None] * scale[None, :, b]                         # [T, N] d_act * d_w
+            sumf = sumf + sumi[:, :, b].astype(np.float32) * dd            # [T, N] float32
+        return sumf
+    s = acts["s"]                                                          # [T] float32
+    if profile == "bitnet.cpp" and p.fmt in ("i2_s", "hf_packed"):
+        if cols % 128:
+            raise FormatError(f"{p.fmt}: the bitnet.cpp profile runs I2_S's 128-column blocks; "
+                              f"a row length of {cols} is not a multiple of 128")
+        Rc = lane_product(codes, q)                                        # [T, N] int32
+        diff = Rc.astype(np.float32) - acts["sums"].astype(np.float32)[:, None]
+        return diff / s[:, None] * np.float32(scale)                       # [T, N] float32
+    if profile in ("hf", "bitnet.cpp"):
+        R = integer_product(codes, q)                                      # [T, N] int32
+        with np.errstate(invalid="ignore"):                                # TL: s = inf on zero rows
+            return R.astype(np.float32) / s[:, None] * np.float32(scale)   # [T, N] float32
+    raise FormatError(f"v0: profile {profile!r} is not supported on {p.fmt!r}")
