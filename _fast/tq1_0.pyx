@@ -4,7 +4,7 @@
 import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.math cimport roundf
+from libc.math cimport roundf, isinf
 
 from minibit.formats._packed import check_matrix
 from minibit.formats import tq1_0 as _ref
@@ -49,6 +49,8 @@ def quantize(w):
             inv = 0.0
             if dm[r, b] != 0:
                 inv = <float>1.0 / dm[r, b]
+                if isinf(inv):                # d < 2^-128: see block_scales in formats/tq2_0.py
+                    inv = 0.0
             base = b * QK
             ob = b * BLK
             for m in range(32):                       # elements m + 32n

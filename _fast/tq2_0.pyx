@@ -9,7 +9,7 @@ twin and the reference share one conversion.
 import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.math cimport roundf, fabsf
+from libc.math cimport roundf, fabsf, isinf
 
 from minibit.formats._packed import check_matrix
 from minibit.formats import tq2_0 as _ref
@@ -62,6 +62,8 @@ def quantize(w):
             inv = 0.0
             if dm[r, b] != 0:
                 inv = <float>1.0 / dm[r, b]
+                if isinf(inv):                # d < 2^-128: see block_scales in formats/tq2_0.py
+                    inv = 0.0
             base = b * QK
             for h in range(2):
                 for m in range(32):

@@ -85,3 +85,11 @@ def check_data(p: Packed, expected_nbytes: int, expected_ndim_shape=None) -> np.
         raise FormatError(f"{p.fmt}: {d.size} data bytes, expected {expected_nbytes} for a "
                           f"{p.shape} matrix")
     return np.ascontiguousarray(d)
+
+
+def single_scale(p: Packed) -> np.float32:
+    """The one float32 scale of a per-tensor-scale format kept outside its bytes."""
+    s = None if p.scale is None else np.asarray(p.scale, dtype=np.float32).reshape(-1)
+    if s is None or s.size != 1:
+        raise FormatError(f"{p.fmt}: expected exactly one float32 scale, got {p.scale!r}")
+    return np.float32(s[0])

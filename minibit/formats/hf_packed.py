@@ -38,7 +38,7 @@ import numpy as np
 from .. import _backend
 from .._errors import FormatError
 from ..quant import absmean_ternarize
-from ._packed import Packed, check_codes, check_data, check_matrix
+from ._packed import Packed, check_codes, check_data, check_matrix, single_scale
 
 __all__ = ["pack", "unpack", "encode", "decode", "pack_codes", "unpack_codes",
            "multiplier_from_weight_scale"]
@@ -106,9 +106,8 @@ def unpack_codes(p: Packed):
     """Packed -> (int8 codes [rows, cols], float32 multiplier)."""
     rows, cols = p.shape
     data = check_data(p, -(-rows // 4) * cols, (-(-rows // 4), cols))
-    if p.scale is None or np.asarray(p.scale).size != 1:
-        raise FormatError("hf_packed: needs exactly one scale value (weight_scale)")
-    return _impl().unpack(data, rows), np.float32(np.asarray(p.scale).reshape(-1)[0])
+    scale = single_scale(p)
+    return _impl().unpack(data, rows), scale
 
 
 def encode(w) -> Packed:

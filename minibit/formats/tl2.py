@@ -83,9 +83,9 @@ import numpy as np
 from .. import _backend
 from .._errors import FormatError
 from ..quant import absmean_ternarize
-from ._packed import Packed, check_codes, check_data, check_matrix
+from ._packed import Packed, check_codes, check_data, check_matrix, single_scale
 
-__all__ = ["PRESETS", "default_params", "check_params", "split_k", "nbytes", "pack", "unpack",
+__all__ = ["PRESETS", "default_params", "check_params", "split_k", "nbytes", "pack", "unpack", "pack_codes", "unpack_codes",
            "encode", "decode"]
 
 FMT = "tl2"
@@ -303,6 +303,16 @@ def _params(M: int, K: int, params: dict) -> dict:
     return p
 
 
+def pack_codes(codes, scale, **params) -> Packed:
+    """int8 ternary codes [M, K] and the tensor scale -> Packed (``params``: BM, BK, bm, or
+    default_params(M, K))."""
+    codes = check_codes(codes)
+    M, K = codes.shape
+    p = _params(M, K, params)
+    data = _impl().pack(codes, p["BM"], p["BK"], p["bm"])
+    return Packed(FMT, (M, K), data, np.array([scale], dtype=np.float32), p)
+
+
 def encode(w, **params) -> Packed:
     """float32 [M, K] -> Packed: absmean ternarization, then the TL2 bytes.
 
@@ -310,25 +320,22 @@ def encode(w, **params) -> Packed:
     bitnet.cpp stores in ``<name>_scale``: max |w| of the ternarized tensor, i.e. the
     absmean scale, or 0 when every code is 0.
     """
-    w = check_matrix(w)
-    M, K = w.shape
-    p = _params(M, K, params)
-    codes, scale = absmean_ternarize(w)                # [M, K] int8, float32
-    if not codes.any():
-        scale = np.float32(0)
-    data = _impl().pack(codes, p["BM"], p["BK"], p["bm"])
-    return Packed(FMT, (M, K), data, np.array([scale], dtype=np.float32), p)
+    codes, scale = absmean_ternarize(check_matrix(w))  # [M, K] int8, float32
+    return pack_codes(codes, scale if codes.any() else np.float32(0), **params)
 
 
-def decode(p: Packed) -> np.ndarray:
-    """Packed -> float32 [M, K] = codes * scale."""
+def unpack_codes(p: Packed):
+    """Packed -> (int8 codes [M, K], float32 scale)."""
     if p.fmt != FMT:
         raise FormatError(f"{FMT}: cannot decode a {p.fmt!r} tensor")
     M, K = p.shape
     prm = _params(M, K, dict(p.params))
     data = check_data(p, nbytes(M, K), (nbytes(M, K),))
-    scale = np.asarray(p.scale, dtype=np.float32).reshape(-1) if p.scale is not None else None
-    if scale is None or scale.size != 1:
-        raise FormatError(f"{FMT}: expected one float32 scale, got {p.scale!r}")
     codes = _impl().unpack(data, M, K, prm["BM"], prm["BK"], prm["bm"])   # [M, K] int8
-    return codes.astype(np.float32) * scale[0]         # [M, K] float32
+    return codes, single_scale(p)
+
+
+def decode(p: Packed) -> np.ndarray:
+    """Packed -> float32 [M, K] = codes * scale."""
+    codes, scale = unpack_codes(p)
+    return codes.astype(np.float32) * scale            # [M, K] float32

@@ -64,15 +64,20 @@ def check_shape(fmt: str, rows: int, cols: int) -> None:
 
 
 def block_scales(fmt: str, w: np.ndarray):
-    """Per-block d = max|x| and id = 1/d (0 for an empty block), both float32 [rows, nb]."""
+    """Per-block d = max|x| and id = 1/d (0 for an empty block or when 1/d overflows),
+    both float32 [rows, nb]."""
     rows, cols = w.shape
     d = np.abs(w.reshape(rows, cols // QK_K, QK_K)).max(axis=2)        # [rows, nb] float32
     if (d > FP16_MAX).any():
         r, b = (int(v) for v in np.argwhere(d > FP16_MAX)[0])
         raise FormatError(f"{fmt}: block {b} of row {r} has max|x| = {d[r, b]} which does not fit "
                           f"the format's fp16 scale (max {FP16_MAX})")
-    with np.errstate(divide="ignore"):
-        inv = np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
+    with np.errstate(divide="ignore", over="ignore"):
+        inv = (np.float32(1) / d).astype(np.float32)
+    # d == 0: an empty block.  1/d = inf (d < 2^-128): ggml's lroundf(x * inf) is LONG_MIN
+    # on x86, whose +1 leaves code 1 in the byte, and gguf-py casts a NaN (platform-defined).
+    # minibit writes code 1 (value 0) for both; such a block's fp16 d is 0 anyway.
+    inv = np.where(np.isfinite(inv), inv, np.float32(0)).astype(np.float32)
     return d, inv
 
 
