@@ -1,0 +1,1 @@
+"""Loaders: HF snapshot directories (safetensors), GGUF files, and source resolution."""

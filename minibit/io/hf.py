@@ -1,0 +1,163 @@
+"""Load a Hugging Face snapshot directory: config.json, safetensors (one file or sharded), tokenizer.json.
+
+Tensor names (prefix ``model.``)::
+
+    embed_tokens.weight                          [vocab, hidden]     float
+    layers.{i}.input_layernorm.weight            [hidden]
+    layers.{i}.self_attn.{q,k,v,o}_proj.weight   packed uint8 [ceil(out/4), in] + .weight_scale [1]
+                                                 or float [out, in] (online quantization)
+    layers.{i}.self_attn.attn_sub_norm.weight    [hidden]       2B-4T name
+    layers.{i}.self_attn.inner_attn_ln.weight    [hidden]       1bitLLM name for the same norm
+    layers.{i}.post_attention_layernorm.weight   [hidden]
+    layers.{i}.mlp.{gate,up,down}_proj.weight    as the attention projections
+    layers.{i}.mlp.ffn_sub_norm.weight           [intermediate] 2B-4T name
+    layers.{i}.mlp.ffn_layernorm.weight          [intermediate] 1bitLLM name
+    norm.weight                                  [hidden]
+    lm_head.weight                               [vocab, hidden] (absent when tied)
+
+Packed weights stay packed and memory-mapped (``Packed.data`` is a view into the file).
+Float weights are ternarized by absmean as they load (transformers' online AutoBitLinear,
+1bitLLM's weight_quant), one tensor at a time, and only the packed result is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from .._errors import FormatError
+from ..formats import hf_packed
+from ..model.config import Config, from_hf_config
+from .safetensors import SafetensorsFile, as_float32
+
+__all__ = ["HFCheckpoint", "read_config", "is_hf_dir"]
+
+SUB_NORM_NAMES = {
+    "attn_sub_norm": ("self_attn.attn_sub_norm.weight", "self_attn.inner_attn_ln.weight"),
+    "ffn_sub_norm": ("mlp.ffn_sub_norm.weight", "mlp.ffn_layernorm.weight"),
+}
+PROJ = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
+        "o": "self_attn.o_proj", "gate": "mlp.gate_proj", "up": "mlp.up_proj",
+        "down": "mlp.down_proj"}
+
+
+def is_hf_dir(path: str) -> bool:
+    return os.path.isdir(path) and os.path.exists(os.path.join(path, "config.json"))
+
+
+def read_json(path: str, max_bytes: int = 64 * 1024 * 1024):
+    try:
+        size = os.path.getsize(path)
+        if size > max_bytes:
+            raise FormatError(f"{path}: {size} bytes, larger than the {max_bytes}-byte limit for JSON")
+        with open(path, "rb") as f:
+            return json.loads(f.read().decode("utf-8"))
+    except FileNotFoundError:
+        raise FormatError(f"{path}: file not found") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FormatError(f"{path}: not valid JSON ({e})") from None
+
+
+def read_config(snapshot: str) -> Config:
+    path = os.path.join(snapshot, "config.json")
+    return from_hf_config(read_json(path), path)
+
+
+def out_features(cfg: Config, key: str) -> int:
+    return {"q": cfg.num_heads * cfg.head_dim, "k": cfg.num_kv_heads * cfg.head_dim,
+            "v": cfg.num_kv_heads * cfg.head_dim, "o": cfg.hidden_size,
+            "gate": cfg.intermediate_size, "up": cfg.intermediate_size,
+            "down": cfg.hidden_size}[key]
+
+
+def in_features(cfg: Config, key: str) -> int:
+    return {"o": cfg.num_heads * cfg.head_dim, "down": cfg.intermediate_size}.get(key, cfg.hidden_size)
+
+
+class HFCheckpoint:
+    """The tensors of a snapshot directory, across shards, by name."""
+
+    def __init__(self, snapshot: str):
+        self.dir = snapshot
+        self.config = read_config(snapshot)
+        index = os.path.join(snapshot, "model.safetensors.index.json")
+        single = os.path.join(snapshot, "model.safetensors")
+        self.files: dict[str, SafetensorsFile] = {}
+        self.where: dict[str, str] = {}
+        if os.path.exists(single):
+            f = SafetensorsFile(single)
+            self.files[single] = f
+            self.where = {n: single for n in f.names}
+        elif os.path.exists(index):
+            wm = read_json(index).get("weight_map")
+            if not isinstance(wm, dict):
+                raise FormatError(f"{index}: missing or bad 'weight_map'")
+            for name, shard in wm.items():
+                if not isinstance(shard, str) or os.path.basename(shard) != shard:
+                    raise FormatError(f"{index}: bad shard file name {shard!r} for {name!r}")
+                p = os.path.join(snapshot, shard)
+                if p not in self.files:
+                    self.files[p] = SafetensorsFile(p)
+                if name not in self.files[p]:
+                    raise FormatError(f"{index}: {name!r} is mapped to {shard} but {shard} has no such tensor")
+                self.where[name] = p
+        else:
+            raise FormatError(f"{snapshot}: no model.safetensors or model.safetensors.index.json")
+
+    def has(self, name: str) -> bool:
+        return name in self.where
+
+    def raw(self, name: str):
+        """(array view, dtype string, shape)."""
+        if name not in self.where:
+            raise FormatError(f"{self.dir}: missing tensor {name!r}")
+        f = self.files[self.where[name]]
+        dtype, shape, _ = f.info(name)
+        return f.get(name), dtype, shape
+
+    def float_tensor(self, name: str, shape: tuple) -> np.ndarray:
+        arr, dtype, got = self.raw(name)
+        if tuple(got) != tuple(shape):
+            raise FormatError(f"{self.dir}: tensor {name!r} has shape {list(got)}, "
+                              f"config says {list(shape)}")
+        try:
+            return np.ascontiguousarray(as_float32(arr, dtype))
+        except FormatError:
+            raise FormatError(f"{self.dir}: tensor {name!r} has dtype {dtype}, expected a float type") from None
+
+    def matrix(self, name: str, shape: tuple):
+        """A [rows, cols] float matrix left in its stored dtype (embeddings, lm_head)."""
+        arr, dtype, got = self.raw(name)
+        if tuple(got) != tuple(shape):
+            raise FormatError(f"{self.dir}: tensor {name!r} has shape {list(got)}, "
+                              f"config says {list(shape)}")
+        if dtype not in ("F32", "F16", "BF16"):
+            raise FormatError(f"{self.dir}: tensor {name!r} has dtype {dtype}, expected F32/F16/BF16")
+        return arr, dtype
+
+    def ternary(self, name: str, rows: int, cols: int):
+        """The packed ternary weight of projection ``name`` (without '.weight') as hf_packed."""
+        cfg = self.config
+        wname, sname = name + ".weight", name + ".weight_scale"
+        arr, dtype, shape = self.raw(wname)
+        if self.has(sname):                           # offline: packed uint8 + weight_scale
+            R = -(-rows // 4)
+            if dtype != "U8" or tuple(shape) != (R, cols):
+                raise FormatError(f"{self.dir}: packed tensor {wname!r} is {dtype} {list(shape)}, "
+                                  f"expected U8 [{R}, {cols}] for a [{rows}, {cols}] projection")
+            s_arr, s_dtype, s_shape = self.raw(sname)
+            if s_dtype not in ("F32", "F16", "BF16") or int(np.prod(s_shape)) != 1:
+                raise FormatError(f"{self.dir}: {sname!r} must be one float, got {s_dtype} {list(s_shape)}")
+            ws = as_float32(np.asarray(s_arr).reshape(1), s_dtype)
+            try:
+                scale = hf_packed.multiplier_from_weight_scale(ws, cfg.linear_class)
+            except FormatError as e:
+                raise FormatError(f"{self.dir}: {sname!r}: {e}") from None
+            p = hf_packed.Packed("hf_packed", (rows, cols), arr, np.array([scale], np.float32))
+            # check every code once: a byte with code 3 is a damaged file
+            hf_packed.unpack_codes(p)
+            return p
+        w = self.float_tensor(wname, (rows, cols))    # online: float masters, absmean now
+        return hf_packed.encode(w)

@@ -1,0 +1,143 @@
+"""Model: what ``minibit.load`` returns — config, tokenizer, the transformer and a profile."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import kernels
+from .._errors import FormatError
+from .config import Config
+from .layers import BitLinear
+from .transformer import Layer, Transformer
+
+__all__ = ["Model", "build_from_hf", "PROFILES"]
+
+PROFILES = ("hf", "bitnet.cpp", "llama.cpp")
+
+
+class Model:
+    """A loaded ternary model.
+
+    config      minibit.model.Config
+    tokenizer   minibit.tokenizer.Tokenizer (or None for a bare checkpoint without one)
+    profile     "hf" | "bitnet.cpp" | "llama.cpp": the numerics every BitLinear uses
+    source      where it was loaded from
+    """
+
+    def __init__(self, transformer: Transformer, tokenizer, profile: str, source: str,
+                 chat_template: str | None = None):
+        self.transformer = transformer
+        self.config: Config = transformer.config
+        self.tokenizer = tokenizer
+        self.source = source
+        self.chat_template = chat_template
+        self._profile = None
+        self.profile = profile
+
+    @property
+    def profile(self) -> str:
+        return self._profile
+
+    @profile.setter
+    def profile(self, value: str) -> None:
+        if value not in PROFILES:
+            raise FormatError(f"unknown profile {value!r}; expected one of {', '.join(PROFILES)}")
+        self._profile = value
+        for layer in self.transformer.layers:
+            for lin in layer.linears():
+                lin.profile = value
+
+    def logits(self, ids) -> np.ndarray:
+        """float32 [len(ids), vocab]: a fresh forward over ids (no cache)."""
+        ids = self._check_ids(ids)
+        return self.transformer.forward(ids)
+
+    def new_cache(self, max_len: int | None = None):
+        return self.transformer.new_cache(max_len)
+
+    def forward(self, ids, cache, last_only: bool = False, trace=None) -> np.ndarray:
+        """Logits for ids appended to ``cache`` (incremental decode)."""
+        return self.transformer.forward(self._check_ids(ids), cache, trace=trace, last_only=last_only)
+
+    def _check_ids(self, ids) -> np.ndarray:
+        a = np.asarray(ids)
+        if a.ndim != 1 or a.size == 0 or not np.issubdtype(a.dtype, np.integer):
+            raise FormatError(f"token ids must be a non-empty 1-D integer sequence, got {a.dtype} {a.shape}")
+        if a.min() < 0 or a.max() >= self.config.vocab_size:
+            raise FormatError(f"token id out of range [0, {self.config.vocab_size}): "
+                              f"{int(a.min()) if a.min() < 0 else int(a.max())}")
+        return a.astype(np.int64)
+
+    def generate(self, prompt: str, max_new_tokens: int = 128, temperature: float = 0.8,
+                 top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
+                 repeat_penalty: float = 1.0, seed=None, stop=(), stream: bool = False, **kw):
+        """Continue ``prompt``: the text, or an iterator of text pieces with stream=True.
+        See minibit.generate for the loop, stop strings and the context limit."""
+        from ..generate import generate
+        return generate(self, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
+                        top_k=top_k, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty,
+                        seed=seed, stop=stop, stream=stream, **kw)
+
+    def chat(self, messages, **kw):
+        """Reply to ``messages`` ([{"role", "content"}, ...]) through the model's chat template
+        (a "Role: content<eos>" fallback for models without one); same options as generate."""
+        from ..generate import render_chat
+        return self.generate(render_chat(self, messages), **kw)
+
+    @property
+    def packed_bytes(self) -> int:
+        """Bytes of every weight as held: packed ternary + norms + embeddings."""
+        t = self.transformer
+        n = t.embed.nbytes + (0 if t.lm_head is None else t.lm_head.nbytes) + t.final_norm.nbytes
+        for L in t.layers:
+            n += sum(lin.packed.nbytes for lin in L.linears())
+            n += sum(a.nbytes for a in (L.attn_norm, L.ffn_norm, L.attn_sub_norm, L.ffn_sub_norm)
+                     if a is not None)
+        return int(n)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Model({c.arch}, {c.num_layers} layers, hidden {c.hidden_size}, vocab {c.vocab_size}, "
+                f"profile {self.profile!r}, backend {kernels_backend()!r}, from {self.source!r})")
+
+
+def kernels_backend() -> str:
+    from .. import backend
+    return backend()
+
+
+def build_from_hf(ckpt, profile: str = "hf") -> Transformer:
+    """A Transformer from an io.hf.HFCheckpoint."""
+    from ..io.hf import PROJ, SUB_NORM_NAMES, in_features, out_features
+
+    cfg = ckpt.config
+    hid = cfg.hidden_size
+    embed, edt = ckpt.matrix("model.embed_tokens.weight", (cfg.vocab_size, hid))
+    layers = []
+    for i in range(cfg.num_layers):
+        pre = f"model.layers.{i}."
+        lin = {k: BitLinear(pre + PROJ[k], ckpt.ternary(pre + PROJ[k], out_features(cfg, k),
+                                                        in_features(cfg, k)), profile)
+               for k in PROJ}
+        subs = {}
+        if cfg.sub_norms:
+            for key, names in SUB_NORM_NAMES.items():
+                found = [n for n in names if ckpt.has(pre + n)]
+                if not found:
+                    raise FormatError(f"{ckpt.dir}: missing {pre + names[0]!r} "
+                                      f"(or {pre + names[1]!r}) for architecture {cfg.arch}")
+                width = hid if key == "attn_sub_norm" else cfg.intermediate_size
+                if key == "attn_sub_norm":
+                    width = cfg.num_heads * cfg.head_dim
+                subs[key] = ckpt.float_tensor(pre + found[0], (width,))
+        layers.append(Layer(
+            attn_norm=ckpt.float_tensor(pre + "input_layernorm.weight", (hid,)),
+            ffn_norm=ckpt.float_tensor(pre + "post_attention_layernorm.weight", (hid,)),
+            **lin, **subs))
+    final = ckpt.float_tensor("model.norm.weight", (hid,))
+    lm_head, ldt = None, None
+    if ckpt.has("lm_head.weight") and not cfg.tie_word_embeddings:
+        lm_head, ldt = ckpt.matrix("lm_head.weight", (cfg.vocab_size, hid))
+    elif not cfg.tie_word_embeddings:
+        raise FormatError(f"{ckpt.dir}: tie_word_embeddings is false but there is no lm_head.weight")
+    return Transformer(cfg, embed, edt, layers, final, lm_head, ldt)

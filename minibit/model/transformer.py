@@ -1,0 +1,156 @@
+"""The forward pass: embedding -> blocks -> final norm -> logits, with a float32 KV cache.
+
+One block (BitNet-2B4T; "bitnet" swaps relu2 for silu; "llama" drops the two sub-norms)::
+
+    a = rms_norm(h, attn_norm)
+    q, k, v = Wq a, Wk a, Wv a                 ternary BitLinear, the profile's numerics
+    q, k = rope(q), rope(k)                    rotate_half pairing, positions from the cache
+    o = attention(q, K_cache, V_cache)         causal, grouped-query
+    o = rms_norm(o, attn_sub_norm)             BEFORE the output projection
+    h = h + Wo o
+    m = rms_norm(h, ffn_norm)
+    f = relu(Wgate m)^2 * (Wup m)
+    f = rms_norm(f, ffn_sub_norm)              BEFORE the down projection
+    h = h + Wdown f
+
+An optional ``trace(name, array)`` callback sees every intermediate under the names llama.cpp's
+eval callback prints (``attn_norm-0``, ``ffn_out-0``, ...), which the oracle's dumps use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import Config
+from .layers import BitLinear, KVCache, apply_rope, attention, ffn_act, rms_norm, rope_tables
+
+__all__ = ["Layer", "Transformer"]
+
+
+@dataclass
+class Layer:
+    """One block's weights: float32 norm vectors and packed ternary projections."""
+
+    attn_norm: np.ndarray
+    q: BitLinear
+    k: BitLinear
+    v: BitLinear
+    o: BitLinear
+    ffn_norm: np.ndarray
+    gate: BitLinear
+    up: BitLinear
+    down: BitLinear
+    attn_sub_norm: np.ndarray | None = None
+    ffn_sub_norm: np.ndarray | None = None
+
+    def linears(self):
+        return [self.q, self.k, self.v, self.o, self.gate, self.up, self.down]
+
+
+class Transformer:
+    """The model's arithmetic, independent of where the weights came from.
+
+    embed     [vocab, hidden]: float32, float16, or bf16 held as uint16 (widened per use)
+    lm_head   [vocab, hidden] in the same forms, or None when tied to embed
+    """
+
+    def __init__(self, config: Config, embed, embed_dtype: str, layers: list, final_norm,
+                 lm_head=None, lm_head_dtype: str | None = None):
+        self.config = config
+        self.embed, self.embed_dtype = embed, embed_dtype
+        self.layers = layers
+        self.final_norm = final_norm
+        self.lm_head = lm_head
+        self.lm_head_dtype = lm_head_dtype
+
+    # ---- pieces -----------------------------------------------------------------------
+
+    @staticmethod
+    def _rows_f32(mat, dtype: str, rows) -> np.ndarray:
+        r = mat[rows]
+        if dtype == "BF16":
+            return (r.astype(np.uint32) << 16).view(np.float32)
+        return r.astype(np.float32)
+
+    def embed_tokens(self, ids: np.ndarray) -> np.ndarray:
+        """[T] int -> [T, hidden] float32."""
+        return self._rows_f32(self.embed, self.embed_dtype, ids)
+
+    def project_logits(self, h: np.ndarray, chunk: int = 16384) -> np.ndarray:
+        """[T, hidden] float32 -> [T, vocab] float32: h @ W.T, W widened chunk by chunk so a
+        bf16 embedding is never held in float32 all at once."""
+        W, dt = (self.embed, self.embed_dtype) if self.lm_head is None else (self.lm_head, self.lm_head_dtype)
+        vocab = W.shape[0]
+        out = np.empty((h.shape[0], vocab), dtype=np.float32)
+        for s in range(0, vocab, chunk):
+            out[:, s:s + chunk] = h @ self._rows_f32(W, dt, slice(s, s + chunk)).T
+        return out
+
+    # ---- forward ------------------------------------------------------------------------
+
+    def new_cache(self, max_len: int | None = None) -> KVCache:
+        c = self.config
+        return KVCache(c.num_layers, max_len or c.max_position, c.num_kv_heads, c.head_dim)
+
+    def forward(self, ids, cache: KVCache | None = None, trace=None, last_only: bool = False):
+        """Logits float32 [T, vocab] for token ids [T] appended after the cache's contents.
+
+        With no cache, a fresh one of length T is used (a full forward).  ``last_only``
+        projects only the last position to the vocabulary (decode).
+        """
+        c = self.config
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        T = ids.shape[0]
+        if cache is None:
+            cache = self.new_cache(T)
+        start = cache.len
+        if start + T > cache.max_len:
+            raise ValueError(f"context full: {start} + {T} tokens exceed the cache of {cache.max_len}")
+        H, G, D = c.num_heads, c.num_kv_heads, c.head_dim
+        cos, sin = rope_tables(np.arange(start, start + T), D, c.rope_theta)
+        tr = trace or (lambda name, arr: None)
+
+        h = self.embed_tokens(ids)                                           # [T, hidden]
+        tr("inp_embd", h)
+        for li, L in enumerate(self.layers):
+            a = rms_norm(h, L.attn_norm, c.rms_norm_eps)
+            tr(f"attn_norm-{li}", a)
+            q = L.q(a).reshape(T, H, D)
+            k = L.k(a).reshape(T, G, D)
+            v = L.v(a).reshape(T, G, D)
+            tr(f"Qcur-{li}", q)
+            tr(f"Kcur-{li}", k)
+            tr(f"Vcur-{li}", v)
+            q = apply_rope(q, cos, sin)
+            k = apply_rope(k, cos, sin)
+            cache.k[li, start:start + T] = k
+            cache.v[li, start:start + T] = v
+            o = attention(q, cache.k[li, :start + T], cache.v[li, :start + T], start)  # [T, H*D]
+            tr(f"kqv_out-{li}", o)
+            if L.attn_sub_norm is not None:
+                o = rms_norm(o, L.attn_sub_norm, c.rms_norm_eps)
+                tr(f"attn_sub_norm-{li}", o)
+            o = L.o(o)
+            tr(f"attn_out-{li}", o)
+            h = h + o
+            tr(f"ffn_inp-{li}", h)
+            m = rms_norm(h, L.ffn_norm, c.rms_norm_eps)
+            tr(f"ffn_norm-{li}", m)
+            f = ffn_act(L.gate(m), L.up(m), c.hidden_act)
+            if L.ffn_sub_norm is not None:
+                f = rms_norm(f, L.ffn_sub_norm, c.rms_norm_eps)
+                tr(f"ffn_sub_norm-{li}", f)
+            f = L.down(f)
+            tr(f"ffn_out-{li}", f)
+            h = h + f
+            tr(f"l_out-{li}", h)
+        cache.len = start + T
+        h = rms_norm(h, self.final_norm, c.rms_norm_eps)
+        tr("result_norm", h)
+        if last_only:
+            h = h[-1:]
+        logits = self.project_logits(h)
+        tr("result_output", logits)
+        return logits

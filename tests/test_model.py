@@ -1,0 +1,165 @@
+"""The transformer from HF checkpoints: every architecture, cache == full forward, both
+backends and thread counts identical, and logits equal to transformers where installed."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import minibit
+from minibit import _backend, kernels
+from minibit.io.synthetic import write_checkpoint
+
+# (arch, packed, shape kwargs): odd head dims, GQA ratios 1/2/4, tied and untied
+CASES = {
+    "2b4t-packed-gqa2": ("bitnet-b1.58", True, dict(hidden=64, heads=4, kv_heads=2, intermediate=96)),
+    "2b4t-packed-gqa4-untied": ("bitnet-b1.58", True, dict(hidden=96, heads=8, kv_heads=2,
+                                                           intermediate=160, tied=False)),
+    "2b4t-online-mha": ("bitnet-b1.58", False, dict(hidden=44, heads=2, kv_heads=2, head_dim=22,
+                                                    intermediate=80)),
+    "1bitllm": ("bitnet", False, dict(hidden=64, heads=4, kv_heads=4, intermediate=128)),
+    "falcon3-gqa4": ("llama", True, dict(hidden=64, heads=4, kv_heads=1, head_dim=36,
+                                         intermediate=112, tied=False)),
+}
+IDS = [256, 72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100, 33, 10, 65, 66]
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpts")
+    return {name: write_checkpoint(str(root / name), arch=arch, packed=packed, seed=i, **kw)
+            for i, (name, (arch, packed, kw)) in enumerate(CASES.items())}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_cached_decode_equals_full_forward(ckpts, name):
+    m = minibit.load(ckpts[name])
+    full = m.logits(IDS)
+    cache = m.new_cache(64)
+    steps = [m.forward(IDS[:5], cache)]                       # a prefill of 5, then one by one
+    steps += [m.forward([t], cache) for t in IDS[5:]]
+    inc = np.concatenate(steps)
+    assert full.shape == (len(IDS), m.config.vocab_size) and full.dtype == np.float32
+    np.testing.assert_allclose(inc, full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["2b4t-packed-gqa2", "falcon3-gqa4"])
+def test_backends_and_threads_give_identical_bits(ckpts, name):
+    m = minibit.load(ckpts[name])
+    results = []
+    backends = ["numpy"] + (["cython"] if _backend.fast_module("quant") is not None else [])
+    old = kernels.get_threads()
+    try:
+        for be in backends:
+            for th in (1, 2):
+                kernels.set_threads(th)
+                with _backend.use(be):
+                    results.append((be, th, m.logits(IDS)))
+    finally:
+        kernels.set_threads(old)
+    for be, th, r in results[1:]:
+        assert np.array_equal(r.view(np.uint32), results[0][2].view(np.uint32)), (be, th)
+
+
+def test_packed_weights_stay_packed_and_mapped(ckpts):
+    m = minibit.load(ckpts["2b4t-packed-gqa2"])
+    lin = m.transformer.layers[0].q
+    assert lin.packed.fmt == "hf_packed" and lin.packed.data.dtype == np.uint8
+    assert lin.packed.data.shape == (-(-lin.shape[0] // 4), lin.shape[1])
+    assert not lin.packed.data.flags.owndata                   # a view into the mapped file
+    assert m.packed_bytes < 1.3 * os.path.getsize(os.path.join(ckpts["2b4t-packed-gqa2"],
+                                                               "model.safetensors"))
+
+
+def test_config_mapping(ckpts):
+    c = minibit.load(ckpts["1bitllm"]).config
+    assert (c.arch, c.hidden_act, c.sub_norms, c.quantization_mode) == ("bitnet", "silu", True, "online")
+    c = minibit.load(ckpts["falcon3-gqa4"]).config
+    assert (c.arch, c.sub_norms, c.linear_class, c.head_dim) == ("llama", False, "bitlinear", 36)
+    c = minibit.load(ckpts["2b4t-packed-gqa2"]).config
+    assert (c.arch, c.hidden_act, c.linear_class) == ("bitnet-b1.58", "relu2", "autobitlinear")
+
+
+def test_bad_checkpoints_raise_format_error(ckpts, tmp_path):
+    d = tmp_path / "bad"
+    shutil.copytree(ckpts["2b4t-packed-gqa2"], d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["hidden_size"] = 65                                    # disagrees with the tensors
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(minibit.FormatError, match="shape"):
+        minibit.load(str(d))
+    (d / "config.json").write_text("{not json")
+    with pytest.raises(minibit.FormatError, match="not valid JSON"):
+        minibit.load(str(d))
+    with pytest.raises(minibit.FormatError, match="no such file"):
+        minibit.load(str(tmp_path / "nothing"))
+    m = minibit.load(ckpts["2b4t-packed-gqa2"])
+    with pytest.raises(minibit.FormatError, match="out of range"):
+        m.logits([0, 100000])
+
+
+def test_hf_cache_resolution(ckpts, tmp_path, monkeypatch):
+    snap = tmp_path / "hub" / "models--org--tiny" / "snapshots" / "abc123"
+    shutil.copytree(ckpts["2b4t-packed-gqa2"], snap)
+    (tmp_path / "hub" / "models--org--tiny" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--tiny" / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    m = minibit.load("org/tiny")
+    assert m.source == str(snap)
+    with pytest.raises(minibit.FormatError, match="never downloads"):
+        minibit.load("org/absent")
+
+
+# ---- against transformers --------------------------------------------------------------
+
+def _to_transformers_bitnet(src, dst):
+    """A 1bitLLM-form checkpoint rewritten as transformers' BitNet (online, silu): same
+    math, 2B-4T tensor names, so transformers can be the reference for the 1bitLLM path."""
+    from safetensors.numpy import load_file, save_file
+    t = load_file(os.path.join(src, "model.safetensors"))
+    ren = {".self_attn.inner_attn_ln.": ".self_attn.attn_sub_norm.", ".mlp.ffn_layernorm.": ".mlp.ffn_sub_norm."}
+    out = {}
+    for k, v in t.items():
+        for a, b in ren.items():
+            k = k.replace(a, b)
+        out[k] = v
+    os.makedirs(dst, exist_ok=True)
+    save_file(out, os.path.join(dst, "model.safetensors"), metadata={"format": "pt"})
+    cfg = json.load(open(os.path.join(src, "config.json")))
+    cfg.update(architectures=["BitNetForCausalLM"], model_type="bitnet",
+               quantization_config={"quant_method": "bitnet", "linear_class": "autobitlinear",
+                                    "quantization_mode": "online"})
+    json.dump(cfg, open(os.path.join(dst, "config.json"), "w"))
+    return dst
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_logits_match_transformers(ckpts, name, tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
+    arch = CASES[name][0]
+    ref_dir = _to_transformers_bitnet(ckpts[name], str(tmp_path / "tf")) if arch == "bitnet" else ckpts[name]
+    cls = transformers.LlamaForCausalLM if arch == "llama" else transformers.BitNetForCausalLM
+    tm = cls.from_pretrained(ref_dir, dtype=torch.float32, attn_implementation="eager").eval()
+    m = minibit.load(ckpts[name], profile="hf")
+    with torch.no_grad():
+        ref = tm(torch.tensor([IDS])).logits[0].numpy()
+    ours = m.logits(IDS)
+    rel = np.abs(ours - ref).max() / np.abs(ref).max()
+    print(f"{name}: max|diff| = {np.abs(ours - ref).max():.3g}, relative {rel:.3g}")
+    assert rel <= 1e-4
+    # greedy decoding agrees for 32 tokens
+    tm.generation_config.eos_token_id = None                 # compare all 32 steps
+    with torch.no_grad():
+        gen = tm.generate(torch.tensor([IDS[:4]]), max_new_tokens=32, do_sample=False,
+                          pad_token_id=0)[0, 4:].tolist()
+    cache, ids, ours_gen = m.new_cache(64), IDS[:4], []
+    logits = m.forward(ids, cache, last_only=True)
+    for _ in range(32):
+        nxt = int(np.argmax(logits[-1]))
+        ours_gen.append(nxt)
+        logits = m.forward([nxt], cache, last_only=True)
+    assert ours_gen == gen
