@@ -15,9 +15,13 @@ import sys
 from ._errors import FormatError
 
 EXAMPLES = """examples:
+  minibit generate "It was a fine morning"          continue a prompt with the bundled model
+  minibit generate "Once" --model DIR -n 64 --temp 0 --seed 1
+  minibit chat --model DIR                          an interactive chat (reads stdin if piped)
   minibit bench formats            encode/decode speed of every weight format, both backends
   minibit bench kernels --quick    ternary matmul speed (GMAC/s, GB/s) per kernel and backend
   minibit inspect model.safetensors   tensor table of a checkpoint (also a HF dir or .gguf)
+  minibit convert DIR out.gguf --to tq2_0            a GGUF file for llama.cpp (i2_s: bitnet.cpp)
 """
 
 
@@ -52,24 +56,10 @@ def _inspect_safetensors(paths):
 
 
 def _inspect_gguf(path):
-    try:
-        from gguf import GGUFReader
-        r = GGUFReader(path)
-    except Exception as e:
-        raise FormatError(f"{path}: not a readable GGUF file ({e})") from None
-    print(f"# {path}: GGUF, {len(r.fields)} metadata fields, {len(r.tensors)} tensors")
-    for name, field in r.fields.items():
-        if name.startswith("GGUF.") or name in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges",
-                                                 "tokenizer.ggml.token_type", "tokenizer.ggml.scores"):
-            continue
-        try:
-            val = field.contents()
-        except Exception:
-            val = "?"
-        text = repr(val)
-        print(f"{name} = {text[:100] + '...' if len(text) > 100 else text}")
-    return [(t.name, t.tensor_type.name, tuple(int(d) for d in reversed(t.shape)), int(t.n_bytes))
-            for t in r.tensors]
+    from .io import gguf
+    for line in gguf.metadata_lines(path):
+        print(line)
+    return gguf.tensor_rows(path)
 
 
 def cmd_inspect(argv) -> int:
@@ -106,12 +96,118 @@ def cmd_inspect(argv) -> int:
     return 0
 
 
+def _model_args(ap, generation=True):
+    ap.add_argument("--model", default="demo",
+                    help="'demo' (bundled), a HF snapshot directory, a .gguf file or a cached repo id")
+    ap.add_argument("--profile", choices=["hf", "bitnet.cpp", "llama.cpp"], default=None,
+                    help="numerics to reproduce (default: the model's natural one)")
+    ap.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
+    if generation:
+        ap.add_argument("-n", "--max-new-tokens", type=int, default=128)
+        ap.add_argument("--temp", type=float, default=0.8, help="temperature; 0 = greedy")
+        ap.add_argument("--top-k", type=int, default=40)
+        ap.add_argument("--top-p", type=float, default=1.0)
+        ap.add_argument("--min-p", type=float, default=0.0)
+        ap.add_argument("--repeat-penalty", type=float, default=1.1)
+        ap.add_argument("--seed", type=int, default=None)
+        ap.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+        ap.add_argument("--verbose", action="store_true", help="timings and tokens/s on stderr")
+
+
+def _load(args):
+    from . import load
+    if args.threads is not None and args.threads < 1:
+        raise FormatError(f"--threads must be at least 1, got {args.threads}")
+    return load(args.model, profile=args.profile, threads=args.threads)
+
+
+def _gen_kwargs(args):
+    return dict(max_new_tokens=args.max_new_tokens, temperature=args.temp, top_k=args.top_k,
+                top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty,
+                seed=args.seed, stop=tuple(args.stop))
+
+
+def _report(res, verbose):
+    if not verbose:
+        return
+    n = len(res.tokens)
+    pf = res.prompt_tokens / res.prefill_seconds if res.prefill_seconds else 0.0
+    dc = (n - 1) / res.decode_seconds if res.decode_seconds and n > 1 else 0.0
+    from . import backend
+    print(f"\n[{backend()}] prompt {res.prompt_tokens} tok in {res.prefill_seconds:.3f} s "
+          f"({pf:.1f} tok/s); generated {n} tok, decode {dc:.1f} tok/s; finish: {res.finish_reason}",
+          file=sys.stderr)
+
+
+def _stream(model, prompt, args, out=sys.stdout):
+    from .generate import GenerationResult
+    res = GenerationResult(text="")
+    try:
+        for piece in model.generate(prompt, stream=True, result=res, **_gen_kwargs(args)):
+            out.write(piece)
+            out.flush()
+    except KeyboardInterrupt:
+        out.write("\n")
+        out.flush()
+        _report(res, args.verbose)
+        raise
+    _report(res, args.verbose)
+    return res
+
+
+def cmd_generate(argv) -> int:
+    ap = argparse.ArgumentParser(prog="minibit generate", description="Continue a prompt, streaming to stdout.",
+                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("prompt")
+    _model_args(ap)
+    args = ap.parse_args(argv)
+    model = _load(args)
+    sys.stdout.write(args.prompt)
+    _stream(model, args.prompt, args)
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_chat(argv) -> int:
+    ap = argparse.ArgumentParser(prog="minibit chat",
+                                 description="Chat with a model through its chat template. Type a "
+                                             "message per line; an empty line or EOF ends.")
+    ap.add_argument("--system", default=None, help="a system message")
+    _model_args(ap)
+    args = ap.parse_args(argv)
+    model = _load(args)
+    from .generate import render_chat
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            sys.stdout.write("> ")
+            sys.stdout.flush()
+        line = sys.stdin.readline()
+        if not line or not line.strip():
+            return 0
+        messages.append({"role": "user", "content": line.strip()})
+        if not interactive:
+            sys.stdout.write(f"> {line.strip()}\n")
+        res = _stream(model, render_chat(model, messages), args)
+        sys.stdout.write("\n")
+        messages.append({"role": "assistant", "content": res.text.strip()})
+
+
+def cmd_convert(argv) -> int:
+    from .io.gguf import main_convert
+    return main_convert(argv)
+
+
 def cmd_bench(argv) -> int:
     from . import bench
     return bench.main(argv)
 
 
 COMMANDS = {
+    "generate": (cmd_generate, "continue a prompt, streaming"),
+    "chat": (cmd_chat, "chat through the model's template"),
+    "convert": (cmd_convert, "write a GGUF file llama.cpp / bitnet.cpp run"),
     "bench": (cmd_bench, "measure speed: formats | kernels"),
     "inspect": (cmd_inspect, "show the tensors of a checkpoint"),
 }
