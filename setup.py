@@ -124,6 +124,10 @@ setup(
         "test": ["pytest>=7", "hypothesis>=6.80", "gguf>=0.10"],
         # independent oracles for the tests: transformers' BitNet (CPU torch, local wheel)
         "crosscheck": ["torch==2.13.0", "transformers>=4.51", "accelerate>=1.0"],
+        # the executable tutorials (plots saved as PNG when headless)
+        "tutorials": ["matplotlib>=3.5", "jupytext>=1.14"],
+        # tools/train_demo.py
+        "train": ["torch==2.13.0"],
     },
     entry_points={"console_scripts": ["minibit=minibit.cli:main"]},
 )

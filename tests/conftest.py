@@ -41,6 +41,7 @@ REFERENCES = {
     "mad": "minibit.kernels.mad",
     "tq": "minibit.kernels.tq",
     "lut": "minibit.kernels.lut",
+    "sampling": "minibit.sampling",
 }
 
 
