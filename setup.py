@@ -111,7 +111,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=["minibit", "minibit.formats", "minibit.kernels", "minibit.model", "minibit.io",
-              "minibit._fast", "minibit.data"],
+              "minibit.oracle", "minibit._fast", "minibit.data"],
     package_dir={"minibit": "minibit", "minibit._fast": "_fast", "minibit.data": "data"},
     package_data={"minibit.data": ["*.json", "*.safetensors", "*.txt", "*.md", "*/*"],
                   "minibit._fast": ["*.h", "*.pyx"]},

@@ -22,6 +22,8 @@ EXAMPLES = """examples:
   minibit bench kernels --quick    ternary matmul speed (GMAC/s, GB/s) per kernel and backend
   minibit inspect model.safetensors   tensor table of a checkpoint (also a HF dir or .gguf)
   minibit convert DIR out.gguf --to tq2_0            a GGUF file for llama.cpp (i2_s: bitnet.cpp)
+  minibit dump "Hello" --out d1 --profile hf        per-layer tensors to diff an engine against
+  minibit compare d1 d2 --fail-above 1e-3           where two dumps diverge
 """
 
 
@@ -199,6 +201,13 @@ def cmd_convert(argv) -> int:
     return main_convert(argv)
 
 
+def _oracle(name):
+    def run(argv) -> int:
+        from . import oracle
+        return getattr(oracle, name)(argv)
+    return run
+
+
 def cmd_bench(argv) -> int:
     from . import bench
     return bench.main(argv)
@@ -209,6 +218,10 @@ COMMANDS = {
     "chat": (cmd_chat, "chat through the model's template"),
     "convert": (cmd_convert, "write a GGUF file llama.cpp / bitnet.cpp run"),
     "bench": (cmd_bench, "measure speed: formats | kernels"),
+    "dump": (_oracle("main_dump"), "write every layer's tensors for a prompt (oracle)"),
+    "compare": (_oracle("main_compare"), "compare two dumps: first diverging tensor, logits KL"),
+    "vectors": (_oracle("main_vectors"), "kernel test vectors for another engine's tests"),
+    "perplexity": (_oracle("main_perplexity"), "perplexity and bits per byte of a text file"),
     "inspect": (cmd_inspect, "show the tensors of a checkpoint"),
 }
 

@@ -145,12 +145,16 @@ def test_id_39_without_scale_sibling_is_mxfp4(tmp_path):
     assert mg.GGUFFile(str(p)).info("w").type_name == "MXFP4"
 
 
-def test_profiles_other_than_the_natural_one(gfile):
+def test_profiles_other_than_the_natural_one(gfile, tmp_path):
     tq = mg.load_gguf(gfile("bitnet-b1.58", "tq2_0"), "bitnet.cpp")   # uniform fp16 block scales
     assert {lin.packed.fmt for L in tq.transformer.layers for lin in L.linears()} == {"i2_s"}
     assert np.isfinite(tq.logits(IDS)).all()
-    with pytest.raises(FormatError, match="fp16"):                     # float32 scale, not fp16
-        mg.load_gguf(gfile("bitnet-b1.58", "i2_s"), "llama.cpp")
+    # an I2_S file under llama.cpp's numerics = that model converted to TQ2_0 (fp16 block
+    # scales, as llama.cpp's converter writes them) and run by llama.cpp
+    i2 = mg.load_gguf(gfile("bitnet-b1.58", "i2_s"), "llama.cpp")
+    conv = str(tmp_path / "conv.gguf")
+    mg.save_gguf(mg.load_gguf(gfile("bitnet-b1.58", "i2_s")), conv, "tq2_0", progress=False)
+    np.testing.assert_array_equal(i2.logits(IDS), mg.load_gguf(conv, "llama.cpp").logits(IDS))
 
 
 def test_convert_tq_to_other_tq_and_i2_s_keeps_logits(gfile, tmp_path):

@@ -530,41 +530,8 @@ def _permute_packed(p, idx: np.ndarray):
     return formats.pack_codes(p.fmt, codes[idx], scale, **dict(p.params))
 
 
-def _uniform_scale(codes: np.ndarray, scale) -> np.float32 | None:
-    """The single tensor scale behind (codes, scale), or None when block scales differ."""
-    s = np.asarray(scale, dtype=np.float32)
-    if s.ndim == 0 or s.size == 1:
-        return np.float32(s.reshape(-1)[0])
-    rows, nb = s.shape
-    used = codes.reshape(rows, nb, -1).any(axis=2)            # blocks with a non-zero code
-    vals = np.unique(s[used])
-    if vals.size == 0:
-        return np.float32(0)
-    return np.float32(vals[0]) if vals.size == 1 else None
-
-
-def fit_profile(p, profile: str, name: str = "weight"):
-    """p itself when kernels run (p.fmt, profile), else a lossless repack that does, else
-    FormatError (see the module docstring for the rules)."""
-    from .. import kernels
-
-    if (p.fmt, profile) in kernels.PAIRS:
-        return p
-    M, K = p.shape
-    codes, scale = formats.unpack_codes(p)
-    single = _uniform_scale(codes, scale)
-    if profile == "llama.cpp":
-        if single is not None and K % 256 == 0 and np.float32(np.float16(single)) == single:
-            return formats.pack_codes("tq2_0", codes, single)
-        why = ("its block scales differ" if single is None else
-               f"its row length {K} is not a multiple of 256" if K % 256 else
-               f"its scale {float(single)!r} is not exact in fp16 (TQ's block scale)")
-        raise FormatError(f"{name}: a {p.fmt} weight cannot run under profile 'llama.cpp' "
-                          f"without changing it: {why}")
-    if single is None:
-        raise FormatError(f"{name}: a {p.fmt} weight with differing block scales cannot run "
-                          f"under profile {profile!r} (it needs one scale per tensor)")
-    return formats.pack_codes("i2_s" if K % 128 == 0 else "hf_packed", codes, single)
+# one mechanism for every loader: see minibit/kernels/fit.py
+from ..kernels.fit import fit_profile, tensor_scale  # noqa: E402
 
 
 def _ternary_from_float(w: np.ndarray):
@@ -972,7 +939,7 @@ def _to_format(p, fmt: str, name: str):
             w = (codes.reshape(rows, -1, 256).astype(np.float32) * s[:, :, None]).reshape(rows, cols)
             return formats.encode(fmt, w)
         return formats.pack_codes(fmt, codes, np.float32(s.reshape(-1)[0]))
-    single = _uniform_scale(codes, s)
+    single = tensor_scale(codes, s)
     if single is None:
         raise FormatError(f"{name}: the {p.fmt} weight has differing block scales; {fmt} holds "
                           f"one scale per tensor, so it cannot be written losslessly")

@@ -24,6 +24,7 @@ __all__ = ["rms_norm", "rope_tables", "apply_rope", "attention", "ffn_act", "Bit
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     """[T, n] float32 -> [T, n] float32: x / sqrt(mean(x^2) + eps) * weight (transformers'
     order: normalize first, then scale)."""
+    x = np.ascontiguousarray(x)       # NumPy's float32 sum order follows the memory layout
     var = np.mean(x * x, axis=-1, keepdims=True, dtype=np.float32)          # [T, 1]
     return (x * (np.float32(1) / np.sqrt(var + np.float32(eps)))) * weight  # [T, n]
 
@@ -98,12 +99,9 @@ class BitLinear:
     The profile decides the activation quantizer and the float order (DESIGN §3); the
     weight stays packed (Packed.data), never expanded to a float matrix.  When the profile
     has no kernel for the stored format (e.g. the llama.cpp profile on an HF checkpoint), the
-    codes are repacked once, losslessly apart from what the peer's own conversion does, into
-    the format that peer would run: TQ2_0 for llama.cpp (its fp16 block scale rounds the
-    tensor scale, as llama.cpp's converter does), I2_S for bitnet.cpp, hf_packed for hf.
+    codes are repacked once into the format that peer runs, as its converter would
+    (minibit.kernels.fit): TQ2_0 for llama.cpp, I2_S for bitnet.cpp.
     """
-
-    TARGET = {"llama.cpp": "tq2_0", "bitnet.cpp": "i2_s", "hf": "hf_packed"}
 
     def __init__(self, name: str, packed: Packed, profile: str):
         self.name = name
@@ -116,25 +114,11 @@ class BitLinear:
         return self.packed.shape
 
     def packed_for(self, profile: str) -> Packed:
-        """The weight in a format the profile's kernels run (the stored one when possible)."""
-        if profile in kernels.profiles(self.packed.fmt):
-            return self.packed
+        """The weight in a format the profile's kernels run (the stored one when possible;
+        else repacked once, as that peer's converter would: see minibit.kernels.fit)."""
         if profile not in self._derived:
-            from .. import formats
-            from .._errors import FormatError
-            codes, scale = formats.unpack_codes(self.packed)
-            scale = np.asarray(scale, dtype=np.float32)
-            if scale.ndim:                       # TQ block scales: one value per tensor needed
-                live = scale[scale != 0]
-                if live.size and not (live == live[0]).all():
-                    raise FormatError(f"{self.name}: {self.packed.fmt} block scales differ, so the "
-                                      f"{profile!r} profile (one scale per tensor) cannot run it")
-                scale = live[0] if live.size else np.float32(0)
-            try:
-                self._derived[profile] = formats.pack_codes(self.TARGET[profile], codes, scale)
-            except FormatError as e:
-                raise FormatError(f"{self.name}: the {profile!r} profile needs {self.TARGET[profile]} "
-                                  f"weights: {e}") from None
+            from ..kernels.fit import fit_profile
+            self._derived[profile] = fit_profile(self.packed, profile, self.name)
         return self._derived[profile]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
