@@ -81,7 +81,11 @@ cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str layout, q, int mode, s, su
     cdef int nth = max(1, min(_threads(), ntiles)) if T * rows * cols >= MIN_PARALLEL_MAC else 1
     cdef int64_t i, t, r, r0, r1, p0, p1, k
     cdef int32_t v
-    for i in prange(ntiles, nogil=True, num_threads=nth, schedule="static"):
+    # dynamic chunks of about 1/8 of a thread's share: a thread the OS delays (a busy
+    # machine) holds back one chunk, not half the rows.  Which thread sums a row never
+    # changes its bits.
+    cdef int64_t chunk = max(1, ntiles // (8 * nth))
+    for i in prange(ntiles, nogil=True, num_threads=nth, schedule="dynamic", chunksize=chunk):
         if i2s:
             r0 = i * TILE_ROWS
             r1 = r0 + TILE_ROWS

@@ -166,19 +166,19 @@ def _module(name: str):
     return importlib.import_module(KERNELS[name][0])
 
 
-def _fastest(fmt: str, profile: str, T: int) -> str:
-    """The specialised kernel when its Cython twin runs; on the NumPy path, what measured
-    fastest there (``minibit bench kernels``): v0's float32 BLAS matmul, except for the
-    bitnet.cpp lanes at T <= 2, where mad's integer reference beats v0's lane-spread matmul.
+def _fastest(fmt: str) -> str:
+    """The specialised kernel when its Cython twin runs, else v0.
+
+    On the NumPy path v0's float32 BLAS matmul beats the integer references of mad and tq
+    (``minibit bench kernels``); the twins beat both by two orders of magnitude.
     """
-    names = [k for k in available(fmt) if k != "v0"]
-    for k in names:
+    for k in available(fmt):
+        if k == "v0":
+            continue
         mod = _module(k)
         impl = getattr(mod, "_impl", None)
         if impl is not None and impl() is not mod:
             return k
-    if "mad" in names and profile == "bitnet.cpp" and T <= 2:
-        return "mad"
     return "v0"
 
 
@@ -196,7 +196,7 @@ def quantize_acts(x, fmt: str, profile: str) -> dict:
     return {"q": out[0], "s": out[1]}
 
 
-def _resolve(p, profile, kernel, T=1):
+def _resolve(p, profile, kernel):
     if not isinstance(p, Packed):
         raise FormatError(f"expected a minibit.formats.Packed weight, got {type(p).__name__}")
     _check_fmt(p.fmt)
@@ -206,7 +206,7 @@ def _resolve(p, profile, kernel, T=1):
                           f"(format: profiles) are {_pairs_text()}")
     names = available(p.fmt)
     if kernel is None:
-        kernel = _fastest(p.fmt, prof, T)
+        kernel = _fastest(p.fmt)
     elif kernel not in names:
         raise FormatError(f"kernel {kernel!r} does not run on format {p.fmt!r}; available: "
                           f"{', '.join(names)}")
@@ -234,7 +234,7 @@ def linear(x, p: Packed, profile: str | None = None, kernel: str | None = None) 
     if not isinstance(p, Packed):
         raise FormatError(f"expected a minibit.formats.Packed weight, got {type(p).__name__}")
     a, vec = _activations(x, p.shape[1])
-    prof, kern = _resolve(p, profile, kernel, 1 if vec else a.shape[0])
+    prof, kern = _resolve(p, profile, kernel)
     acts = quantize_acts(a, p.fmt, prof)                      # q int8 [T, cols] and scales
     y = _module(kern).apply(p, prof, acts)                    # float32 [T, rows]
     return y[0] if vec else y

@@ -155,6 +155,13 @@ def print_table(results, bandwidth=None, cold=False) -> None:
         print(f"# single-thread read bandwidth (NumPy int64 sum of 256 MB): {bandwidth:.1f} GB/s")
     print(f"# weights: {'cold (cycling copies > 64 MB; the float32 baseline stays hot)' if cold else 'hot in cache (one weight, called repeatedly)'}; "
           f"v0 has no twin (its matmul is NumPy/BLAS), so it appears once")
+    try:
+        busy = os.getloadavg()[0] > 1.2          # this benchmark itself accounts for ~1
+    except OSError:
+        busy = False
+    if busy:
+        print("# WARNING: the machine is busy (load average above 1.2): rows with 2+ threads wait for "
+              "every OpenMP thread each call, so a descheduled thread costs a scheduler tick (4-8 ms)")
     print("| rows x cols | T | format | profile | kernel | backend | threads | ms | GMAC/s | weight GB/s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
