@@ -7,29 +7,14 @@ proves nothing on an idle one.  Every row states its shape, backend and thread c
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import numpy as np
 
 from . import _backend, formats
+from .kernels.bench import machine
 
 FORMAT_SHAPE = (2560, 6912)     # BitNet-2B4T's largest projection (rows x cols)
-
-
-def machine() -> str:
-    """One line naming the CPU, cores and Python: every table says where it was measured."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def best_time(fn, repeat: int, min_time: float = 0.2) -> float:
@@ -75,8 +60,8 @@ def bench_formats(shape=FORMAT_SHAPE, repeat: int = 3, backends=None, fmts=forma
 def print_format_table(results, shape) -> None:
     print(f"# formats: encode / decode throughput, MB/s of float32 weights, {shape[0]}x{shape[1]}")
     print(f"# machine: {machine()}")
-    print(f"| format | backend | bits/weight | encode MB/s | decode MB/s |")
-    print(f"|---|---|---|---|---|")
+    print("| format | backend | bits/weight | encode MB/s | decode MB/s |")
+    print("|---|---|---|---|---|")
     for r in results:
         if "error" in r:
             print(f"| {r['fmt']} | {r['backend']} | - | {r['error']} | |")

@@ -58,10 +58,9 @@ import sys
 
 import numpy as np
 
-from .. import _backend
 from .._errors import FormatError
-from ..quant import absmean_ternarize
-from ._packed import Packed, check_codes, check_data, check_matrix, single_scale
+from . import _tiled
+from ._packed import Packed, check_codes
 
 __all__ = ["PRESETS", "default_params", "check_params", "nbytes", "pack", "unpack", "pack_codes", "unpack_codes",
            "encode", "decode"]
@@ -193,31 +192,18 @@ def unpack(data, M, K, BM, BK, bm) -> np.ndarray:
 
 
 def _impl():
-    return _backend.select(FMT, sys.modules[__name__])
+    return _tiled.impl(sys.modules[__name__])
 
 
 def _params(M: int, K: int, params: dict) -> dict:
     """All three of BM, BK, bm from the caller, or default_params for none of them."""
-    unknown = set(params) - {"BM", "BK", "bm"}
-    if unknown:
-        raise FormatError(f"{FMT}: unknown parameter(s) {sorted(unknown)}; expected BM, BK, bm")
-    if not params:
-        return default_params(M, K)
-    if len(params) != 3:
-        raise FormatError(f"{FMT}: give all of BM, BK, bm or none of them, got {sorted(params)}")
-    p = {k: _as_int(k, params[k]) for k in ("BM", "BK", "bm")}
-    check_params(M, K, **p)
-    return p
+    return _tiled.resolve_params(sys.modules[__name__], M, K, params)
 
 
 def pack_codes(codes, scale, **params) -> Packed:
     """int8 ternary codes [M, K] and the tensor scale -> Packed (``params``: BM, BK, bm, or
     default_params(M, K))."""
-    codes = check_codes(codes)
-    M, K = codes.shape
-    p = _params(M, K, params)
-    data = _impl().pack(codes, p["BM"], p["BK"], p["bm"])
-    return Packed(FMT, (M, K), data, np.array([scale], dtype=np.float32), p)
+    return _tiled.pack_codes(sys.modules[__name__], codes, scale, params)
 
 
 def encode(w, **params) -> Packed:
@@ -227,19 +213,12 @@ def encode(w, **params) -> Packed:
     bitnet.cpp stores in ``<name>_scale``: max |w| of the ternarized tensor, i.e. the
     absmean scale, or 0 when every code is 0.
     """
-    codes, scale = absmean_ternarize(check_matrix(w))  # [M, K] int8, float32
-    return pack_codes(codes, scale if codes.any() else np.float32(0), **params)
+    return _tiled.encode(sys.modules[__name__], w, params)
 
 
 def unpack_codes(p: Packed):
     """Packed -> (int8 codes [M, K], float32 scale)."""
-    if p.fmt != FMT:
-        raise FormatError(f"{FMT}: cannot decode a {p.fmt!r} tensor")
-    M, K = p.shape
-    prm = _params(M, K, dict(p.params))
-    data = check_data(p, nbytes(M, K), (nbytes(M, K),))
-    codes = _impl().unpack(data, M, K, prm["BM"], prm["BK"], prm["bm"])   # [M, K] int8
-    return codes, single_scale(p)
+    return _tiled.unpack_codes(sys.modules[__name__], p)
 
 
 def decode(p: Packed) -> np.ndarray:

@@ -152,7 +152,6 @@ def code_matrix(data, rows: int, cols: int, layout: str) -> np.ndarray:
         body = data[:rows * cols // 4].reshape(-1, 32)                      # [n/128, 32] uint8
         planes = [(body >> np.uint8(sh)) & np.uint8(3) for sh in (6, 4, 2, 0)]   # sub-block g
         return np.stack(planes, axis=1).reshape(rows, cols)                 # [n/128, 4, 32]
-    R = data.shape[0]
     planes = [(data >> np.uint8(2 * i)) & np.uint8(3) for i in range(4)]    # chunk i: rows iR+p
     return np.concatenate(planes, axis=0)[:rows]                            # [4R, cols] -> [rows, cols]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels
 from .._errors import FormatError
 from .config import Config
 from .layers import BitLinear

@@ -1,0 +1,59 @@
+"""What TL1 and TL2 share: tiling parameters, and the Packed wrappers around pack/unpack.
+
+Both layouts are tiled by (BM, BK, bm) that are not stored in the bytes (bitnet.cpp compiles
+them into its kernels per shape).  A caller gives all three or none (then the format's
+``default_params(M, K)``); the chosen values travel in ``Packed.params``.  ``mod`` below is
+the format's reference module (minibit.formats.tl1 or tl2): it supplies FMT, nbytes,
+check_params, default_params and the twinned pack / unpack.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _backend
+from .._errors import FormatError
+from ..quant import absmean_ternarize
+from ._packed import Packed, check_codes, check_data, check_matrix, single_scale
+
+
+def resolve_params(mod, M: int, K: int, params: dict) -> dict:
+    """All three of BM, BK, bm from the caller, or mod.default_params for none of them."""
+    unknown = set(params) - {"BM", "BK", "bm"}
+    if unknown:
+        raise FormatError(f"{mod.FMT}: unknown parameter(s) {sorted(unknown)}; expected BM, BK, bm")
+    if not params:
+        return mod.default_params(M, K)
+    if len(params) != 3:
+        raise FormatError(f"{mod.FMT}: give all of BM, BK, bm or none of them, got {sorted(params)}")
+    p = {k: mod._as_int(k, params[k]) for k in ("BM", "BK", "bm")}
+    mod.check_params(M, K, **p)
+    return p
+
+
+def impl(mod):
+    """The module running mod's pack/unpack: its Cython twin or mod itself."""
+    return _backend.select(mod.FMT, mod)
+
+
+def pack_codes(mod, codes, scale, params: dict) -> Packed:
+    codes = check_codes(codes)
+    M, K = codes.shape
+    p = resolve_params(mod, M, K, params)
+    data = impl(mod).pack(codes, p["BM"], p["BK"], p["bm"])
+    return Packed(mod.FMT, (M, K), data, np.array([scale], dtype=np.float32), p)
+
+
+def encode(mod, w, params: dict) -> Packed:
+    codes, scale = absmean_ternarize(check_matrix(w))  # [M, K] int8, float32
+    return pack_codes(mod, codes, scale if codes.any() else np.float32(0), params)
+
+
+def unpack_codes(mod, p: Packed):
+    if p.fmt != mod.FMT:
+        raise FormatError(f"{mod.FMT}: cannot decode a {p.fmt!r} tensor")
+    M, K = p.shape
+    prm = resolve_params(mod, M, K, dict(p.params))
+    data = check_data(p, mod.nbytes(M, K), (mod.nbytes(M, K),))
+    codes = impl(mod).unpack(data, M, K, prm["BM"], prm["BK"], prm["bm"])   # [M, K] int8
+    return codes, single_scale(p)
