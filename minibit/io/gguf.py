@@ -105,7 +105,6 @@ bitnet.cpp (or a llama.cpp patched with that arch), not in stock llama.cpp.
 
 from __future__ import annotations
 
-import argparse
 import mmap
 import os
 import struct
@@ -115,8 +114,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._errors import FormatError
 from .. import formats
+from .._errors import FormatError
+from ..cli import Parser
 
 __all__ = ["GGUFFile", "TensorInfo", "load_gguf", "save_gguf", "main_convert", "inspect_lines",
            "tensor_rows", "metadata_lines", "tokenizer_from_meta", "fit_profile", "permute_rows",
@@ -411,13 +411,16 @@ class GGUFFile:
                 raise FormatError(f"{where}: type 38 (bitnet.cpp TL1) needs a 2-D shape and "
                                   f"a sibling {name + '_scale'!r} tensor, got ne={list(ne)}"
                                   f"{'' if scale_sibling else ' and no scale tensor'}")
-            nbytes = formats.tl1.nbytes(ne[1], ne[0])
+            # (fuzz fix: formats.module, not formats.tl1: the submodule is imported lazily, so
+            # GGUFFile / `minibit inspect` on a TL1/TL2 file raised AttributeError in a fresh
+            # process that had not loaded a model yet)
+            nbytes = formats.module("tl1").nbytes(ne[1], ne[0])
         elif type_id == TL2 and scale_sibling:
             # the id 39 rule: TL2 in a bitnet.cpp file (sibling <name>_scale), else MXFP4
             tname = "TL2"
             if len(ne) != 2 or ne[0] < 1 or ne[1] < 1:
                 raise FormatError(f"{where}: TL2 tensor must be 2-D, got ne={list(ne)}")
-            nbytes = formats.tl2.nbytes(ne[1], ne[0])
+            nbytes = formats.module("tl2").nbytes(ne[1], ne[0])      # (fuzz fix, as above)
             if nbytes <= 0:
                 raise FormatError(f"{where}: TL2 shape {list(ne)} has no valid byte size")
         elif type_id in sizes:
@@ -576,7 +579,12 @@ def _norm(g: GGUFFile, name: str, width: int) -> np.ndarray:
         raise FormatError(f"{g.path}: tensor {name!r} has shape {list(t.shape)}, expected [{width}]")
     if t.type_name not in ("F32", "F16", "BF16"):
         raise FormatError(f"{g.path}: norm {name!r} has type {t.type_name}, expected F32/F16/BF16")
-    return np.ascontiguousarray(g.float32(name))
+    w = np.ascontiguousarray(g.float32(name))
+    # (fuzz fix: a damaged type id (F32 -> F16) reread the bytes into NaN/inf weights, so the
+    # file loaded and every forward failed; a norm is small, so check it here)
+    if not np.isfinite(w).all():
+        raise FormatError(f"{g.path}: norm {name!r} holds non-finite values")
+    return w
 
 
 def _matrix(g: GGUFFile, name: str, rows: int, cols: int):
@@ -600,7 +608,13 @@ def _projection(g: GGUFFile, name: str, rows: int, cols: int):
     if t.type_name in ("TQ1_0", "TQ2_0"):
         fmt = t.type_name.lower()
         bs = 54 if fmt == "tq1_0" else 66
-        return formats.Packed(fmt, (rows, cols), g.raw(name).reshape(rows, cols // 256 * bs), None)
+        data = g.raw(name).reshape(rows, cols // 256 * bs)
+        # (fuzz fix: an inf/NaN fp16 block scale d (the last 2 bytes of each block) loaded and
+        # made every logit NaN; check them as the I2_S scale is checked below)
+        d = np.ascontiguousarray(data.reshape(rows, -1, bs)[:, :, bs - 2:]).view("<f2")
+        if not np.isfinite(d).all():
+            raise FormatError(f"{where}: a {t.type_name} block scale is not finite")
+        return formats.Packed(fmt, (rows, cols), data, None)
     if t.type_name == "I2_S":
         if cols % 128:
             raise FormatError(f"{where}: I2_S row length {cols} is not a multiple of 128")
@@ -768,7 +782,10 @@ def _build(g: GGUFFile, profile):
     tok = None
     if "tokenizer.ggml.model" in g.fields:
         from ..tokenizer import Tokenizer
-        n_tok = len(g.fields.get("tokenizer.ggml.tokens") or ())
+        # (fuzz fix: a damaged file may hold a scalar or a NumPy array here; `arr or ()` and
+        # len(int) raised ValueError / TypeError.  A non-list fails in Tokenizer.from_gguf.)
+        toks = g.fields.get("tokenizer.ggml.tokens")
+        n_tok = len(toks) if isinstance(toks, list) else 0
         if n_tok > cfg.vocab_size:
             raise FormatError(f"{g.path}: {n_tok} tokens but token_embd has only "
                               f"{cfg.vocab_size} rows")
@@ -817,6 +834,9 @@ def tokenizer_from_meta(meta: dict, source: str = "<gguf>"):
     from tokenizers.models import BPE
 
     model = meta.get("tokenizer.ggml.model")
+    if model is not None and not isinstance(model, str):
+        # (fuzz fix: an array here made `model == "gpt2"` below raise ValueError)
+        raise FormatError(f"{source}: tokenizer.ggml.model must be a string")
     tokens = _meta_list(meta, "tokenizer.ggml.tokens", source)
     if not tokens:
         raise FormatError(f"{source}: no tokenizer.ggml.tokens")
@@ -1217,7 +1237,7 @@ def save_gguf(model, path, weight_format: str = "tq2_0", progress: bool = True,
 
 def _has_tqdm() -> bool:
     try:
-        import tqdm  # noqa: F401
+        import tqdm  # noqa: F401  (only whether it imports)
     except ImportError:
         return False
     return True
@@ -1236,7 +1256,7 @@ def main_convert(argv) -> int:
     """``minibit convert SRC DST --to tq2_0|tq1_0|i2_s [--model-name NAME] [--no-progress]``."""
     from .. import load
 
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="minibit convert",
         description="Write a model as a GGUF file: TQ1_0/TQ2_0 for llama.cpp, I2_S for bitnet.cpp.")
     ap.add_argument("src", help="'demo', a HF snapshot directory, a .gguf file or a cached repo id")
@@ -1279,7 +1299,9 @@ def _metadata_lines(g: GGUFFile, width: int) -> list[str]:
            f"{len(g.tensors)} tensors, alignment {g.alignment}, data at byte {g.data_offset}"]
     for key, val in g.fields.items():
         tname = g.field_types[key]
-        if key in _BIG_ARRAYS or (tname.startswith("ARRAY") and len(val) > 16):
+        # (fuzz fix: only an ARRAY has a len(); a damaged file may hold a scalar under a
+        # _BIG_ARRAYS key, which used to raise TypeError here)
+        if tname.startswith("ARRAY") and (key in _BIG_ARRAYS or len(val) > 16):
             text = f"[{len(val)} items]"
         elif isinstance(val, np.ndarray):
             text = repr(val.tolist())

@@ -56,7 +56,8 @@ def read_json(path: str, max_bytes: int = 64 * 1024 * 1024):
             return json.loads(f.read().decode("utf-8"))
     except FileNotFoundError:
         raise FormatError(f"{path}: file not found") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    # (fuzz fix: RecursionError too: deeply nested brackets made json.loads raise it uncaught)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise FormatError(f"{path}: not valid JSON ({e})") from None
 
 

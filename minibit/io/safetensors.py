@@ -60,7 +60,9 @@ class SafetensorsFile:
             raw = self._fh.read(n)
             try:
                 header = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            # (fuzz fix: RecursionError too: a header of nested brackets, "[[[[...", made
+            # json.loads raise it uncaught)
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
                 raise FormatError(f"{self.path}: header is not valid UTF-8 JSON ({e})") from None
             if not isinstance(header, dict):
                 raise FormatError(f"{self.path}: header must be a JSON object")
