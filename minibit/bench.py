@@ -6,11 +6,11 @@ proves nothing on an idle one.  Every row states its shape, backend and thread c
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 
+from .cli import Parser
 from . import _backend, formats
 from .kernels.bench import machine
 
@@ -76,7 +76,7 @@ def print_format_table(results, shape) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="minibit bench", description="Measure minibit's speed.")
+    ap = Parser(prog="minibit bench", description="Measure minibit's speed.")
     ap.add_argument("what", choices=["formats", "kernels"], help="what to measure")
     ap.add_argument("--quick", action="store_true", help="a smaller shape, fewer repeats")
     ap.add_argument("--repeat", type=int, default=3)

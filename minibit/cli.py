@@ -8,9 +8,10 @@ with its message.
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import os
 import sys
+import warnings
 
 from ._errors import FormatError
 
@@ -25,6 +26,34 @@ EXAMPLES = """examples:
   minibit dump "Hello" --out d1 --profile hf        per-layer tensors to diff an engine against
   minibit compare d1 d2 --fail-above 1e-3           where two dumps diverge
 """
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: ``minibit generate: error: ... (see --help)``, exit 2.
+
+    (argparse's own error prints the whole usage block first, which buries the message.)"""
+
+    def __init__(self, *a, **kw):
+        kw.setdefault("epilog", EXAMPLES)
+        kw.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*a, **kw)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind, name, ok, what):
+    """An argparse type: parse with ``kind``, accept when ``ok(value)``, else say ``what``."""
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be {what}, got {text!r}") from None
+        if (isinstance(v, float) and not math.isfinite(v)) or not ok(v):
+            raise argparse.ArgumentTypeError(f"{name} must be {what}, got {text!r}")
+        return v
+    parse.__name__ = name          # argparse names the type in some messages
+    return parse
 
 
 def _human(n: float) -> str:
@@ -65,8 +94,8 @@ def _inspect_gguf(path):
 
 
 def cmd_inspect(argv) -> int:
-    ap = argparse.ArgumentParser(prog="minibit inspect",
-                                 description="Show what a checkpoint holds: tensors, types, sizes.")
+    ap = Parser(prog="minibit inspect",
+                description="Show what a checkpoint holds: tensors, types, sizes.")
     ap.add_argument("file", help="a .safetensors file, a HF snapshot directory or a .gguf file")
     args = ap.parse_args(argv)
     path = args.file
@@ -75,11 +104,9 @@ def cmd_inspect(argv) -> int:
     if os.path.isdir(path):
         cfg = os.path.join(path, "config.json")
         if os.path.exists(cfg):
-            with open(cfg, encoding="utf-8") as f:
-                try:
-                    print(f"# config.json: {json.dumps(json.load(f), sort_keys=True)[:400]}")
-                except json.JSONDecodeError as e:
-                    raise FormatError(f"{cfg}: not valid JSON ({e})") from None
+            import json
+            from .io.hf import read_json          # size-capped; names the file on bad JSON
+            print(f"# config.json: {json.dumps(read_json(cfg), sort_keys=True)[:400]}")
         files = sorted(os.path.join(path, n) for n in os.listdir(path) if n.endswith(".safetensors"))
         if not files:
             raise FormatError(f"{path}: no .safetensors files in this directory")
@@ -103,23 +130,30 @@ def _model_args(ap, generation=True):
                     help="'demo' (bundled), a HF snapshot directory, a .gguf file or a cached repo id")
     ap.add_argument("--profile", choices=["hf", "bitnet.cpp", "llama.cpp"], default=None,
                     help="numerics to reproduce (default: the model's natural one)")
-    ap.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
+    ap.add_argument("--threads", type=_number(int, "--threads", lambda v: v >= 1, "an integer >= 1"),
+                    default=None, help="kernel threads (default: all cores)")
     if generation:
-        ap.add_argument("-n", "--max-new-tokens", type=int, default=128)
-        ap.add_argument("--temp", type=float, default=0.8, help="temperature; 0 = greedy")
-        ap.add_argument("--top-k", type=int, default=40)
-        ap.add_argument("--top-p", type=float, default=1.0)
-        ap.add_argument("--min-p", type=float, default=0.0)
-        ap.add_argument("--repeat-penalty", type=float, default=1.1)
-        ap.add_argument("--seed", type=int, default=None)
+        # every option is checked here, before anything loads (exit 2 with one line)
+        ap.add_argument("-n", "--max-new-tokens", default=128,
+                        type=_number(int, "-n", lambda v: v >= 0, "an integer >= 0"))
+        ap.add_argument("--temp", default=0.8, help="temperature; 0 = greedy",
+                        type=_number(float, "--temp", lambda v: v >= 0, "a number >= 0"))
+        ap.add_argument("--top-k", default=40, help="0 = off",
+                        type=_number(int, "--top-k", lambda v: v >= 0, "an integer >= 0"))
+        ap.add_argument("--top-p", default=1.0,
+                        type=_number(float, "--top-p", lambda v: 0 < v <= 1, "in (0, 1]"))
+        ap.add_argument("--min-p", default=0.0,
+                        type=_number(float, "--min-p", lambda v: 0 <= v <= 1, "in [0, 1]"))
+        ap.add_argument("--repeat-penalty", default=1.1,
+                        type=_number(float, "--repeat-penalty", lambda v: v > 0, "a number > 0"))
+        ap.add_argument("--seed", default=None,
+                        type=_number(int, "--seed", lambda v: v >= 0, "an integer >= 0"))
         ap.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
         ap.add_argument("--verbose", action="store_true", help="timings and tokens/s on stderr")
 
 
 def _load(args):
     from . import load
-    if args.threads is not None and args.threads < 1:
-        raise FormatError(f"--threads must be at least 1, got {args.threads}")
     return load(args.model, profile=args.profile, threads=args.threads)
 
 
@@ -158,8 +192,7 @@ def _stream(model, prompt, args, out=sys.stdout):
 
 
 def cmd_generate(argv) -> int:
-    ap = argparse.ArgumentParser(prog="minibit generate", description="Continue a prompt, streaming to stdout.",
-                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(prog="minibit generate", description="Continue a prompt, streaming to stdout.")
     ap.add_argument("prompt")
     _model_args(ap)
     args = ap.parse_args(argv)
@@ -171,9 +204,9 @@ def cmd_generate(argv) -> int:
 
 
 def cmd_chat(argv) -> int:
-    ap = argparse.ArgumentParser(prog="minibit chat",
-                                 description="Chat with a model through its chat template. Type a "
-                                             "message per line; an empty line or EOF ends.")
+    ap = Parser(prog="minibit chat",
+                description="Chat with a model through its chat template. Type a message per "
+                            "line; an empty line or EOF ends.")
     ap.add_argument("--system", default=None, help="a system message")
     _model_args(ap)
     args = ap.parse_args(argv)
@@ -228,8 +261,8 @@ COMMANDS = {
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    ap = argparse.ArgumentParser(
-        prog="minibit", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    ap = Parser(
+        prog="minibit",
         description="minibit: a readable, exact reference for 1.58-bit (ternary) LLM inference.")
     ap.add_argument("--version", action="store_true", help="print the version and backend")
     ap.add_argument("command", nargs="?", choices=sorted(COMMANDS),
@@ -243,6 +276,8 @@ def main(argv=None) -> int:
         ap.print_help()
         return 2
     fn = COMMANDS[args.command][0]
+    show = warnings.showwarning
+    warnings.showwarning = _one_line_warning
     try:
         return fn(argv[1:])
     except FormatError as e:
@@ -251,6 +286,19 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`minibit generate ... | head`): stop quietly; point stdout at
+        # /dev/null so the interpreter's final flush does not raise again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    finally:
+        warnings.showwarning = show
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings on the command line: ``minibit: warning: ...``, one line, no source echo."""
+    print(f"minibit: warning: {message}", file=file or sys.stderr)
 
 
 if __name__ == "__main__":

@@ -147,7 +147,8 @@ def test_cli_generate_and_chat(tiny):
 
 def test_cli_errors(tmp_path):
     r = run_cli("generate")
-    assert r.returncode == 2 and "usage" in r.stderr
+    assert r.returncode == 2 and "the following arguments are required: prompt" in r.stderr
+    assert "--help" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = run_cli("generate", "x", "--model", str(tmp_path / "missing"))
     assert r.returncode == 1 and "no such file" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("frobnicate")

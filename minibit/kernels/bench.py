@@ -18,13 +18,13 @@ the load average next to the machine.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import time
 
 import numpy as np
 
+from ..cli import Parser
 from .. import _backend, formats
 from . import available, get_threads, linear, natural_profile, set_threads
 
@@ -149,7 +149,7 @@ def _row(r) -> str:
 
 
 def print_table(results, bandwidth=None, cold=False) -> None:
-    print(f"# kernels: minibit.kernels.linear end to end (quantize + integer product + scales)")
+    print("# kernels: minibit.kernels.linear end to end (quantize + integer product + scales)")
     print(f"# machine: {machine()}")
     if bandwidth is not None:
         print(f"# single-thread read bandwidth (NumPy int64 sum of 256 MB): {bandwidth:.1f} GB/s")
@@ -236,7 +236,7 @@ def run(shapes=None, Ts=(1, 128), fmts=FORMATS_DEFAULT, threads=(1, 2), numpy_ro
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="minibit bench kernels",
+    ap = Parser(prog="minibit bench kernels",
                                  description="Ternary mpGEMM speed per kernel, backend and threads.")
     ap.add_argument("--shapes", default=None,
                     help="comma list of 2b4t, large, all or ROWSxCOLS (default: 2b4t,large)")

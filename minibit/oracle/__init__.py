@@ -16,11 +16,11 @@ returns an exit code; bad input raises FormatError (the CLI prints it as one lin
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
+from ..cli import Parser
 from .._errors import FormatError
 from .compare import CompareReport, compare
 from .dump import dump, read_manifest
@@ -51,7 +51,7 @@ def _load(args):
 
 
 def main_dump(argv) -> int:
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="minibit dump",
         description="Write every intermediate tensor of one forward pass (one .npy per tensor "
                     "and manifest.json with llama.cpp and transformers names) to --out.")
@@ -79,7 +79,7 @@ def main_dump(argv) -> int:
 
 
 def main_compare(argv) -> int:
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="minibit compare",
         description="Compare two dumps tensor by tensor (B against the reference A): max|diff|, "
                     "relative error, cosine, the first diverging tensor, logits top-1 and KL.")
@@ -103,7 +103,7 @@ def main_compare(argv) -> int:
 
 def main_vectors(argv) -> int:
     from ..formats import FORMATS
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="minibit vectors",
         description="Write kernel test vectors (packed weights, int8 activations, int32 "
                     "accumulators, float outputs per profile) as .npz files + index.json.")
@@ -119,7 +119,7 @@ def main_vectors(argv) -> int:
 
 
 def main_perplexity(argv) -> int:
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="minibit perplexity",
         description="Perplexity and bits per byte of a model on a UTF-8 text file "
                     "(non-overlapping windows of --ctx tokens unless --stride is smaller).")
