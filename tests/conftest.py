@@ -42,6 +42,7 @@ REFERENCES = {
     "tq": "minibit.kernels.tq",
     "lut": "minibit.kernels.lut",
     "sampling": "minibit.sampling",
+    "dense": "minibit.kernels.dense",
 }
 
 

@@ -348,7 +348,7 @@ def test_mad_raw_bytes_code_3(rows, blocks, T, seed):
                                   getattr(ref, fn)(data, rows, cols, fmt, q), f"{fmt} {fn} {simd}")
 
 
-@pytest.mark.parametrize("name", ["mad", "tq"])
+@pytest.mark.parametrize("name", ["mad", "tq", "dense"])
 def test_twins_have_the_reference_signatures(name):
     import inspect
     ref, fast = twin_pair(name)

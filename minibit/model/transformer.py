@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..kernels import dense
 from .config import Config
 from .layers import BitLinear, KVCache, apply_rope, attention, ffn_act, rms_norm, rope_tables
 
@@ -78,15 +79,11 @@ class Transformer:
         """[T] int -> [T, hidden] float32."""
         return self._rows_f32(self.embed, self.embed_dtype, ids)
 
-    def project_logits(self, h: np.ndarray, chunk: int = 16384) -> np.ndarray:
-        """[T, hidden] float32 -> [T, vocab] float32: h @ W.T, W widened chunk by chunk so a
-        bf16 embedding is never held in float32 all at once."""
+    def project_logits(self, h: np.ndarray) -> np.ndarray:
+        """[T, hidden] float32 -> [T, vocab] float32: h @ W.T with W read in its stored dtype
+        (minibit.kernels.dense: widened as read, a fixed float32 summation order)."""
         W, dt = (self.embed, self.embed_dtype) if self.lm_head is None else (self.lm_head, self.lm_head_dtype)
-        vocab = W.shape[0]
-        out = np.empty((h.shape[0], vocab), dtype=np.float32)
-        for s in range(0, vocab, chunk):
-            out[:, s:s + chunk] = h @ self._rows_f32(W, dt, slice(s, s + chunk)).T
-        return out
+        return dense.project(np.ascontiguousarray(h, dtype=np.float32), W, dt)
 
     # ---- forward ------------------------------------------------------------------------
 

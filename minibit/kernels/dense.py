@@ -1,0 +1,119 @@
+"""The float product of the LM head: y = x @ W.T for a float32, float16 or bf16 matrix W.
+
+Every ternary model ends in a float matrix: the LM head (or the tied embedding), vocab rows
+of hidden floats, stored as the checkpoint has it (bf16 in 2B-4T's safetensors, F16 in
+most GGUF files, F32 in small ones).  At decode time it is the largest single read of the
+step (BitNet-2B4T: 128256 x 2560 x 2 bytes = 657 MB per token), so it gets a kernel of its
+own instead of "widen the matrix to float32, then BLAS", which writes and rereads four
+bytes per weight every token.
+
+The idea: widen each weight as it is read (exact: every F16 and bf16 value is a float32),
+multiply by the activation in float32 and add into one of 32 running sums, lane
+``k mod 32``, in increasing ``k``.  The 32 sums then meet in a fixed tree::
+
+    acc[l] = sum over k = l, l+32, l+64, ... of fl(x[k] * w[k])   (float32, in that order)
+    a = (acc[0:8] + acc[8:16]) + (acc[16:24] + acc[24:32])       (8 sums)
+    b = a[0:4] + a[4:8];  c = b[0:2] + b[2:4];  y = c[0] + c[1]
+
+Every product and every sum is rounded to float32 separately (no fused multiply-add), so
+the NumPy reference below and the compiled twin (four AVX2 registers of 8 lanes: exactly
+this order) give the same bits, for any thread count.  The result is a float32 dot
+product like any other; it differs from BLAS's (whose order is its own) by float32
+rounding, about 1e-7 relative.
+
+Worked example, K = 3, x = [1, 2, 3], w = [0.5, 0.25, -1] (float16): acc[0] = 0.5,
+acc[1] = 0.5, acc[2] = -3, the rest 0; a = [0.5, 0.5, -3, 0, ...]; b = [0.5, 0.5, -3, 0];
+c = [-2.5, 0.5]; y = -2.0.
+
+dtype names are the files' own: "F32" (float32), "F16" (float16), "BF16" (uint16 holding
+the top half of a float32).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from .. import _backend
+from .._errors import FormatError
+
+__all__ = ["matmul_t", "project", "widen", "LANES", "DTYPES"]
+
+TWINNED = ("matmul_t",)
+
+LANES = 32
+DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
+CHUNK_ROWS = 4096          # rows of W widened at a time (bounds the reference's memory)
+
+
+def widen(w: np.ndarray, dtype: str) -> np.ndarray:
+    """Rows of W in their stored dtype -> float32 (exact)."""
+    if dtype == "BF16":
+        return (np.asarray(w).astype(np.uint32) << 16).view(np.float32)
+    return np.asarray(w).astype(np.float32)
+
+
+def check_args(x, W, dtype: str):
+    """Validate and normalise (x float32 [T, K] C-contiguous, W [N, K] C-contiguous)."""
+    if dtype not in DTYPES:
+        raise FormatError(f"dense: unknown matrix dtype {dtype!r}; expected F32, F16 or BF16")
+    W = np.asarray(W)
+    if W.ndim != 2 or W.dtype != DTYPES[dtype]:
+        raise FormatError(f"dense: a {dtype} matrix must be a 2-D {np.dtype(DTYPES[dtype]).name} "
+                          f"array, got {W.dtype} {W.shape}")
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != W.shape[1]:
+        raise FormatError(f"dense: activations {x.shape} do not fit a matrix {W.shape}: "
+                          f"expected [T, {W.shape[1]}]")
+    if x.dtype != np.float32:
+        raise FormatError(f"dense: activations must be float32, got {x.dtype}")
+    return np.ascontiguousarray(x), np.ascontiguousarray(W)
+
+
+def _tree(acc: np.ndarray) -> np.ndarray:
+    """[..., 32] lane sums -> [...]: the fixed reduction tree of the module docstring."""
+    a = (acc[..., 0:8] + acc[..., 8:16]) + (acc[..., 16:24] + acc[..., 24:32])
+    b = a[..., 0:4] + a[..., 4:8]
+    c = b[..., 0:2] + b[..., 2:4]
+    return c[..., 0] + c[..., 1]
+
+
+def check_out(out, T: int, N: int):
+    if out is None:
+        return np.empty((T, N), dtype=np.float32)
+    if not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (T, N)
+            and out.flags.c_contiguous):
+        raise FormatError(f"dense: out must be a C-contiguous float32 array of shape {(T, N)}")
+    return out
+
+
+def matmul_t(x, W, dtype, out=None):
+    """y[t, n] = sum_k x[t, k] * W[n, k] in the lane order above: float32 [T, N] (twinned).
+
+    ``out``: an optional float32 [T, N] C-contiguous array to write (and return)."""
+    x, W = check_args(x, W, dtype)
+    T, K = x.shape
+    N = W.shape[0]
+    out = check_out(out, T, N)
+    pad = -K % LANES                                        # zeros add nothing: +0.0 is exact
+    xp = np.concatenate([x, np.zeros((T, pad), np.float32)], axis=1).reshape(T, -1, LANES)
+    for s in range(0, N, CHUNK_ROWS):
+        w = widen(W[s:s + CHUNK_ROWS], dtype)               # [n, K] float32
+        w = np.concatenate([w, np.zeros((w.shape[0], pad), np.float32)], axis=1)
+        w = w.reshape(w.shape[0], -1, LANES)                # [n, K/32, 32]
+        acc = np.zeros((T, w.shape[0], LANES), np.float32)  # [T, n, 32]
+        with np.errstate(over="ignore", invalid="ignore"):  # inf / NaN weights: IEEE results
+            for j in range(w.shape[1]):                     # k = 32 j + l, increasing
+                acc += xp[:, None, j, :] * w[None, :, j, :]  # product rounded, then the add
+            out[:, s:s + w.shape[0]] = _tree(acc)
+    return out
+
+
+def _impl():
+    return _backend.select("dense", sys.modules[__name__])
+
+
+def project(x, W, dtype: str) -> np.ndarray:
+    """y = x @ W.T through the active backend (the twin when built)."""
+    return _impl().matmul_t(x, W, dtype)
