@@ -77,6 +77,27 @@ def test_hf_packed_code_3_is_rejected():
         formats.decode(p)
 
 
+@given(hnp.arrays(np.uint8, st.integers(0, 300)), st.integers(1, 64))
+def test_any_code_3_is_the_field_test(data, chunk):
+    """The loaders' fast check equals 'some 2-bit field holds 3', for any chunking."""
+    from minibit.formats._packed import any_code_3
+    fields = np.stack([(data >> s) & 3 for s in (0, 2, 4, 6)])
+    assert any_code_3(data, chunk=chunk) == bool((fields == 3).any())
+
+
+def test_hf_checkpoint_with_code_3_is_rejected(tmp_path):
+    """A packed HF checkpoint with one damaged byte fails to load, naming the tensor."""
+    from safetensors.numpy import load_file, save_file
+    from minibit.io.synthetic import write_checkpoint
+    d = write_checkpoint(str(tmp_path / "m"), hidden=64, intermediate=128, layers=1, vocab=300)
+    path = str(tmp_path / "m" / "model.safetensors")
+    t = load_file(path)
+    t["model.layers.0.mlp.up_proj.weight"][3, 5] = 0xC0               # code 3 in the top field
+    save_file(t, path, metadata={"format": "pt"})
+    with pytest.raises(minibit.FormatError, match="up_proj.*code 3|code 3.*up_proj"):
+        minibit.load(d)
+
+
 # ---- i2_s ----------------------------------------------------------------------------------
 # Layout from bitnet.cpp src/ggml-bitnet-mad.cpp quantize_i2_s (x86, QK_I2_S = 128) and
 # utils/convert-hf-to-gguf-bitnet.py quantize_to_i2_s: byte 32b+p = c[p]<<6 | c[32+p]<<4 |

@@ -93,3 +93,15 @@ def single_scale(p: Packed) -> np.float32:
     if s is None or s.size != 1:
         raise FormatError(f"{p.fmt}: expected exactly one float32 scale, got {p.scale!r}")
     return np.float32(s[0])
+
+
+def any_code_3(data: np.ndarray, chunk: int = 1 << 24) -> bool:
+    """True when some 2-bit field of ``data`` (uint8) holds 3, a code no ternary 2-bit format
+    writes (I2_S and hf_packed store w + 1 in 0..2).  A bit test per byte, 16 MB at a time:
+    loaders call it on every weight, so it must cost far less than unpacking the codes."""
+    flat = np.asarray(data, dtype=np.uint8).reshape(-1)
+    for s in range(0, flat.size, chunk):
+        b = flat[s:s + chunk]
+        if np.any(b & (b >> np.uint8(1)) & np.uint8(0x55)):
+            return True
+    return False
