@@ -119,7 +119,7 @@ setup(
     ext_modules=_extensions(),
     cmdclass={"build_ext": OptionalBuildExt},
     install_requires=["numpy>=1.24", "tokenizers>=0.15", "safetensors>=0.4", "tqdm>=4.60",
-                      "gguf>=0.10", "jinja2>=3.0"],
+                      "gguf>=0.10", "jinja2>=3.0", "threadpoolctl>=3.1"],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6.80", "gguf>=0.10"],
         # independent oracles for the tests: transformers' BitNet (CPU torch, local wheel)

@@ -1,4 +1,4 @@
-"""`minibit bench formats|kernels`: measured speed, both backends, printed as tables.
+"""`minibit bench formats|kernels|model`: measured speed, both backends, printed as tables.
 
 Benchmarks live here and never in the tests: a timed test fails on a busy machine and
 proves nothing on an idle one.  Every row states its shape, backend and thread count.
@@ -77,10 +77,13 @@ def print_format_table(results, shape) -> None:
 
 def main(argv=None) -> int:
     ap = Parser(prog="minibit bench", description="Measure minibit's speed.")
-    ap.add_argument("what", choices=["formats", "kernels"], help="what to measure")
+    ap.add_argument("what", choices=["formats", "kernels", "model"], help="what to measure")
     ap.add_argument("--quick", action="store_true", help="a smaller shape, fewer repeats")
     ap.add_argument("--repeat", type=int, default=3)
     args, rest = ap.parse_known_args(argv)
+    if args.what == "model":
+        from . import bench_model
+        return bench_model.main(rest)
     if args.what == "kernels":
         from .kernels import bench as kbench
         return kbench.main(rest + (["--quick"] if args.quick else []))

@@ -21,6 +21,7 @@ EXAMPLES = """examples:
   minibit chat --model DIR                          an interactive chat (reads stdin if piped)
   minibit bench formats            encode/decode speed of every weight format, both backends
   minibit bench kernels --quick    ternary matmul speed (GMAC/s, GB/s) per kernel and backend
+  minibit bench model --synthetic large   whole-model tok/s and RSS, beside llama.cpp
   minibit inspect model.safetensors   tensor table of a checkpoint (also a HF dir or .gguf)
   minibit convert DIR out.gguf --to tq2_0            a GGUF file for llama.cpp (i2_s: bitnet.cpp)
   minibit dump "Hello" --out d1 --profile hf        per-layer tensors to diff an engine against
@@ -250,7 +251,7 @@ COMMANDS = {
     "generate": (cmd_generate, "continue a prompt, streaming"),
     "chat": (cmd_chat, "chat through the model's template"),
     "convert": (cmd_convert, "write a GGUF file llama.cpp / bitnet.cpp run"),
-    "bench": (cmd_bench, "measure speed: formats | kernels"),
+    "bench": (cmd_bench, "measure speed: formats | kernels | model"),
     "dump": (_oracle("main_dump"), "write every layer's tensors for a prompt (oracle)"),
     "compare": (_oracle("main_compare"), "compare two dumps: first diverging tensor, logits KL"),
     "vectors": (_oracle("main_vectors"), "kernel test vectors for another engine's tests"),

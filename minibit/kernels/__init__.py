@@ -53,7 +53,7 @@ from .. import _backend, quant
 from .._errors import FormatError
 from ..formats import FORMATS, Packed
 
-__all__ = ["available", "linear", "int16_lane_overflow", "LaneOverflow", "set_threads",
+__all__ = ["available", "linear", "resolve", "kernel_module", "check_activations", "quantize_acts", "int16_lane_overflow", "LaneOverflow", "set_threads",
            "get_threads", "profiles", "natural_profile", "KERNELS", "PAIRS"]
 
 # name -> (module, formats it runs on).  "lut" is listed before it exists: available()
@@ -211,6 +211,22 @@ def _resolve(p, profile, kernel):
         raise FormatError(f"kernel {kernel!r} does not run on format {p.fmt!r}; available: "
                           f"{', '.join(names)}")
     return prof, kernel
+
+
+def resolve(p: Packed, profile: str | None = None, kernel: str | None = None) -> tuple[str, str]:
+    """(profile, kernel) that linear() would use for weight p (FormatError when unsupported)."""
+    return _resolve(p, profile, kernel)
+
+
+def kernel_module(name: str):
+    """The module of kernel ``name`` (its ``apply(p, profile, acts)``)."""
+    return _module(name)
+
+
+def check_activations(x, cols: int) -> np.ndarray:
+    """x as a [T, cols] floating array, or FormatError naming the mismatch."""
+    a, vec = _activations(x, cols)
+    return a.reshape(1, -1) if vec else a
 
 
 def _activations(x, cols: int) -> tuple[np.ndarray, bool]:

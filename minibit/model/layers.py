@@ -18,7 +18,8 @@ import numpy as np
 from .. import kernels
 from ..formats import Packed
 
-__all__ = ["rms_norm", "rope_tables", "apply_rope", "attention", "ffn_act", "BitLinear", "KVCache"]
+__all__ = ["rms_norm", "rope_tables", "apply_rope", "attention", "ffn_act", "BitLinear", "KVCache",
+           "linear_group"]
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
@@ -52,10 +53,13 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
 
 
 class KVCache:
-    """float32 keys and values for every layer: [layers, max_len, G, D], filled up to ``len``."""
+    """float32 keys and values for every layer: [layers, G, max_len, D], filled up to ``len``.
+
+    Each kv head's positions are contiguous, so attention's products read [S, D] blocks
+    directly (a [S, G, D] layout made every decode step gather strided rows)."""
 
     def __init__(self, num_layers: int, max_len: int, num_kv_heads: int, head_dim: int):
-        self.k = np.zeros((num_layers, max_len, num_kv_heads, head_dim), dtype=np.float32)
+        self.k = np.zeros((num_layers, num_kv_heads, max_len, head_dim), dtype=np.float32)
         self.v = np.zeros_like(self.k)
         self.max_len = max_len
         self.len = 0
@@ -67,22 +71,25 @@ class KVCache:
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int) -> np.ndarray:
     """Causal grouped-query attention.
 
-    q [T, H, D] for positions start..start+T-1; k, v [S, G, D] for positions 0..S-1
+    q [T, H, D] for positions start..start+T-1; k, v [G, S, D] for positions 0..S-1
     (S = start + T).  Query head h reads kv head h // (H // G).  Returns [T, H*D] float32.
     """
     T, H, D = q.shape
-    S, G, _ = k.shape
+    G, S, _ = k.shape
     rep = H // G
     qg = q.reshape(T, G, rep, D).transpose(1, 2, 0, 3)                     # [G, rep, T, D]
-    kt = k.transpose(1, 2, 0)                                              # [G, D, S]
-    scores = (qg @ kt[:, None]) * np.float32(D ** -0.5)                    # [G, rep, T, S]
-    mask = np.arange(S)[None, :] > (start + np.arange(T))[:, None]        # [T, S] future
-    scores = np.where(mask, np.float32(-np.inf), scores)
+    qg = np.ascontiguousarray(qg).reshape(G, rep * T, D)
+    scores = (qg @ k.transpose(0, 2, 1)) * np.float32(D ** -0.5)           # [G, rep*T, S]
+    scores = scores.reshape(G, rep, T, S)
+    if T > 1:                                                              # one row sees all
+        mask = np.arange(S)[None, :] > (start + np.arange(T))[:, None]    # [T, S] future
+        scores = np.where(mask, np.float32(-np.inf), scores)
     scores = scores - scores.max(axis=-1, keepdims=True)
     p = np.exp(scores)
     p = p / p.sum(axis=-1, keepdims=True, dtype=np.float32)                # softmax, float32
-    out = p @ v.transpose(1, 0, 2)[:, None]                                # [G, rep, T, D]
-    return out.transpose(2, 0, 1, 3).reshape(T, H * D).astype(np.float32, copy=False)
+    out = p.reshape(G, rep * T, S) @ v                                     # [G, rep*T, D]
+    return out.reshape(G, rep, T, D).transpose(2, 0, 1, 3).reshape(T, H * D).astype(
+        np.float32, copy=False)
 
 
 def ffn_act(gate: np.ndarray, up: np.ndarray, act: str) -> np.ndarray:
@@ -108,6 +115,7 @@ class BitLinear:
         self.packed = packed          # as stored in the file
         self.profile = profile
         self._derived: dict = {}
+        self._plans: dict = {}
 
     @property
     def shape(self):
@@ -121,5 +129,50 @@ class BitLinear:
             self._derived[profile] = fit_profile(self.packed, profile, self.name)
         return self._derived[profile]
 
+    def _plan(self):
+        """(weight, profile, kernel module, quantizer name), resolved once per profile and
+        backend: the per-call lookups of kernels.linear, done ahead for the decode loop."""
+        from .. import _backend
+        key = (self.profile, _backend.backend())
+        plan = self._plans.get(key)
+        if plan is None:
+            p = self.packed_for(self.profile)
+            prof, kern = kernels.resolve(p, self.profile, None)
+            plan = self._plans[key] = (p, prof, kernels.kernel_module(kern),
+                                       kernels.PAIRS[(p.fmt, prof)])
+        return plan
+
+    def quantizer(self) -> str:
+        """The name of the activation quantizer this weight's profile uses: two BitLinears
+        with the same quantizer can share one quantize() of the same input."""
+        return self._plan()[3]
+
+    def quantize(self, x: np.ndarray) -> dict:
+        """Step 1 of kernels.linear: the profile's int8 activations and scales for x [T, in]."""
+        p, prof, _, _ = self._plan()
+        return kernels.quantize_acts(kernels.check_activations(x, p.shape[1]), p.fmt, prof)
+
+    def apply(self, acts: dict) -> np.ndarray:
+        """Steps 2-3 of kernels.linear on quantized activations -> float32 [T, out]."""
+        p, prof, mod, _ = self._plan()
+        return mod.apply(p, prof, acts)
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return kernels.linear(x, self.packed_for(self.profile), profile=self.profile)   # [T, in] -> [T, out]
+        """y = x @ W.T: [T, in] -> [T, out], exactly kernels.linear(x, packed, profile)."""
+        return self.apply(self.quantize(x))
+
+
+def linear_group(linears, x: np.ndarray) -> list:
+    """[lin(x) for lin in linears], quantizing x once per distinct quantizer (q/k/v and
+    gate/up read the same activations; the result is the same bits as separate calls)."""
+    acts: dict = {}
+    out = []
+    for lin in linears:
+        if not isinstance(lin, BitLinear):         # a stand-in (the oracle's taps): call it
+            out.append(lin(x))
+            continue
+        name = lin.quantizer()
+        if name not in acts:
+            acts[name] = lin.quantize(x)
+        out.append(lin.apply(acts[name]))
+    return out
