@@ -1,7 +1,5 @@
 """Generation: same seed same text on both backends, streaming, stop strings, EOS, chat, CLI."""
 
-import io
-import json
 import os
 import subprocess
 import sys

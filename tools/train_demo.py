@@ -252,7 +252,6 @@ def main(argv=None) -> int:
     best_state = None
     start = time.time()
     bar = tqdm(total=int(budget), unit="s", desc="training", mininterval=5)
-    est_steps = None
     while True:
         elapsed = time.time() - start
         if elapsed > budget:

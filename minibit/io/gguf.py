@@ -1240,11 +1240,8 @@ def save_gguf(model, path, weight_format: str = "tq2_0", progress: bool = True,
 
 
 def _has_tqdm() -> bool:
-    try:
-        import tqdm  # noqa: F401  (only whether it imports)
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+    return importlib.util.find_spec("tqdm") is not None
 
 
 def _bar(total: int, progress: bool, desc: str):

@@ -1,0 +1,71 @@
+"""`minibit bench model` machinery on a tiny model: the worker, the thread check, the report.
+
+No timing is asserted (timings belong in the benchmark, not the tests); these check that
+the bench measures what it says: the same logits hash for 1 and 2 threads, RSS and rates
+present, and a report that prints the table and the determinism line.
+"""
+
+import os
+
+import pytest
+
+import minibit
+from minibit import bench_model
+from minibit.io.synthetic import write_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory):
+    pytest.importorskip("gguf")
+    d = write_checkpoint(str(tmp_path_factory.mktemp("bm") / "hf"), hidden=256, intermediate=256,
+                         heads=4, kv_heads=2, layers=2, vocab=300, hidden_act="silu",
+                         embed_dtype="float16", seed=3)
+    files = {"hf": d}
+    for fmt in ("tq2_0", "i2_s"):
+        files[fmt] = str(tmp_path_factory.mktemp("bm") / f"m-{fmt}.gguf")
+        minibit.save_gguf(minibit.load(d), files[fmt], fmt, progress=False)
+    return files
+
+
+@pytest.mark.parametrize("fmt", ["tq2_0", "i2_s"])
+def test_worker_same_bits_for_1_and_2_threads(tiny_gguf, fmt):
+    res = bench_model.worker_minibit(dict(path=tiny_gguf[fmt], threads=[1, 2], prefill=12, decode=5))
+    assert res["engine"] == "minibit" and res["backend"] == minibit.backend()
+    assert [r["threads"] for r in res["rows"]] == [1, 2]
+    assert res["rows"][0]["hash"] == res["rows"][1]["hash"]
+    assert all(r["prefill"] > 0 and r["decode"] > 0 for r in res["rows"])
+    assert res["load_s"] >= 0 and res["rss_mb"] > 0
+
+
+def test_worker_subprocess_and_report(tiny_gguf, capsys):
+    spec = dict(path=tiny_gguf["tq2_0"], threads=[1, 2], prefill=8, decode=3)
+    res = bench_model.run_worker("minibit", spec, {"MINIBIT_PUREPYTHON": "1"})
+    assert "error" not in res, res
+    assert res["backend"] == "numpy"
+    res["file"] = "tq2_0"
+    broken = dict(engine="llama.cpp (llama-bench)", file="tq2_0", error="not built")
+    status = bench_model.report("tiny", tiny_gguf, [res, broken], 8, 3)
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "| minibit | tq2_0 | numpy | 1 |" in out and "| minibit | tq2_0 | numpy | 2 |" in out
+    assert "bit-identical across threads 1,2" in out
+    assert "not built" in out
+
+
+def test_worker_failure_is_reported(tmp_path):
+    res = bench_model.run_worker("minibit", dict(path=str(tmp_path / "missing.gguf"), threads=[1],
+                                                 prefill=4, decode=2))
+    assert "error" in res and "missing.gguf" in res["error"]
+
+
+def test_bad_arguments_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        bench_model.main(["--threads", "0"])
+    assert e.value.code == 2
+    assert "--threads" in capsys.readouterr().err
+
+
+def test_cache_root_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("MINIBIT_BENCH_CACHE", str(tmp_path))
+    assert bench_model.cache_root() == str(tmp_path)
+    assert bench_model.find_llama_bench(str(tmp_path)) is None or os.environ.get("MINIBIT_LLAMA_BENCH")
