@@ -65,7 +65,8 @@ kh = L0.k(a).reshape(T, G, D)
 vh = L0.v(a).reshape(T, G, D)
 cos, sin = rope_tables(np.arange(T), D, c.rope_theta)                # [T, D] each
 qh, kh = apply_rope(qh, cos, sin), apply_rope(kh, cos, sin)
-o = attention(qh, kh, vh, start=0)                                   # [T, H*D]
+kv = kh.transpose(1, 0, 2), vh.transpose(1, 0, 2)                   # [G, T, D], as the cache holds them
+o = attention(qh, *kv, start=0)                                      # [T, H*D]
 o = rms_norm(o, L0.attn_sub_norm, c.rms_norm_eps)                    # sub-norm BEFORE o_proj
 h1 = h + L0.o(o)
 mm = rms_norm(h1, L0.ffn_norm, c.rms_norm_eps)
