@@ -6,6 +6,7 @@ proves nothing on an idle one.  Every row states its shape, backend and thread c
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -76,6 +77,9 @@ def print_format_table(results, shape) -> None:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].startswith("--synthetic"):      # `minibit bench --synthetic large`
+        argv = ["model"] + argv
     ap = Parser(prog="minibit bench", description="Measure minibit's speed.")
     ap.add_argument("what", choices=["formats", "kernels", "model"], help="what to measure")
     ap.add_argument("--quick", action="store_true", help="a smaller shape, fewer repeats")
