@@ -91,16 +91,9 @@ class Transformer:
 
     # ---- pieces -----------------------------------------------------------------------
 
-    @staticmethod
-    def _rows_f32(mat, dtype: str, rows) -> np.ndarray:
-        r = mat[rows]
-        if dtype == "BF16":
-            return (r.astype(np.uint32) << 16).view(np.float32)
-        return r.astype(np.float32)
-
     def embed_tokens(self, ids: np.ndarray) -> np.ndarray:
         """[T] int -> [T, hidden] float32."""
-        return self._rows_f32(self.embed, self.embed_dtype, ids)
+        return dense.widen(self.embed[ids], self.embed_dtype)
 
     def project_logits(self, h: np.ndarray) -> np.ndarray:
         """[T, hidden] float32 -> [T, vocab] float32: h @ W.T with W read in its stored dtype
