@@ -66,6 +66,10 @@ def matmul_t(x, W, dtype, out=None):
     if K == 0:
         out[...] = 0
         return out
+    if nth == 1:        # no parallel region: entering one costs microseconds per call
+        with nogil:
+            mbd_rows(xp, T, K, wp, code, N, 0, N, yp)
+        return out
     for i in prange(ntiles, nogil=True, num_threads=nth, schedule="dynamic", chunksize=chunk):
         n1 = (i + 1) * TILE
         if n1 > N:

@@ -54,6 +54,56 @@ def _threads():
     return kernels.get_threads()
 
 
+ctypedef struct Job:
+    const uint8_t *data
+    const int8_t *q
+    const int32_t *qs
+    const float *s
+    const int32_t *sums
+    int32_t *raw
+    float *y
+    int64_t T, rows, cols, R
+    int gc, i2s, mode
+    float scale
+
+
+cdef void _tile(const Job *j, int64_t i) noexcept nogil:
+    """Work item i: the raw sums of its 16 rows for every token, then (float modes, M_INT)
+    the epilogue of exactly those rows."""
+    cdef int64_t r0, r1, p0, p1, k, t, r
+    cdef int32_t v
+    cdef int64_t T = j.T, rows = j.rows
+    if j.i2s:
+        r0 = i * TILE_ROWS
+        r1 = min(r0 + TILE_ROWS, rows)
+        mb_i2s(j.data, j.cols, j.q, T, rows, r0, r1, j.gc, j.raw)
+    else:
+        p0 = i * 4
+        p1 = min(p0 + 4, j.R)
+        mb_hfp(j.data, j.R, j.cols, j.q, T, rows, p0, p1, j.gc, j.raw)
+    if j.mode == M_LANES:
+        return
+    # the epilogue of the rows this tile wrote (hf_packed: rows p + jR, j = 0..3)
+    for k in range(TILE_ROWS):
+        if j.i2s:
+            r = i * TILE_ROWS + k
+        else:
+            r = (k // 4) * j.R + i * 4 + k % 4
+            if i * 4 + k % 4 >= j.R:
+                continue
+        if r >= rows:
+            continue
+        for t in range(T):
+            v = j.raw[t * rows + r]
+            if j.mode == M_INT:
+                j.raw[t * rows + r] = <int32_t>(<uint32_t>v - <uint32_t>j.qs[t])
+            elif j.mode == M_HF:
+                v = <int32_t>(<uint32_t>v - <uint32_t>j.qs[t])
+                j.y[t * rows + r] = <float>v / j.s[t] * j.scale
+            else:
+                j.y[t * rows + r] = (<float>v - <float>j.sums[t]) / j.s[t] * j.scale
+
+
 cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str layout, q, int mode, s, sums, float scale):
     """The checked arrays -> int32 [T, rows] (modes M_INT, M_LANES) or float32 (M_HF, M_I2S)."""
     cdef int64_t T = q.shape[0], R = (rows + 3) // 4
@@ -75,50 +125,28 @@ cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str layout, q, int mode, s, su
     cdef const int32_t[::1] U = sums
     cdef int32_t[:, ::1] RAW = raw
     cdef float[:, ::1] Y = out if mode in (M_HF, M_I2S) else np.empty((1, 1), dtype=np.float32)
+    cdef Job job
+    job.data, job.q, job.qs, job.s, job.sums = &D[0], &Q[0, 0], &QS[0], &S[0], &U[0]
+    job.raw, job.y = &RAW[0, 0], &Y[0, 0]
+    job.T, job.rows, job.cols, job.R = T, rows, cols, R
+    job.gc, job.i2s, job.mode, job.scale = gc, i2s, mode, scale
     cdef int64_t ntiles = (rows + TILE_ROWS - 1) // TILE_ROWS if i2s else (R + 3) // 4
     # a parallel region costs microseconds (milliseconds on a loaded machine): small
-    # products run on one thread.  The split never changes a bit.
+    # products run on one thread, and one thread runs no parallel region at all.  The
+    # split never changes a bit.
     cdef int nth = max(1, min(_threads(), ntiles)) if T * rows * cols >= MIN_PARALLEL_MAC else 1
-    cdef int64_t i, t, r, r0, r1, p0, p1, k
-    cdef int32_t v
+    cdef int64_t i
     # dynamic chunks of about 1/8 of a thread's share: a thread the OS delays (a busy
     # machine) holds back one chunk, not half the rows.  Which thread sums a row never
     # changes its bits.
     cdef int64_t chunk = max(1, ntiles // (8 * nth))
+    if nth == 1:
+        with nogil:
+            for i in range(ntiles):
+                _tile(&job, i)
+        return out
     for i in prange(ntiles, nogil=True, num_threads=nth, schedule="dynamic", chunksize=chunk):
-        if i2s:
-            r0 = i * TILE_ROWS
-            r1 = r0 + TILE_ROWS
-            if r1 > rows:
-                r1 = rows
-            mb_i2s(&D[0], cols, &Q[0, 0], T, rows, r0, r1, gc, &RAW[0, 0])
-        else:
-            p0 = i * 4
-            p1 = p0 + 4
-            if p1 > R:
-                p1 = R
-            mb_hfp(&D[0], R, cols, &Q[0, 0], T, rows, p0, p1, gc, &RAW[0, 0])
-        if mode == M_LANES:
-            continue
-        # the epilogue of the rows this tile wrote (hf_packed: rows p + jR, j = 0..3)
-        for k in range(TILE_ROWS):
-            if i2s:
-                r = i * TILE_ROWS + k
-            else:
-                r = (k // 4) * R + i * 4 + k % 4
-                if i * 4 + k % 4 >= R:
-                    continue
-            if r >= rows:
-                continue
-            for t in range(T):
-                v = RAW[t, r]
-                if mode == M_INT:
-                    RAW[t, r] = <int32_t>(<uint32_t>v - <uint32_t>QS[t])
-                elif mode == M_HF:
-                    v = <int32_t>(<uint32_t>v - <uint32_t>QS[t])
-                    Y[t, r] = <float>v / S[t] * scale
-                else:
-                    Y[t, r] = (<float>v - <float>U[t]) / S[t] * scale
+        _tile(&job, i)
     return out
 
 

@@ -31,7 +31,7 @@
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #  define MB_X86 1
 #  include <immintrin.h>
-#  define MB_AVX2 __attribute__((target("avx2")))
+#  define MB_AVX2 __attribute__((target("avx2,f16c")))   /* every AVX2 CPU has F16C */
 #else
 #  define MB_X86 0
 #endif
@@ -57,7 +57,7 @@ static int mb_cpu_avx2(void) {
     static int cached = -1;
     if (cached < 0) {
         __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") ? 1 : 0;
+        cached = (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) ? 1 : 0;
     }
     return cached;
 #else
@@ -505,7 +505,9 @@ MB_AVX2 static float mb_tq_row_avx2(int fmt2, const uint8_t *w, int64_t nb,
         const int32_t sumi = code - ysum[b];
         if (sumi_out) sumi_out[b] = sumi;
         if (da) {
-            const float dd = da[b] * mb_half_to_float(blk + B - 2);
+            uint16_t dh;
+            memcpy(&dh, blk + B - 2, 2);
+            const float dd = da[b] * _cvtsh_ss(dh);     /* exact, as mb_half_to_float */
             float prod = (float)sumi * dd;
             MB_ROUNDED(prod);
             sumf = sumf + prod;
