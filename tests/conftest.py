@@ -43,6 +43,7 @@ REFERENCES = {
     "lut": "minibit.kernels.lut",
     "sampling": "minibit.sampling",
     "dense": "minibit.kernels.dense",
+    "layers": "minibit.model.layers",
 }
 
 

@@ -297,7 +297,7 @@ def test_mad_twin_same_bits_across_lane_groups(case):
                               q.astype(np.int32) @ codes.astype(np.int32).T, f"{fmt} exact")
 
 
-@given(st.integers(1, 12), st.integers(1, 4), st.integers(1, 6), st.integers(0, 2 ** 32 - 1),
+@given(st.integers(1, 12), st.integers(1, 4), st.integers(1, 10), st.integers(0, 2 ** 32 - 1),
        st.booleans())
 def test_tq_twin_same_bits(rows, nb, T, seed, zero_blocks):
     ref, fast = twin_pair("tq")
@@ -324,10 +324,13 @@ def test_tq2_0_code_3_counts_as_two(seed):
     rng = np.random.default_rng(seed)
     data = rng.integers(0, 256, (3, 66 * 2)).astype(np.uint8)
     data[:, 64:66] = data[:, 130:132] = np.frombuffer(np.float16(0.5).tobytes(), np.uint8)
-    q = rng.integers(-127, 128, (2, 512)).astype(np.int8)
+    q = rng.integers(-127, 128, (5, 512)).astype(np.int8)      # 5 tokens: the 4-token path too
+    d = rng.uniform(0.001, 0.1, (5, 2)).astype(np.float32)
     for simd in simd_modes(fast):
         assert_same_bytes(run_twin(fast, simd, "block_sums", data, 3, 512, "tq2_0", q),
                           ref.block_sums(data, 3, 512, "tq2_0", q))
+        assert_same_bytes(run_twin(fast, simd, "linear_q8k", data, 3, 512, "tq2_0", q, d),
+                          ref.linear_q8k(data, 3, 512, "tq2_0", q, d))
 
 
 @given(st.integers(1, 9), st.integers(1, 3), st.integers(1, 3), st.integers(0, 2 ** 32 - 1))

@@ -38,7 +38,7 @@ import numpy as np
 from .. import _backend
 from .._errors import FormatError
 
-__all__ = ["matmul_t", "project", "widen", "LANES", "DTYPES"]
+__all__ = ["matmul_t", "project", "widen", "lane_dot", "LANES", "DTYPES"]
 
 TWINNED = ("matmul_t",)
 
@@ -77,6 +77,26 @@ def _tree(acc: np.ndarray) -> np.ndarray:
     b = a[..., 0:4] + a[..., 4:8]
     c = b[..., 0:2] + b[..., 2:4]
     return c[..., 0] + c[..., 1]
+
+
+def lane_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """sum_k a[..., k] * b[..., k] for float32 arrays that broadcast: [...] float32, in the
+    lane order above (the same bits as one output of matmul_t).  The layers use it for every
+    float32 reduction of the block: RMSNorm's sum of squares, attention's q . k, the softmax
+    denominator (as a dot with ones)."""
+    a = np.asarray(a, dtype=np.float32)
+    b = np.asarray(b, dtype=np.float32)
+    K = a.shape[-1]
+    lead = np.broadcast_shapes(a.shape[:-1], b.shape[:-1])
+    acc = np.zeros(lead + (LANES,), np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k in range(0, K, LANES):                        # k = 32 j + l, increasing
+            pa, pb = a[..., k:k + LANES], b[..., k:k + LANES]
+            if pa.shape[-1] < LANES:                        # the zero-padded last step
+                padw = [(0, 0)] * (pa.ndim - 1) + [(0, LANES - pa.shape[-1])]
+                pa, pb = np.pad(pa, padw), np.pad(pb, [(0, 0)] * (pb.ndim - 1) + padw[-1:])
+            acc += pa * pb                                  # product rounded, then the add
+    return _tree(acc)
 
 
 def check_out(out, T: int, N: int):

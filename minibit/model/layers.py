@@ -1,11 +1,20 @@
-"""The layers of a BitNet block, in float32 NumPy, each the way transformers computes it.
+"""The layers of a BitNet block in float32 NumPy: transformers' formulas in an order of
+minibit's own, written out step by step so that a C twin (minibit._fast.layers) gives the
+same bits.
 
 rms_norm        x * rsqrt(mean(x^2) + eps) * weight          (float32 throughout)
 rope_tables     cos/sin [positions, head_dim], "rotate_half" (NeoX) pairing: dim i with i + d/2
 apply_rope      q * cos + rotate_half(q) * sin
 attention       causal GQA softmax(q k^T / sqrt(d)) v over a float32 KV cache
 ffn_act         squared ReLU (BitNet-2B4T) or SiLU (1bitLLM, Falcon3), gated: act(g) * u
+expf            e^x in float32 steps (softmax, SiLU)
 BitLinear       a packed ternary weight + kernels.linear with the model's profile
+
+Every reduction (RMSNorm's sum of squares, q . k, the softmax denominator) adds in the
+32-lane order of minibit.kernels.dense (``lane_dot``); attention's p . v adds positions in
+increasing order; exp is :func:`expf`, not NumPy's (whose last bit depends on the CPU's
+SIMD level) nor libm's.  The results differ from transformers' float32 by rounding only
+(tests/test_layers.py bounds each against a float64 computation).
 
 Shapes are written [T, ...] for T tokens of one sequence; H query heads, G kv heads,
 D head_dim.
@@ -16,18 +25,29 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels
+from ..kernels.dense import lane_dot
 from ..formats import Packed
 
-__all__ = ["rms_norm", "rope_tables", "apply_rope", "attention", "ffn_act", "BitLinear", "KVCache",
-           "linear_group"]
+__all__ = ["rms_norm", "rope_tables", "apply_rope", "attention", "ffn_act", "expf", "BitLinear",
+           "KVCache", "linear_group", "TWINNED"]
+
+# the functions minibit._fast.layers computes in C, to the same bits
+TWINNED = ("rms_norm", "apply_rope", "attention", "ffn_act", "expf")
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
-    """[T, n] float32 -> [T, n] float32: x / sqrt(mean(x^2) + eps) * weight (transformers'
-    order: normalize first, then scale)."""
-    x = np.ascontiguousarray(x)       # NumPy's float32 sum order follows the memory layout
-    var = np.mean(x * x, axis=-1, keepdims=True, dtype=np.float32)          # [T, 1]
-    return (x * (np.float32(1) / np.sqrt(var + np.float32(eps)))) * weight  # [T, n]
+    """[T, n] float32 -> [T, n] float32: x / sqrt(mean(x^2) + eps) * weight, transformers'
+    order (normalize first, then scale), every step a float32 operation::
+
+        ss  = lane_dot(x, x)                 the sum of squares in minibit's lane order
+        var = ss / n
+        inv = 1 / sqrt(var + eps)
+        y   = (x * inv) * weight
+    """
+    x, weight = check_norm(x, weight)
+    var = lane_dot(x, x) / np.float32(x.shape[1])                             # [T]
+    inv = np.float32(1) / np.sqrt(var + np.float32(eps))
+    return (x * inv[:, None]) * weight
 
 
 def rope_tables(positions: np.ndarray, head_dim: int, theta: float):
@@ -46,8 +66,10 @@ def rope_tables(positions: np.ndarray, head_dim: int, theta: float):
 
 def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     """[T, heads, D] -> [T, heads, D]: x*cos + rotate_half(x)*sin, rotate_half(x) =
-    concat(-x[D/2:], x[:D/2]).  Dimension i pairs with i + D/2 (not with i + 1)."""
-    half = x.shape[-1] // 2
+    concat(-x[D/2:], x[:D/2]).  Dimension i pairs with i + D/2 (not with i + 1).  Each
+    output is fl(fl(x*cos) + fl(r*sin)): two rounded products, one rounded add."""
+    x, cos, sin = check_rope(x, cos, sin)
+    half = x.shape[2] // 2
     rot = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
     return x * cos[:, None, :] + rot * sin[:, None, :]
 
@@ -68,36 +90,154 @@ class KVCache:
         self.len = 0
 
 
+# expf: exp in float32, the same bits in NumPy and C.  NumPy's own float32 exp is a SIMD
+# routine whose last bit depends on the CPU's instruction set, and libm's expf is another
+# function again, so the softmax and SiLU use this one, written out as float32 steps:
+#
+#   n = rint(x * log2(e))                         ties to even
+#   r = (x - n * C1) - n * C2                     C1 + C2 = ln 2, C1 exact in 9 bits
+#   p = ((((P0 r + P1) r + P2) r + P3) r + P4) r + P5           Horner, each op rounded
+#   y = (p * (r * r) + r) + 1                     exp(r) on [-ln2/2, ln2/2]
+#   exp(x) = y * 2^n                              2^n built from its exponent bits
+#
+# with exp(x) = 0 below -87.5 and +inf above 88 (where 2^n would leave the normal range),
+# NaN for NaN.  The coefficients are Cephes' minimax fit for expf (Moshier, 1984): ~1 ulp.
+EXP_LOG2E = np.float32(1.44269504088896341)
+EXP_C1 = np.float32(0.693359375)
+EXP_C2 = np.float32(-2.12194440e-4)
+EXP_P = tuple(np.float32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3,
+                                      4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1))
+EXP_LO, EXP_HI = np.float32(-87.5), np.float32(88.0)
+
+
+def expf(x: np.ndarray) -> np.ndarray:
+    """e^x for float32 x, elementwise, in the steps written above (float32)."""
+    x = np.asarray(x, dtype=np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        xc = np.clip(x, EXP_LO, EXP_HI)
+        n = np.rint(xc * EXP_LOG2E)
+        r = (xc - n * EXP_C1) - n * EXP_C2
+        p = np.full_like(r, EXP_P[0])
+        for c in EXP_P[1:]:
+            p = p * r + c
+        y = (p * (r * r) + r) + np.float32(1)
+        ni = np.where(np.isnan(n), np.float32(0), n).astype(np.int32)
+        scale = ((ni + 127).astype(np.uint32) << 23).view(np.float32)
+        out = y * scale
+    out = np.where(x < EXP_LO, np.float32(0), out)
+    out = np.where(x > EXP_HI, np.float32(np.inf), out)
+    return np.where(np.isnan(x), x, out).astype(np.float32, copy=False)
+
+
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int) -> np.ndarray:
     """Causal grouped-query attention.
 
     q [T, H, D] for positions start..start+T-1; k, v [G, S, D] for positions 0..S-1
     (S = start + T).  Query head h reads kv head h // (H // G).  Returns [T, H*D] float32.
+
+    For query t (position start + t) and each allowed position s <= start + t::
+
+        score[s] = lane_dot(q, k[s]) * (1/sqrt(D))        (the scale rounded to float32)
+        e[s]     = expf(score[s] - max score)
+        p[s]     = e[s] / lane_dot(e, 1)
+        out      = sum over s = 0, 1, ..., start + t of p[s] * v[s]   (float32, in that order)
+
+    Positions after start + t take no part (the causal mask).
     """
+    q, k, v = check_attention(q, k, v, start)
     T, H, D = q.shape
     G, S, _ = k.shape
     rep = H // G
-    qg = q.reshape(T, G, rep, D).transpose(1, 2, 0, 3)                     # [G, rep, T, D]
-    qg = np.ascontiguousarray(qg).reshape(G, rep * T, D)
-    scores = (qg @ k.transpose(0, 2, 1)) * np.float32(D ** -0.5)           # [G, rep*T, S]
-    scores = scores.reshape(G, rep, T, S)
-    if T > 1:                                                              # one row sees all
-        mask = np.arange(S)[None, :] > (start + np.arange(T))[:, None]    # [T, S] future
-        scores = np.where(mask, np.float32(-np.inf), scores)
-    scores = scores - scores.max(axis=-1, keepdims=True)
-    p = np.exp(scores)
-    p = p / p.sum(axis=-1, keepdims=True, dtype=np.float32)                # softmax, float32
-    out = p.reshape(G, rep * T, S) @ v                                     # [G, rep*T, D]
-    return out.reshape(G, rep, T, D).transpose(2, 0, 1, 3).reshape(T, H * D).astype(
-        np.float32, copy=False)
+    scale = np.float32(D ** -0.5)
+    out = np.zeros((T, G, rep, D), np.float32)
+    ones = np.ones(S, np.float32)
+    kk, vv = k[None, :, None], v[None, :, None]                       # [1, G, 1, S, D]
+    step = max(1, (1 << 22) // max(1, H * S * 32))          # query rows per chunk (memory)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for c0 in range(0, T, step):
+            c1 = min(T, c0 + step)
+            qc = q[c0:c1].reshape(c1 - c0, G, rep, 1, D)
+            allowed = (np.arange(S)[None, :] <= (start + np.arange(c0, c1))[:, None])[:, None, None]
+            scores = lane_dot(qc, kk) * scale                                   # [t, G, rep, S]
+            scores = np.where(allowed, scores, np.float32(-np.inf))
+            e = expf(scores - scores.max(axis=-1, keepdims=True))
+            e = np.where(allowed, e, np.float32(0))
+            p = e / lane_dot(e, ones)[..., None]
+            o = out[c0:c1]
+            for s in range(S):                        # rows t with s <= start + t, in order
+                t0 = max(0, s - start - c0)
+                o[t0:] += p[t0:, :, :, s, None] * vv[:, :, :, s]
+    return out.reshape(T, H * D)
 
 
 def ffn_act(gate: np.ndarray, up: np.ndarray, act: str) -> np.ndarray:
-    """Gated activation [T, F]: relu(g)^2 * u ("relu2") or silu(g) * u ("silu")."""
+    """Gated activation [T, F]: relu(g)^2 * u ("relu2") or silu(g) * u ("silu").
+
+    relu2: r = g if g > 0 else +0;  (r * r) * u
+    silu:  (g / (1 + expf(-g))) * u
+    """
+    gate, up = check_act(gate, up, act)
     if act == "relu2":
-        r = np.maximum(gate, np.float32(0))
+        r = np.where(gate > 0, gate, np.float32(0))
         return r * r * up
-    return gate / (np.float32(1) + np.exp(-gate)) * up
+    if act == "silu":
+        with np.errstate(over="ignore"):
+            return gate / (np.float32(1) + expf(-gate)) * up
+    raise AssertionError(act)                                  # check_act refused it
+
+
+# ---- argument checks, shared with the compiled twin (minibit._fast.layers) ---------------
+
+def check_norm(x, weight):
+    x, weight = _f32(x, "rms_norm: x", 2), _f32(weight, "rms_norm: weight", 1)
+    if weight.shape[0] != x.shape[1]:
+        raise ValueError(f"rms_norm: weight of {weight.shape[0]} for rows of {x.shape[1]}")
+    return x, weight
+
+
+def check_rope(x, cos, sin):
+    x = _f32(x, "apply_rope: x", 3)
+    T, _, D = x.shape
+    cos, sin = _f32(cos, "apply_rope: cos", 2), _f32(sin, "apply_rope: sin", 2)
+    if D % 2 or cos.shape != (T, D) or sin.shape != (T, D):
+        raise ValueError(f"apply_rope: x {x.shape} needs an even D and cos/sin of {(T, D)}, "
+                         f"got {cos.shape} and {sin.shape}")
+    return x, cos, sin
+
+
+def check_attention(q, k, v, start):
+    q = _f32(q, "attention: q", 3)
+    k, v = _f32(k, "attention: k", 3, rows=True), _f32(v, "attention: v", 3, rows=True)
+    T, H, D = q.shape
+    G, S, _ = k.shape
+    if (k.shape[2] != D or v.shape != k.shape or G == 0 or H % G or start < 0
+            or S != start + T):
+        raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape}, start {start}: "
+                         f"need k, v [G, start + T, D] with G dividing H")
+    return q, k, v
+
+
+def check_act(gate, up, act):
+    gate, up = _f32(gate, "ffn_act: gate", 2), _f32(up, "ffn_act: up", 2)
+    if gate.shape != up.shape:
+        raise ValueError(f"ffn_act: gate {gate.shape} and up {up.shape} differ")
+    if act not in ("relu2", "silu"):
+        raise ValueError(f"ffn_act: unknown activation {act!r}; expected 'relu2' or 'silu'")
+    return gate, up
+
+
+def _f32(a, what: str, ndim: int, rows: bool = False) -> np.ndarray:
+    """a as a C-contiguous float32 array of ndim dimensions (ValueError naming it otherwise).
+    rows=True: a [G, S, D] array whose [S, D] blocks are contiguous is taken as it is (a
+    slice of the KV cache), without a copy."""
+    a = np.asarray(a)
+    if a.ndim != ndim:
+        raise ValueError(f"{what} must have {ndim} dimensions, got shape {a.shape}")
+    if a.dtype != np.float32:
+        raise ValueError(f"{what} must be float32, got {a.dtype}")
+    if rows and a.strides[-1] == 4 and a.strides[-2] == 4 * a.shape[-1] and a.strides[0] % 4 == 0:
+        return a
+    return np.ascontiguousarray(a)
 
 
 class BitLinear:

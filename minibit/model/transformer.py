@@ -19,38 +19,22 @@ eval callback prints (``attn_norm-0``, ``ffn_out-0``, ...), which the oracle's d
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import numpy as np
 
+from .. import _backend
 from ..kernels import dense
+from . import layers as _layers
 from .config import Config
-from .layers import (BitLinear, KVCache, apply_rope, attention, ffn_act, linear_group, rms_norm,
-                     rope_tables)
+from .layers import BitLinear, KVCache, linear_group, rope_tables
 
 __all__ = ["Layer", "Transformer"]
 
-_BLAS = []          # [threadpoolctl controller of NumPy's BLAS, or None], made on first use
-
-
-def _blas_one_thread():
-    """While the compiled kernels run a forward pass, NumPy's BLAS (used for attention's
-    small matmuls) stays on one thread.  Both pools otherwise spin on the same cores:
-    measured on 2 cores, prefill of the 700M shape at 2 threads went from 68 to 135 tok/s.
-    A no-op on the NumPy backend (whose v0 kernel is a BLAS matmul) or without
-    threadpoolctl."""
-    from .. import _backend
-    if _backend.backend() != "cython":
-        return contextlib.nullcontext()
-    if not _BLAS:
-        try:
-            from threadpoolctl import ThreadpoolController
-            blas = ThreadpoolController().select(user_api="blas")
-            _BLAS.append(blas if blas.lib_controllers else None)
-        except Exception:               # threadpoolctl missing or unable to inspect: run as is
-            _BLAS.append(None)
-    return _BLAS[0].limit(limits=1) if _BLAS[0] is not None else contextlib.nullcontext()
+def _ops():
+    """The module that runs the block arithmetic: minibit._fast.layers (C, the same bits)
+    when built and not forced pure, else layers itself."""
+    return _backend.select("layers", _layers)
 
 
 @dataclass
@@ -113,11 +97,9 @@ class Transformer:
         With no cache, a fresh one of length T is used (a full forward).  ``last_only``
         projects only the last position to the vocabulary (decode).
         """
-        with _blas_one_thread():
-            return self._forward(ids, cache, trace, last_only)
-
-    def _forward(self, ids, cache, trace, last_only):
         c = self.config
+        ops = _ops()
+        rms_norm, apply_rope, attention, ffn_act = ops.rms_norm, ops.apply_rope, ops.attention, ops.ffn_act
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         T = ids.shape[0]
         if cache is None:

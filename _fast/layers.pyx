@@ -1,0 +1,149 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Twin of minibit/model/layers.py's block arithmetic: RMSNorm, RoPE, causal attention, the
+gated activations and expf, in C, to the same bits as the NumPy reference.
+
+Each function takes its arguments through the reference's checks (ValueError naming the
+argument) before any GIL-free code runs; the loops live in ``mb_layers.h``.  Attention
+runs its (token, head) pairs on ``minibit.kernels.get_threads()`` OpenMP threads when the
+work is large enough (prefill); each pair is one thread's fixed-order arithmetic, so the
+thread count never changes a bit.
+"""
+
+import numpy as np
+cimport numpy as cnp
+from cython.parallel cimport prange, threadid
+from libc.stdint cimport int64_t
+
+from minibit.model import layers as _ref
+
+cnp.import_array()
+
+cdef extern from "mb_layers.h" nogil:
+    int mbd_simd_allowed
+    int mbd_use_simd()
+    void mbl_exp(const float *x, float *y, int64_t n)
+    void mbl_rms_row(const float *x, const float *w, int64_t n, float eps, float *y)
+    void mbl_rope_row(const float *x, const float *c, const float *s, int64_t D, float *y)
+    void mbl_attend(const float *q, const float *k, const float *v, int64_t D, int64_t n,
+                    float scale, float *sc, const float *ones, float *o)
+    void mbl_act(const float *g, const float *u, int64_t n, int act, float *y)
+
+cdef enum:
+    MIN_PARALLEL_MAC = 1 << 18   # attention multiply-adds below which one thread runs
+
+
+def _set_simd(on):
+    """Allow (True) or forbid (False) the AVX2 code; returns the previous setting (tests)."""
+    global mbd_simd_allowed
+    old = bool(mbd_simd_allowed)
+    mbd_simd_allowed = 1 if on else 0
+    return old
+
+
+def _simd():
+    return "avx2" if mbd_use_simd() else "scalar"
+
+
+def expf(x):
+    """e^x for float32 x in layers.expf's steps: float32, same shape."""
+    x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    out = np.empty_like(x)
+    cdef const float[::1] X = x.reshape(-1)
+    cdef float[::1] Y = out.reshape(-1)
+    cdef int64_t n = X.shape[0]
+    if n:
+        with nogil:
+            mbl_exp(&X[0], &Y[0], n)
+    return out
+
+
+def rms_norm(x, weight, eps):
+    """[T, n] float32 -> [T, n]: layers.rms_norm's steps."""
+    x, weight = _ref.check_norm(x, weight)
+    out = np.empty_like(x)
+    cdef const float[:, ::1] X = x
+    cdef const float[::1] W = weight
+    cdef float[:, ::1] Y = out
+    cdef int64_t T = X.shape[0], n = X.shape[1], t
+    cdef float e = <float>np.float32(eps)
+    if T and n:
+        with nogil:
+            for t in range(T):
+                mbl_rms_row(&X[t, 0], &W[0], n, e, &Y[t, 0])
+    return out
+
+
+def apply_rope(x, cos, sin):
+    """[T, heads, D] float32 -> [T, heads, D]: layers.apply_rope's steps."""
+    x, cos, sin = _ref.check_rope(x, cos, sin)
+    out = np.empty_like(x)
+    cdef const float[:, :, ::1] X = x
+    cdef const float[:, ::1] C = cos
+    cdef const float[:, ::1] S = sin
+    cdef float[:, :, ::1] Y = out
+    cdef int64_t T = X.shape[0], NH = X.shape[1], D = X.shape[2], t, h
+    if T and NH and D:
+        with nogil:
+            for t in range(T):
+                for h in range(NH):
+                    mbl_rope_row(&X[t, h, 0], &C[t, 0], &S[t, 0], D, &Y[t, h, 0])
+    return out
+
+
+def attention(q, k, v, start):
+    """Causal grouped-query attention, layers.attention's steps: q [T, H, D], k, v
+    [G, start + T, D] (each [S, D] block contiguous) -> [T, H*D] float32."""
+    q, k, v = _ref.check_attention(q, k, v, start)
+    cdef int64_t T = q.shape[0], H = q.shape[1], D = q.shape[2], G = k.shape[0]
+    cdef int64_t S = k.shape[1], st = start, rep = H // G
+    out = np.zeros((T, H, D), dtype=np.float32)
+    if T == 0 or H == 0 or D == 0:
+        return out.reshape(T, H * D)
+    cdef int nth = 1
+    if T * H * S * D >= MIN_PARALLEL_MAC:
+        import minibit.kernels as kernels
+        nth = max(1, min(kernels.get_threads(), T * H))
+    scratch = np.empty((nth, S), dtype=np.float32)
+    ones = np.ones(S, dtype=np.float32)
+    cdef const float[:, :, ::1] Q = q
+    # k, v: [S, D] blocks contiguous (checked), kv heads apart by their own stride
+    cdef cnp.ndarray ka = k, va = v
+    cdef const float *kp = <const float *>cnp.PyArray_DATA(ka)
+    cdef const float *vp = <const float *>cnp.PyArray_DATA(va)
+    cdef int64_t kg = k.strides[0] // 4, vg = v.strides[0] // 4
+    cdef float[:, :, ::1] O = out
+    cdef float[:, ::1] SC = scratch
+    cdef const float[::1] ONE = ones
+    cdef float scale = <float>np.float32(int(D) ** -0.5)     # as the reference rounds it
+    cdef int64_t i, t, h, g
+    if nth == 1:
+        with nogil:
+            for i in range(T * H):
+                t = i // H
+                h = i % H
+                g = h // rep
+                mbl_attend(&Q[t, h, 0], kp + g * kg, vp + g * vg, D, st + t + 1, scale,
+                           &SC[0, 0], &ONE[0], &O[t, h, 0])
+    else:
+        for i in prange(T * H, nogil=True, num_threads=nth, schedule="dynamic", chunksize=4):
+            t = i // H
+            h = i % H
+            g = h // rep
+            mbl_attend(&Q[t, h, 0], kp + g * kg, vp + g * vg, D, st + t + 1, scale,
+                       &SC[threadid(), 0], &ONE[0], &O[t, h, 0])
+    return out.reshape(T, H * D)
+
+
+def ffn_act(gate, up, act):
+    """Gated activation [T, F]: layers.ffn_act's steps ("relu2" or "silu")."""
+    gate, up = _ref.check_act(gate, up, act)
+    out = np.empty_like(gate)
+    cdef const float[::1] Gv = gate.reshape(-1)
+    cdef const float[::1] U = up.reshape(-1)
+    cdef float[::1] Y = out.reshape(-1)
+    cdef int64_t n = Gv.shape[0]
+    cdef int a = 0 if act == "relu2" else 1
+    if n:
+        with nogil:
+            mbl_act(&Gv[0], &U[0], n, a, &Y[0])
+    return out

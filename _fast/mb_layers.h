@@ -1,0 +1,207 @@
+/* mb_layers.h — the C loops of minibit's block arithmetic (_fast/layers.pyx).
+ *
+ * The spec is minibit/model/layers.py: RMSNorm, RoPE, causal attention and the gated
+ * activations, every float32 operation rounded on its own, every reduction in the lane
+ * order of minibit/kernels/dense.py (the dot product of mb_dense.h, reused here), and exp
+ * as layers.expf's float32 steps.  Portable C and AVX2 give the same bits; products are
+ * never fused into the following add (MB_KEEP, and the build's -ffp-contract=off).  No
+ * bound is checked here: the Cython caller validates every shape first.
+ */
+#ifndef MB_LAYERS_H
+#define MB_LAYERS_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "mb_dense.h"
+
+#define MBL_LOG2E 1.44269504088896341f
+#define MBL_C1 0.693359375f
+#define MBL_C2 (-2.12194440e-4f)
+#define MBL_P0 1.9875691500e-4f
+#define MBL_P1 1.3981999507e-3f
+#define MBL_P2 8.3334519073e-3f
+#define MBL_P3 4.1665795894e-2f
+#define MBL_P4 1.6666665459e-1f
+#define MBL_P5 5.0000001201e-1f
+#define MBL_LO (-87.5f)
+#define MBL_HI 88.0f
+
+/* layers.expf, one value */
+static inline float mbl_exp1(float x) {
+    if (x != x) return x;
+    if (x < MBL_LO) return 0.0f;
+    if (x > MBL_HI) return INFINITY;
+    float t = x * MBL_LOG2E;
+    MB_KEEP(t);
+    const float n = rintf(t);                     /* ties to even: the default rounding mode */
+    float a = n * MBL_C1, b = n * MBL_C2;
+    MB_KEEP(a);
+    MB_KEEP(b);
+    const float r = (x - a) - b;
+    float z = r * r;
+    MB_KEEP(z);
+    float p = MBL_P0;
+    const float c[5] = {MBL_P1, MBL_P2, MBL_P3, MBL_P4, MBL_P5};
+    for (int i = 0; i < 5; i++) {
+        p = p * r;
+        MB_KEEP(p);
+        p = p + c[i];
+    }
+    float y = p * z;
+    MB_KEEP(y);
+    y = (y + r) + 1.0f;
+    const uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
+    float s;
+    memcpy(&s, &bits, 4);
+    return y * s;
+}
+
+#if MBD_X86
+/* layers.expf, eight values (the same steps, lane by lane) */
+MBD_SIMD static inline __m256 mbl_exp8(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(MBL_LO), hi = _mm256_set1_ps(MBL_HI);
+    const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), hi);     /* NaN -> lo, fixed below */
+    __m256 t = _mm256_mul_ps(xc, _mm256_set1_ps(MBL_LOG2E));
+    MB_KEEP(t);
+    const __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 a = _mm256_mul_ps(n, _mm256_set1_ps(MBL_C1)), b = _mm256_mul_ps(n, _mm256_set1_ps(MBL_C2));
+    MB_KEEP(a);
+    MB_KEEP(b);
+    const __m256 r = _mm256_sub_ps(_mm256_sub_ps(xc, a), b);
+    __m256 z = _mm256_mul_ps(r, r);
+    MB_KEEP(z);
+    __m256 p = _mm256_set1_ps(MBL_P0);
+    const float c[5] = {MBL_P1, MBL_P2, MBL_P3, MBL_P4, MBL_P5};
+    for (int i = 0; i < 5; i++) {
+        p = _mm256_mul_ps(p, r);
+        MB_KEEP(p);
+        p = _mm256_add_ps(p, _mm256_set1_ps(c[i]));
+    }
+    __m256 y = _mm256_mul_ps(p, z);
+    MB_KEEP(y);
+    y = _mm256_add_ps(_mm256_add_ps(y, r), _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    __m256 out = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+    out = _mm256_blendv_ps(out, _mm256_setzero_ps(), _mm256_cmp_ps(x, lo, _CMP_LT_OQ));
+    out = _mm256_blendv_ps(out, _mm256_set1_ps(INFINITY), _mm256_cmp_ps(x, hi, _CMP_GT_OQ));
+    return _mm256_blendv_ps(out, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+MBD_SIMD static void mbl_exp_simd(const float *x, float *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, mbl_exp8(_mm256_loadu_ps(x + i)));
+    for (; i < n; i++) y[i] = mbl_exp1(x[i]);
+}
+#endif
+
+/* y[i] = expf(x[i]) (y may be x) */
+static void mbl_exp(const float *x, float *y, int64_t n) {
+#if MBD_X86
+    if (mbd_use_simd()) { mbl_exp_simd(x, y, n); return; }
+#endif
+    for (int64_t i = 0; i < n; i++) y[i] = mbl_exp1(x[i]);
+}
+
+/* dense.py's lane-order dot product of two float32 vectors */
+static inline float mbl_dot(const float *a, const float *b, int64_t K) {
+#if MBD_X86
+    if (mbd_use_simd()) return mbd_dot_simd(a, b, MBD_F32, K);
+#endif
+    return mbd_dot_scalar(a, b, MBD_F32, K);
+}
+
+/* RMSNorm of one row of n values */
+static void mbl_rms_row(const float *x, const float *w, int64_t n, float eps, float *y) {
+    const float var = mbl_dot(x, x, n) / (float)n;
+    const float inv = 1.0f / sqrtf(var + eps);
+    for (int64_t i = 0; i < n; i++) {
+        float a = x[i] * inv;
+        MB_KEEP(a);
+        y[i] = a * w[i];
+    }
+}
+
+/* RoPE of one head vector of D values with one position's cos/sin rows */
+static void mbl_rope_row(const float *x, const float *c, const float *s, int64_t D, float *y) {
+    const int64_t h = D / 2;
+    for (int64_t i = 0; i < D; i++) {
+        const float r = i < h ? -x[i + h] : x[i - h];
+        float a = x[i] * c[i], b = r * s[i];
+        MB_KEEP(a);
+        MB_KEEP(b);
+        y[i] = a + b;
+    }
+}
+
+/* o[d] = o[d] + fl(p * v[d]), d < D: one step of the p . v sum */
+static inline void mbl_axpy_scalar(float *o, float p, const float *v, int64_t D) {
+    for (int64_t d = 0; d < D; d++) {
+        float a = p * v[d];
+        MB_KEEP(a);
+        o[d] = o[d] + a;
+    }
+}
+
+#if MBD_X86
+MBD_SIMD static inline void mbl_axpy_simd(float *o, float p, const float *v, int64_t D) {
+    const __m256 pp = _mm256_set1_ps(p);
+    int64_t d = 0;
+    for (; d + 8 <= D; d += 8) {
+        __m256 a = _mm256_mul_ps(pp, _mm256_loadu_ps(v + d));
+        MB_KEEP(a);
+        _mm256_storeu_ps(o + d, _mm256_add_ps(_mm256_loadu_ps(o + d), a));
+    }
+    mbl_axpy_scalar(o + d, p, v + d, D - d);
+}
+#endif
+
+static inline void mbl_axpy(float *o, float p, const float *v, int64_t D) {
+#if MBD_X86
+    if (mbd_use_simd()) { mbl_axpy_simd(o, p, v, D); return; }
+#endif
+    mbl_axpy_scalar(o, p, v, D);
+}
+
+/* One query head over n allowed positions: q [D]; k, v rows of D floats, row s at
+ * k + s * D; sc: n floats of scratch; ones: n floats equal to 1 (the softmax sum is
+ * lane_dot(e, 1)); o [D] written. */
+static void mbl_attend(const float *q, const float *k, const float *v, int64_t D, int64_t n,
+                       float scale, float *sc, const float *ones, float *o) {
+    float m = -INFINITY;
+    for (int64_t s = 0; s < n; s++) {
+        float d = mbl_dot(q, k + s * D, D);
+        MB_KEEP(d);
+        sc[s] = d * scale;
+        if (sc[s] > m) m = sc[s];
+    }
+    for (int64_t s = 0; s < n; s++) sc[s] = sc[s] - m;
+    mbl_exp(sc, sc, n);
+    const float z = mbl_dot(sc, ones, n);
+    for (int64_t s = 0; s < n; s++) sc[s] = sc[s] / z;
+    for (int64_t d = 0; d < D; d++) o[d] = 0.0f;
+    for (int64_t s = 0; s < n; s++) mbl_axpy(o, sc[s], v + s * D, D);
+}
+
+/* gated activation of n values: act 0 = relu2, 1 = silu */
+static void mbl_act(const float *g, const float *u, int64_t n, int act, float *y) {
+    if (act == 0) {
+        for (int64_t i = 0; i < n; i++) {
+            const float r = g[i] > 0.0f ? g[i] : 0.0f;
+            float a = r * r;
+            MB_KEEP(a);
+            y[i] = a * u[i];
+        }
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) y[i] = -g[i];
+    mbl_exp(y, y, n);
+    for (int64_t i = 0; i < n; i++) {
+        float a = g[i] / (1.0f + y[i]);
+        MB_KEEP(a);
+        y[i] = a * u[i];
+    }
+}
+
+#endif /* MB_LAYERS_H */

@@ -1,0 +1,222 @@
+"""The block arithmetic (minibit.model.layers): its defined float32 order, both backends.
+
+RMSNorm, RoPE, attention, the gated activations and expf are the NumPy reference; the
+Cython twin (minibit._fast.layers) must give the same bits for any shape, SIMD or portable
+C, any thread count, and a KV-cache slice as well as a contiguous array.  Independently,
+each must agree with a float64 computation of the textbook formula within stated float32
+tolerances, and expf within one ulp of the true exponential.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import minibit.kernels as kernels
+from minibit.model import layers
+
+from conftest import assert_same_bytes, twin_pair
+
+finite = dict(allow_nan=False, allow_infinity=False, width=32)
+
+
+def _each_simd(fast, fn):
+    """fn() with the twin's AVX2 code allowed, then forbidden (restored afterwards)."""
+    old = fast._set_simd(True)
+    try:
+        for simd in (True, False):
+            fast._set_simd(simd)
+            fn(simd)
+    finally:
+        fast._set_simd(old)
+
+
+# ---- expf --------------------------------------------------------------------------------
+
+def test_expf_within_one_ulp():
+    """Every 97th float32 in [-87.3, 88]: |expf - e^x| < 1 ulp of the result (float64 truth)."""
+    bits = np.arange(0, 2**32, 97, dtype=np.uint64).astype(np.uint32)
+    x = bits.view(np.float32)
+    x = x[np.isfinite(x) & (x > -87.3) & (x < 88.0)]
+    got = layers.expf(x).astype(np.float64)
+    true = np.exp(x.astype(np.float64))
+    ulp = np.spacing(got.astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(got - true) / ulp) < 1.0
+    assert layers.expf(np.float32(0)) == 1.0 and layers.expf(np.float32(-0.0)) == 1.0
+
+
+def test_expf_edges():
+    x = np.array([-np.inf, -1e30, -87.51, 88.01, 1e30, np.inf, np.nan], np.float32)
+    got = layers.expf(x)
+    assert got[:3].tolist() == [0.0, 0.0, 0.0]
+    assert np.isposinf(got[3:6]).all() and np.isnan(got[6])
+
+
+@given(x=st.lists(st.floats(**{**finite, "allow_nan": True, "allow_infinity": True}),
+                  min_size=0, max_size=70))
+def test_expf_twin_same_bits(x):
+    ref, fast = twin_pair("layers")
+    x = np.array(x, np.float32)
+    _each_simd(fast, lambda simd: assert_same_bytes(fast.expf(x), ref.expf(x), f"expf simd={simd}"))
+
+
+def test_expf_twin_every_exponent():
+    """A sweep over 2^20 evenly spaced bit patterns (all exponents, both signs) gives the same
+    bits on both backends."""
+    ref, fast = twin_pair("layers")
+    x = (np.arange(0, 2**32, 4096, dtype=np.uint64).astype(np.uint32)).view(np.float32)
+    want = ref.expf(x)
+    _each_simd(fast, lambda simd: assert_same_bytes(fast.expf(x), want, f"sweep simd={simd}"))
+
+
+# ---- RMSNorm, RoPE, activations ----------------------------------------------------------
+
+@given(T=st.integers(0, 4), n=st.integers(1, 300), eps=st.sampled_from([1e-5, 1e-6, 0.5]),
+       scale=st.sampled_from([1e-3, 1.0, 1e3]), seed=st.integers(0, 2**31 - 1))
+def test_rms_norm_twin_and_float64(T, n, eps, scale, seed):
+    ref, fast = twin_pair("layers")
+    rng = np.random.default_rng(seed)
+    x = (scale * rng.standard_normal((T, n))).astype(np.float32)
+    w = rng.standard_normal(n).astype(np.float32)
+    want = ref.rms_norm(x, w, eps)
+    _each_simd(fast, lambda simd: assert_same_bytes(fast.rms_norm(x, w, eps), want, f"simd={simd}"))
+    x64 = x.astype(np.float64)
+    true = x64 / np.sqrt((x64 * x64).mean(axis=1, keepdims=True) + np.float32(eps)) * w
+    np.testing.assert_allclose(want, true, rtol=2e-6, atol=1e-6 * np.abs(true).max(initial=0))
+
+
+def test_rms_norm_order_is_lane_order():
+    """The sum of squares adds in dense.py's lanes and tree: 2^12 (square 2^24) in lane 0 and
+    ones in lanes 1 and 5 give 2^24 + 2 (lanes 1 and 5 meet before lane 0), where a
+    left-to-right or 8-way sum loses both ones.  rms_norm is that sum's formula, step by step."""
+    from minibit.kernels.dense import lane_dot
+    x = np.zeros((1, 64), np.float32)
+    x[0, 0], x[0, 1], x[0, 5] = 4096.0, 1.0, 1.0
+    assert lane_dot(x, x)[0] == np.float32(2**24 + 2)
+    w = np.linspace(-2, 2, 64, dtype=np.float32)
+    inv = np.float32(1) / np.sqrt(np.float32(2**24 + 2) / np.float32(64) + np.float32(1e-5))
+    want = (x * inv) * w
+    ref, fast = twin_pair("layers")
+    for mod in (ref, fast):
+        assert_same_bytes(mod.rms_norm(x, w, 1e-5), want, mod.__name__)
+
+
+@given(T=st.integers(0, 4), heads=st.integers(1, 5), half=st.integers(1, 40),
+       start=st.integers(0, 5000), seed=st.integers(0, 2**31 - 1))
+def test_rope_twin_and_rotation(T, heads, half, start, seed):
+    ref, fast = twin_pair("layers")
+    rng = np.random.default_rng(seed)
+    D = 2 * half
+    x = rng.standard_normal((T, heads, D)).astype(np.float32)
+    cos, sin = ref.rope_tables(np.arange(start, start + T), D, 10000.0)
+    want = ref.apply_rope(x, cos, sin)
+    _each_simd(fast, lambda simd: assert_same_bytes(fast.apply_rope(x, cos, sin), want, f"simd={simd}"))
+    # a rotation of each (i, i + D/2) pair: norms kept
+    np.testing.assert_allclose(np.linalg.norm(want, axis=-1), np.linalg.norm(x, axis=-1), rtol=1e-5)
+
+
+@given(T=st.integers(0, 4), F=st.integers(1, 100), act=st.sampled_from(["relu2", "silu"]),
+       scale=st.sampled_from([1.0, 30.0, 200.0]), seed=st.integers(0, 2**31 - 1))
+def test_ffn_act_twin_and_float64(T, F, act, scale, seed):
+    ref, fast = twin_pair("layers")
+    rng = np.random.default_rng(seed)
+    g = (scale * rng.standard_normal((T, F))).astype(np.float32)
+    u = rng.standard_normal((T, F)).astype(np.float32)
+    want = ref.ffn_act(g, u, act)
+    _each_simd(fast, lambda simd: assert_same_bytes(fast.ffn_act(g, u, act), want, f"{act} simd={simd}"))
+    g64 = g.astype(np.float64)
+    with np.errstate(over="ignore"):
+        true = (np.maximum(g64, 0) ** 2 if act == "relu2" else g64 / (1 + np.exp(-g64))) * u
+    np.testing.assert_allclose(want, true, rtol=1e-6, atol=1e-30)
+
+
+# ---- attention ---------------------------------------------------------------------------
+
+def _attention64(q, k, v, start):
+    """The textbook formula in float64: softmax(q k^T / sqrt(D)) v, causal, grouped."""
+    T, H, D = q.shape
+    G = k.shape[0]
+    out = np.zeros((T, H, D))
+    for t in range(T):
+        for h in range(H):
+            kk = k[h // (H // G), :start + t + 1].astype(np.float64)
+            s = kk @ q[t, h].astype(np.float64) / np.sqrt(D)
+            p = np.exp(s - s.max())
+            out[t, h] = (p / p.sum()) @ v[h // (H // G), :start + t + 1]
+    return out.reshape(T, H * D)
+
+
+@given(T=st.integers(1, 6), start=st.integers(0, 70), G=st.integers(1, 3), rep=st.integers(1, 3),
+       D=st.sampled_from([2, 8, 40, 64, 96]), scale=st.sampled_from([0.1, 1.0, 4.0]),
+       seed=st.integers(0, 2**31 - 1))
+def test_attention_twin_and_float64(T, start, G, rep, D, scale, seed):
+    ref, fast = twin_pair("layers")
+    rng = np.random.default_rng(seed)
+    H, S = G * rep, start + T
+    cache = (scale * rng.standard_normal((2, 3, G, S + 4, D))).astype(np.float32)
+    k, v = cache[0, 1, :, :S], cache[1, 2, :, :S]          # KV-cache slices, not copies
+    q = (scale * rng.standard_normal((T, H, D))).astype(np.float32)
+    want = ref.attention(q, k, v, start)
+    assert_same_bytes(ref.attention(q, k.copy(), v.copy(), start), want, "reference on copies")
+    _each_simd(fast, lambda simd: assert_same_bytes(fast.attention(q, k, v, start), want,
+                                                     f"simd={simd}"))
+    np.testing.assert_allclose(want, _attention64(q, k, v, start), rtol=1e-4,
+                               atol=2e-5 * scale)
+
+
+def test_attention_threads_and_future_values():
+    """A prefill large enough for OpenMP: same bits at 1 and 2 threads; and positions after
+    a query's own take no part (changing them changes nothing for that query)."""
+    ref, fast = twin_pair("layers")
+    rng = np.random.default_rng(5)
+    T, H, G, D = 48, 8, 2, 64
+    q = rng.standard_normal((T, H, D)).astype(np.float32)
+    k = rng.standard_normal((G, T, D)).astype(np.float32)
+    v = rng.standard_normal((G, T, D)).astype(np.float32)
+    want = ref.attention(q, k, v, 0)
+    old = kernels.get_threads()
+    try:
+        for n in (1, 2):
+            kernels.set_threads(n)
+            assert_same_bytes(fast.attention(q, k, v, 0), want, f"threads={n}")
+    finally:
+        kernels.set_threads(old)
+    k2, v2 = k.copy(), v.copy()
+    k2[:, 10:], v2[:, 10:] = 1e30, np.nan
+    for mod in (ref, fast):
+        assert_same_bytes(mod.attention(q[:10], k2[:, :10], v2[:, :10], 0), want[:10], mod.__name__)
+        got = mod.attention(q, k2, v2, 0)
+        assert_same_bytes(got[:10], want[:10], f"{mod.__name__}: rows before the change")
+
+
+def test_attention_one_position_is_v():
+    """With one position the softmax is exactly 1: the output is v, bit for bit."""
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((1, 4, 8)).astype(np.float32)
+    k = rng.standard_normal((2, 1, 8)).astype(np.float32)
+    v = rng.standard_normal((2, 1, 8)).astype(np.float32)
+    want = np.repeat(v[:, 0], 2, axis=0).reshape(1, 32)
+    ref, fast = twin_pair("layers")
+    for mod in (ref, fast):
+        assert_same_bytes(mod.attention(q, k, v, 0), want, mod.__name__)
+
+
+@pytest.mark.parametrize("call, msg", [
+    (lambda m: m.attention(np.zeros((2, 4, 8), np.float32), np.zeros((3, 2, 8), np.float32),
+                           np.zeros((3, 2, 8), np.float32), 0), "G dividing H"),
+    (lambda m: m.attention(np.zeros((2, 4, 8), np.float32), np.zeros((2, 5, 8), np.float32),
+                           np.zeros((2, 5, 8), np.float32), 0), "start"),
+    (lambda m: m.attention(np.zeros((2, 4, 8), np.float64), np.zeros((2, 2, 8), np.float32),
+                           np.zeros((2, 2, 8), np.float32), 0), "float32"),
+    (lambda m: m.rms_norm(np.zeros((2, 8), np.float32), np.zeros(7, np.float32), 1e-5), "weight"),
+    (lambda m: m.apply_rope(np.zeros((2, 1, 7), np.float32), np.zeros((2, 7), np.float32),
+                            np.zeros((2, 7), np.float32)), "even D"),
+    (lambda m: m.ffn_act(np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32), "gelu"),
+     "unknown activation"),
+    (lambda m: m.ffn_act(np.zeros((2, 3), np.float32), np.zeros((3, 2), np.float32), "silu"),
+     "differ"),
+])
+def test_bad_arguments_named(call, msg):
+    ref, fast = twin_pair("layers")
+    for mod in (ref, fast):
+        with pytest.raises(ValueError, match=msg):
+            call(mod)
