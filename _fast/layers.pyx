@@ -24,8 +24,8 @@ cdef extern from "mb_layers.h" nogil:
     void mbl_exp(const float *x, float *y, int64_t n)
     void mbl_rms_row(const float *x, const float *w, int64_t n, float eps, float *y)
     void mbl_rope_row(const float *x, const float *c, const float *s, int64_t D, float *y)
-    void mbl_attend(const float *q, const float *k, const float *v, int64_t D, int64_t n,
-                    float scale, float *sc, const float *ones, float *o)
+    void mbl_attend(const float *q, const void *k, const void *v, int dtype, int64_t D,
+                    int64_t n, float scale, float *sc, const float *ones, float *o)
     void mbl_act(const float *g, const float *u, int64_t n, int act, float *y)
 
 cdef enum:
@@ -91,8 +91,8 @@ def apply_rope(x, cos, sin):
 
 
 def attention(q, k, v, start):
-    """Causal grouped-query attention, layers.attention's steps: q [T, H, D], k, v
-    [G, start + T, D] (each [S, D] block contiguous) -> [T, H*D] float32."""
+    """Causal grouped-query attention, layers.attention's steps: q [T, H, D] float32, k, v
+    [G, start + T, D] float32 or float16 (each [S, D] block contiguous) -> [T, H*D] float32."""
     q, k, v = _ref.check_attention(q, k, v, start)
     cdef int64_t T = q.shape[0], H = q.shape[1], D = q.shape[2], G = k.shape[0]
     cdef int64_t S = k.shape[1], st = start, rep = H // G
@@ -108,9 +108,10 @@ def attention(q, k, v, start):
     cdef const float[:, :, ::1] Q = q
     # k, v: [S, D] blocks contiguous (checked), kv heads apart by their own stride
     cdef cnp.ndarray ka = k, va = v
-    cdef const float *kp = <const float *>cnp.PyArray_DATA(ka)
-    cdef const float *vp = <const float *>cnp.PyArray_DATA(va)
-    cdef int64_t kg = k.strides[0] // 4, vg = v.strides[0] // 4
+    cdef const char *kp = <const char *>cnp.PyArray_DATA(ka)
+    cdef const char *vp = <const char *>cnp.PyArray_DATA(va)
+    cdef int64_t kg = k.strides[0], vg = v.strides[0]         # bytes
+    cdef int dt = 1 if k.dtype == np.float16 else 0           # mb_dense.h: MBD_F16 / MBD_F32
     cdef float[:, :, ::1] O = out
     cdef float[:, ::1] SC = scratch
     cdef const float[::1] ONE = ones
@@ -122,14 +123,14 @@ def attention(q, k, v, start):
                 t = i // H
                 h = i % H
                 g = h // rep
-                mbl_attend(&Q[t, h, 0], kp + g * kg, vp + g * vg, D, st + t + 1, scale,
+                mbl_attend(&Q[t, h, 0], kp + g * kg, vp + g * vg, dt, D, st + t + 1, scale,
                            &SC[0, 0], &ONE[0], &O[t, h, 0])
     else:
         for i in prange(T * H, nogil=True, num_threads=nth, schedule="dynamic", chunksize=4):
             t = i // H
             h = i % H
             g = h // rep
-            mbl_attend(&Q[t, h, 0], kp + g * kg, vp + g * vg, D, st + t + 1, scale,
+            mbl_attend(&Q[t, h, 0], kp + g * kg, vp + g * vg, dt, D, st + t + 1, scale,
                        &SC[threadid(), 0], &ONE[0], &O[t, h, 0])
     return out.reshape(T, H * D)
 

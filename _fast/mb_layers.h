@@ -135,43 +135,56 @@ static void mbl_rope_row(const float *x, const float *c, const float *s, int64_t
     }
 }
 
-/* o[d] = o[d] + fl(p * v[d]), d < D: one step of the p . v sum */
-static inline void mbl_axpy_scalar(float *o, float p, const float *v, int64_t D) {
+/* o[d] = o[d] + fl(p * v[d]), d < D: one step of the p . v sum; v float32 or float16
+ * (dtype MBD_F32 / MBD_F16, widened exactly) */
+static inline void mbl_axpy_scalar(float *o, float p, const void *v, int dtype, int64_t D) {
     for (int64_t d = 0; d < D; d++) {
-        float a = p * v[d];
+        float a = p * mbd_weight(v, dtype, d);
         MB_KEEP(a);
         o[d] = o[d] + a;
     }
 }
 
 #if MBD_X86
-MBD_SIMD static inline void mbl_axpy_simd(float *o, float p, const float *v, int64_t D) {
+MBD_SIMD static inline void mbl_axpy_simd(float *o, float p, const void *v, int dtype, int64_t D) {
     const __m256 pp = _mm256_set1_ps(p);
     int64_t d = 0;
     for (; d + 8 <= D; d += 8) {
-        __m256 a = _mm256_mul_ps(pp, _mm256_loadu_ps(v + d));
+        __m256 a = _mm256_mul_ps(pp, mbd_load8(v, dtype, d));
         MB_KEEP(a);
         _mm256_storeu_ps(o + d, _mm256_add_ps(_mm256_loadu_ps(o + d), a));
     }
-    mbl_axpy_scalar(o + d, p, v + d, D - d);
+    for (; d < D; d++) {
+        float a = p * mbd_weight(v, dtype, d);
+        MB_KEEP(a);
+        o[d] = o[d] + a;
+    }
 }
 #endif
 
-static inline void mbl_axpy(float *o, float p, const float *v, int64_t D) {
+static inline void mbl_axpy(float *o, float p, const void *v, int dtype, int64_t D) {
 #if MBD_X86
-    if (mbd_use_simd()) { mbl_axpy_simd(o, p, v, D); return; }
+    if (mbd_use_simd()) { mbl_axpy_simd(o, p, v, dtype, D); return; }
 #endif
-    mbl_axpy_scalar(o, p, v, D);
+    mbl_axpy_scalar(o, p, v, dtype, D);
 }
 
-/* One query head over n allowed positions: q [D]; k, v rows of D floats, row s at
- * k + s * D; sc: n floats of scratch; ones: n floats equal to 1 (the softmax sum is
- * lane_dot(e, 1)); o [D] written. */
-static void mbl_attend(const float *q, const float *k, const float *v, int64_t D, int64_t n,
-                       float scale, float *sc, const float *ones, float *o) {
+static inline float mbl_dot_w(const float *a, const void *w, int dtype, int64_t K) {
+#if MBD_X86
+    if (mbd_use_simd()) return mbd_dot_simd(a, w, dtype, K);
+#endif
+    return mbd_dot_scalar(a, w, dtype, K);
+}
+
+/* One query head over n allowed positions: q [D]; k, v rows of D values (float32 or
+ * float16 by dtype), row s at element s * D; sc: n floats of scratch; ones: n floats equal
+ * to 1 (the softmax sum is lane_dot(e, 1)); o [D] written. */
+static void mbl_attend(const float *q, const void *k, const void *v, int dtype, int64_t D,
+                       int64_t n, float scale, float *sc, const float *ones, float *o) {
+    const int64_t es = dtype == MBD_F32 ? 4 : 2;
     float m = -INFINITY;
     for (int64_t s = 0; s < n; s++) {
-        float d = mbl_dot(q, k + s * D, D);
+        float d = mbl_dot_w(q, (const char *)k + s * D * es, dtype, D);
         MB_KEEP(d);
         sc[s] = d * scale;
         if (sc[s] > m) m = sc[s];
@@ -181,7 +194,7 @@ static void mbl_attend(const float *q, const float *k, const float *v, int64_t D
     const float z = mbl_dot(sc, ones, n);
     for (int64_t s = 0; s < n; s++) sc[s] = sc[s] / z;
     for (int64_t d = 0; d < D; d++) o[d] = 0.0f;
-    for (int64_t s = 0; s < n; s++) mbl_axpy(o, sc[s], v + s * D, D);
+    for (int64_t s = 0; s < n; s++) mbl_axpy(o, sc[s], (const char *)v + s * D * es, dtype, D);
 }
 
 /* gated activation of n values: act 0 = relu2, 1 = silu */

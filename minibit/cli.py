@@ -134,6 +134,9 @@ def _model_args(ap, generation=True):
     ap.add_argument("--threads", type=_number(int, "--threads", lambda v: v >= 1, "an integer >= 1"),
                     default=None, help="kernel threads (default: all cores)")
     if generation:
+        ap.add_argument("--kv-cache", choices=["f32", "f16"], default="f32",
+                        help="KV cache type: f32 (default) or f16 (half the memory, as llama.cpp "
+                             "keeps it; keys and values rounded to float16)")
         # every option is checked here, before anything loads (exit 2 with one line)
         ap.add_argument("-n", "--max-new-tokens", default=128,
                         type=_number(int, "-n", lambda v: v >= 0, "an integer >= 0"))
@@ -155,7 +158,9 @@ def _model_args(ap, generation=True):
 
 def _load(args):
     from . import load
-    return load(args.model, profile=args.profile, threads=args.threads)
+    model = load(args.model, profile=args.profile, threads=args.threads)
+    model.kv_cache = getattr(args, "kv_cache", "f32")
+    return model
 
 
 def _gen_kwargs(args):

@@ -147,16 +147,19 @@ def _attention64(q, k, v, start):
 
 @given(T=st.integers(1, 6), start=st.integers(0, 70), G=st.integers(1, 3), rep=st.integers(1, 3),
        D=st.sampled_from([2, 8, 40, 64, 96]), scale=st.sampled_from([0.1, 1.0, 4.0]),
-       seed=st.integers(0, 2**31 - 1))
-def test_attention_twin_and_float64(T, start, G, rep, D, scale, seed):
+       kv=st.sampled_from(["f32", "f16"]), seed=st.integers(0, 2**31 - 1))
+def test_attention_twin_and_float64(T, start, G, rep, D, scale, kv, seed):
     ref, fast = twin_pair("layers")
     rng = np.random.default_rng(seed)
     H, S = G * rep, start + T
-    cache = (scale * rng.standard_normal((2, 3, G, S + 4, D))).astype(np.float32)
+    cache = (scale * rng.standard_normal((2, 3, G, S + 4, D))).astype(layers.KV_DTYPES[kv])
     k, v = cache[0, 1, :, :S], cache[1, 2, :, :S]          # KV-cache slices, not copies
     q = (scale * rng.standard_normal((T, H, D))).astype(np.float32)
     want = ref.attention(q, k, v, start)
     assert_same_bytes(ref.attention(q, k.copy(), v.copy(), start), want, "reference on copies")
+    # a float16 cache is its values widened (exactly): the same bits as a float32 copy
+    assert_same_bytes(ref.attention(q, k.astype(np.float32), v.astype(np.float32), start), want,
+                      "widened")
     _each_simd(fast, lambda simd: assert_same_bytes(fast.attention(q, k, v, start), want,
                                                      f"simd={simd}"))
     np.testing.assert_allclose(want, _attention64(q, k, v, start), rtol=1e-4,
@@ -207,6 +210,10 @@ def test_attention_one_position_is_v():
                            np.zeros((2, 5, 8), np.float32), 0), "start"),
     (lambda m: m.attention(np.zeros((2, 4, 8), np.float64), np.zeros((2, 2, 8), np.float32),
                            np.zeros((2, 2, 8), np.float32), 0), "float32"),
+    (lambda m: m.attention(np.zeros((2, 4, 8), np.float32), np.zeros((2, 2, 8), np.float16),
+                           np.zeros((2, 2, 8), np.float32), 0), "k is float16 but v"),
+    (lambda m: m.attention(np.zeros((2, 4, 8), np.float16), np.zeros((2, 2, 8), np.float16),
+                           np.zeros((2, 2, 8), np.float16), 0), "q must be float32"),
     (lambda m: m.rms_norm(np.zeros((2, 8), np.float32), np.zeros(7, np.float32), 1e-5), "weight"),
     (lambda m: m.apply_rope(np.zeros((2, 1, 7), np.float32), np.zeros((2, 7), np.float32),
                             np.zeros((2, 7), np.float32)), "even D"),

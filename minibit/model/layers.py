@@ -29,7 +29,7 @@ from ..kernels.dense import lane_dot
 from ..formats import Packed
 
 __all__ = ["rms_norm", "rope_tables", "apply_rope", "attention", "ffn_act", "expf", "BitLinear",
-           "KVCache", "linear_group", "TWINNED"]
+           "KVCache", "KV_DTYPES", "linear_group", "TWINNED"]
 
 # the functions minibit._fast.layers computes in C, to the same bits
 TWINNED = ("rms_norm", "apply_rope", "attention", "ffn_act", "expf")
@@ -74,14 +74,24 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     return x * cos[:, None, :] + rot * sin[:, None, :]
 
 
+KV_DTYPES = {"f32": np.float32, "f16": np.float16}
+
+
 class KVCache:
-    """float32 keys and values for every layer: [layers, G, max_len, D], filled up to ``len``.
+    """Keys and values for every layer: [layers, G, max_len, D], filled up to ``len``.
 
     Each kv head's positions are contiguous, so attention's products read [S, D] blocks
-    directly (a [S, G, D] layout made every decode step gather strided rows)."""
+    directly.  ``dtype`` "f32" keeps the float32 values (transformers); "f16" rounds each
+    stored key and value to float16 (round to nearest even), as llama.cpp and bitnet.cpp keep
+    their caches by default -- half the bytes each decode step reads.  Attention widens
+    float16 exactly, so the two differ only by that one rounding of k and v."""
 
-    def __init__(self, num_layers: int, max_len: int, num_kv_heads: int, head_dim: int):
-        self.k = np.zeros((num_layers, num_kv_heads, max_len, head_dim), dtype=np.float32)
+    def __init__(self, num_layers: int, max_len: int, num_kv_heads: int, head_dim: int,
+                 dtype: str = "f32"):
+        if dtype not in KV_DTYPES:
+            raise ValueError(f"KV cache dtype must be one of {', '.join(KV_DTYPES)}, got {dtype!r}")
+        self.dtype = dtype
+        self.k = np.zeros((num_layers, num_kv_heads, max_len, head_dim), dtype=KV_DTYPES[dtype])
         self.v = np.zeros_like(self.k)
         self.max_len = max_len
         self.len = 0
@@ -133,7 +143,8 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int) -> np.nda
     """Causal grouped-query attention.
 
     q [T, H, D] for positions start..start+T-1; k, v [G, S, D] for positions 0..S-1
-    (S = start + T).  Query head h reads kv head h // (H // G).  Returns [T, H*D] float32.
+    (S = start + T), float32, or float16 from an "f16" KVCache (widened exactly first).
+    Query head h reads kv head h // (H // G).  Returns [T, H*D] float32.
 
     For query t (position start + t) and each allowed position s <= start + t::
 
@@ -145,6 +156,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int) -> np.nda
     Positions after start + t take no part (the causal mask).
     """
     q, k, v = check_attention(q, k, v, start)
+    k, v = k.astype(np.float32, copy=False), v.astype(np.float32, copy=False)   # f16: exact
     T, H, D = q.shape
     G, S, _ = k.shape
     rep = H // G
@@ -207,7 +219,10 @@ def check_rope(x, cos, sin):
 
 def check_attention(q, k, v, start):
     q = _f32(q, "attention: q", 3)
-    k, v = _f32(k, "attention: k", 3, rows=True), _f32(v, "attention: v", 3, rows=True)
+    k = _f32(k, "attention: k", 3, rows=True, half=True)
+    v = _f32(v, "attention: v", 3, rows=True, half=True)
+    if k.dtype != v.dtype:
+        raise ValueError(f"attention: k is {k.dtype} but v is {v.dtype}")
     T, H, D = q.shape
     G, S, _ = k.shape
     if (k.shape[2] != D or v.shape != k.shape or G == 0 or H % G or start < 0
@@ -226,16 +241,17 @@ def check_act(gate, up, act):
     return gate, up
 
 
-def _f32(a, what: str, ndim: int, rows: bool = False) -> np.ndarray:
+def _f32(a, what: str, ndim: int, rows: bool = False, half: bool = False) -> np.ndarray:
     """a as a C-contiguous float32 array of ndim dimensions (ValueError naming it otherwise).
-    rows=True: a [G, S, D] array whose [S, D] blocks are contiguous is taken as it is (a
-    slice of the KV cache), without a copy."""
+    half=True also takes float16.  rows=True: a [G, S, D] array whose [S, D] blocks are
+    contiguous is taken as it is (a slice of the KV cache), without a copy."""
     a = np.asarray(a)
     if a.ndim != ndim:
         raise ValueError(f"{what} must have {ndim} dimensions, got shape {a.shape}")
-    if a.dtype != np.float32:
-        raise ValueError(f"{what} must be float32, got {a.dtype}")
-    if rows and a.strides[-1] == 4 and a.strides[-2] == 4 * a.shape[-1] and a.strides[0] % 4 == 0:
+    if a.dtype != np.float32 and not (half and a.dtype == np.float16):
+        raise ValueError(f"{what} must be float32{' or float16' if half else ''}, got {a.dtype}")
+    e = a.itemsize
+    if rows and a.strides[-1] == e and a.strides[-2] == e * a.shape[-1] and a.strides[0] % e == 0:
         return a
     return np.ascontiguousarray(a)
 

@@ -21,6 +21,11 @@ class Model:
     tokenizer   minibit.tokenizer.Tokenizer (or None for a bare checkpoint without one)
     profile     "hf" | "bitnet.cpp" | "llama.cpp": the numerics every BitLinear uses
     source      where it was loaded from
+    kv_cache    "f32" (default: every profile's reference numerics) or "f16": the type of
+                the caches new_cache makes.  "f16" stores keys and values rounded to
+                float16, as llama.cpp and bitnet.cpp do by default: half the memory and half
+                the bytes a decode step reads, one extra rounding (not llama.cpp's whole F16
+                attention, which also rounds q and the softmax weights).
     """
 
     def __init__(self, transformer: Transformer, tokenizer, profile: str, source: str,
@@ -32,6 +37,7 @@ class Model:
         self.chat_template = chat_template
         self._profile = None
         self.profile = profile
+        self.kv_cache = "f32"
 
     @property
     def profile(self) -> str:
@@ -47,12 +53,14 @@ class Model:
                 lin.profile = value
 
     def logits(self, ids) -> np.ndarray:
-        """float32 [len(ids), vocab]: a fresh forward over ids (no cache)."""
+        """float32 [len(ids), vocab]: a fresh forward over ids (a new cache of len(ids))."""
         ids = self._check_ids(ids)
-        return self.transformer.forward(ids)
+        return self.transformer.forward(ids, self.new_cache(len(ids)))
 
-    def new_cache(self, max_len: int | None = None):
-        return self.transformer.new_cache(max_len)
+    def new_cache(self, max_len: int | None = None, kv: str | None = None):
+        """A KV cache for up to max_len positions (default: the model's context).  kv: "f32"
+        or "f16" (see layers.KVCache); None takes ``self.kv_cache``."""
+        return self.transformer.new_cache(max_len, kv or self.kv_cache)
 
     def forward(self, ids, cache, last_only: bool = False, trace=None) -> np.ndarray:
         """Logits for ids appended to ``cache`` (incremental decode)."""

@@ -87,9 +87,9 @@ class Transformer:
 
     # ---- forward ------------------------------------------------------------------------
 
-    def new_cache(self, max_len: int | None = None) -> KVCache:
+    def new_cache(self, max_len: int | None = None, kv: str = "f32") -> KVCache:
         c = self.config
-        return KVCache(c.num_layers, max_len or c.max_position, c.num_kv_heads, c.head_dim)
+        return KVCache(c.num_layers, max_len or c.max_position, c.num_kv_heads, c.head_dim, kv)
 
     def forward(self, ids, cache: KVCache | None = None, trace=None, last_only: bool = False):
         """Logits float32 [T, vocab] for token ids [T] appended after the cache's contents.
