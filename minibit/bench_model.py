@@ -111,6 +111,7 @@ def worker_minibit(spec: dict) -> dict:
     t0 = time.perf_counter()
     m = minibit.load(spec["path"], threads=spec["threads"][0])
     load_s = time.perf_counter() - t0
+    m.kv_cache = spec.get("kv", "f32")
     rss_load = _rss_mb()
     n_pre, n_dec = spec["prefill"], spec["decode"]
     prompt = _ids(n_pre, m.config.vocab_size)
@@ -134,7 +135,8 @@ def worker_minibit(spec: dict) -> dict:
         dec_s = time.perf_counter() - t0
         rows.append(dict(threads=th, prefill=n_pre / pre_s, decode=n_dec / dec_s,
                          hash=h.hexdigest()[:16]))
-    return dict(engine="minibit", backend=minibit.backend(), profile=m.profile, load_s=load_s,
+    return dict(engine="minibit", backend=minibit.backend(), profile=m.profile, kv=m.kv_cache,
+                load_s=load_s,
                 rss_mb=_rss_mb(peak=True), rss_after_load_mb=rss_load - rss0, rows=rows)
 
 
@@ -246,19 +248,21 @@ def report(shape: str, files: dict, results: list, n_pre: int, n_dec: int) -> in
     from .kernels.bench import machine
     print(f"# model: synthetic {shape}, prefill {n_pre} tokens, decode {n_dec} tokens (tok/s)")
     print(f"# machine: {machine()}")
-    print("| engine | file | backend | threads | prefill tok/s | decode tok/s | load s | "
+    print("# KV cache: minibit's as the kv column says; llama.cpp's is its default, F16")
+    print("| engine | file | backend | kv | threads | prefill tok/s | decode tok/s | load s | "
           "RSS after load / file | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     status = 0
     for res in results:
         fsize = os.path.getsize(files[res["file"]]) / 2**20
         if "error" in res:
-            print(f"| {res.get('engine', '?')} | {res['file']} | - | - | {res['error']} | | | | |")
+            print(f"| {res.get('engine', '?')} | {res['file']} | - | - | - | {res['error']} | | | | |")
             continue
         after = res.get("rss_after_load_mb")
         ratio = after / fsize if after is not None else None
         for row in res["rows"]:
-            print(f"| {res['engine']} | {res['file']} | {res['backend']} | {row['threads']} | "
+            print(f"| {res['engine']} | {res['file']} | {res['backend']} | {res.get('kv', 'f16')} | "
+                  f"{row['threads']} | "
                   f"{_fmt(row.get('prefill'))} | {_fmt(row.get('decode'))} | "
                   f"{_fmt(res.get('load_s'), '.2f')} | {_fmt(ratio, '.2f')} | "
                   f"{_fmt(res.get('rss_mb'), '.0f')} |")
@@ -268,7 +272,7 @@ def report(shape: str, files: dict, results: list, n_pre: int, n_dec: int) -> in
             hashes = {r["hash"] for r in res["rows"]}
             same = len(hashes) == 1
             status |= 0 if same else 1
-            print(f"# {res['file']} {res['backend']}: logits of every step "
+            print(f"# {res['file']} {res['backend']} kv {res['kv']}: logits of every step "
                   f"{'bit-identical' if same else 'DIFFER'} across threads "
                   f"{','.join(str(r['threads']) for r in res['rows'])} (sha256 {sorted(hashes)[0]})")
     # ratios against llama.cpp on the same TQ2_0 file
@@ -278,13 +282,14 @@ def report(shape: str, files: dict, results: list, n_pre: int, n_dec: int) -> in
     for peer in peers:
         pr = {row["threads"]: row for row in peer["rows"]}
         for res in mine:
-            for row in res["rows"]:
-                p = pr.get(row["threads"])
-                if not p:
-                    continue
-                print(f"# minibit {res['file']} / {peer['engine']} tq2_0, {row['threads']} thread(s): "
-                      f"decode {row['decode'] / p['decode']:.2f}x, prefill "
-                      f"{row['prefill'] / p['prefill']:.2f}x")
+            both = [(row, pr[row["threads"]]) for row in res["rows"] if row["threads"] in pr]
+            if not both:
+                continue
+            th = " / ".join(str(row["threads"]) for row, _ in both)
+            dec = " / ".join(f"{row['decode'] / p['decode']:.2f}x" for row, p in both)
+            pre = " / ".join(f"{row['prefill'] / p['prefill']:.2f}x" for row, p in both)
+            print(f"# minibit {res['file']} kv {res['kv']} / {peer['engine']} tq2_0, threads {th}: "
+                  f"decode {dec}, prefill {pre}")
     return status
 
 
@@ -304,6 +309,9 @@ def main(argv=None) -> int:
     ap.add_argument("--llama-bench", default="auto",
                     help="'auto' (use a cached binary), 'build' (compile one from the PyPI "
                          "sdist into the cache), 'off', or a path to llama-bench")
+    ap.add_argument("--kv-cache", default="f32,f16",
+                    help="minibit KV cache types to run on the Cython backend, comma-separated "
+                         "(default f32,f16; the NumPy backend runs the first)")
     ap.add_argument("--cache", default=None, help="where models and llama-bench are cached")
     args = ap.parse_args(argv)
     try:
@@ -314,6 +322,9 @@ def main(argv=None) -> int:
         ap.error(f"--threads must be positive integers separated by commas, got {args.threads!r}")
     if args.prefill < 1 or args.decode < 1 or args.numpy_decode < 1:
         ap.error("--prefill, --decode and --numpy-decode must be at least 1")
+    kvs = [k for k in args.kv_cache.split(",") if k.strip()]
+    if not kvs or any(k not in ("f32", "f16") for k in kvs):
+        ap.error(f"--kv-cache takes f32 and/or f16, got {args.kv_cache!r}")
     root = cache_root(args.cache)
     files = model_files(args.synthetic, root)
     results = []
@@ -325,13 +336,16 @@ def main(argv=None) -> int:
             if be == "cython" and _backend.fast_module("quant") is None:
                 print("# cython backend not built: skipped", file=sys.stderr)
                 continue
-            spec = dict(path=files[fmt], threads=threads if be == "cython" else threads[:1],
-                        prefill=args.prefill, decode=args.decode if be == "cython" else args.numpy_decode)
-            env = {"MINIBIT_PUREPYTHON": "1" if be == "numpy" else "0"}
-            res = run_worker("minibit", spec, env)
-            res["file"] = fmt
-            results.append(res)
-            print(f"# measured minibit {fmt} {be}", file=sys.stderr)
+            for kv in kvs if be == "cython" else kvs[:1]:
+                spec = dict(path=files[fmt], threads=threads if be == "cython" else threads[:1],
+                            prefill=args.prefill, kv=kv,
+                            decode=args.decode if be == "cython" else args.numpy_decode)
+                env = {"MINIBIT_PUREPYTHON": "1" if be == "numpy" else "0"}
+                res = run_worker("minibit", spec, env)
+                res["file"] = fmt
+                res.setdefault("kv", kv)
+                results.append(res)
+                print(f"# measured minibit {fmt} {be} kv {kv}", file=sys.stderr)
     if args.llama_cpp == "auto":
         try:
             import importlib.util

@@ -27,10 +27,12 @@ def tiny_gguf(tmp_path_factory):
     return files
 
 
+@pytest.mark.parametrize("kv", ["f32", "f16"])
 @pytest.mark.parametrize("fmt", ["tq2_0", "i2_s"])
-def test_worker_same_bits_for_1_and_2_threads(tiny_gguf, fmt):
-    res = bench_model.worker_minibit(dict(path=tiny_gguf[fmt], threads=[1, 2], prefill=12, decode=5))
-    assert res["engine"] == "minibit" and res["backend"] == minibit.backend()
+def test_worker_same_bits_for_1_and_2_threads(tiny_gguf, fmt, kv):
+    res = bench_model.worker_minibit(dict(path=tiny_gguf[fmt], threads=[1, 2], prefill=12, decode=5,
+                                          kv=kv))
+    assert res["engine"] == "minibit" and res["backend"] == minibit.backend() and res["kv"] == kv
     assert [r["threads"] for r in res["rows"]] == [1, 2]
     assert res["rows"][0]["hash"] == res["rows"][1]["hash"]
     assert all(r["prefill"] > 0 and r["decode"] > 0 for r in res["rows"])
@@ -47,7 +49,7 @@ def test_worker_subprocess_and_report(tiny_gguf, capsys):
     status = bench_model.report("tiny", tiny_gguf, [res, broken], 8, 3)
     out = capsys.readouterr().out
     assert status == 0
-    assert "| minibit | tq2_0 | numpy | 1 |" in out and "| minibit | tq2_0 | numpy | 2 |" in out
+    assert "| minibit | tq2_0 | numpy | f32 | 1 |" in out and "| minibit | tq2_0 | numpy | f32 | 2 |" in out
     assert "bit-identical across threads 1,2" in out
     assert "not built" in out
 
@@ -58,11 +60,13 @@ def test_worker_failure_is_reported(tmp_path):
     assert "error" in res and "missing.gguf" in res["error"]
 
 
-def test_bad_arguments_exit_2(capsys):
+@pytest.mark.parametrize("argv, name", [(["--threads", "0"], "--threads"),
+                                        (["--kv-cache", "bf16"], "--kv-cache")])
+def test_bad_arguments_exit_2(capsys, argv, name):
     with pytest.raises(SystemExit) as e:
-        bench_model.main(["--threads", "0"])
+        bench_model.main(argv)
     assert e.value.code == 2
-    assert "--threads" in capsys.readouterr().err
+    assert name in capsys.readouterr().err
 
 
 def test_cache_root_env(monkeypatch, tmp_path):

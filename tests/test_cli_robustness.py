@@ -87,6 +87,7 @@ BAD_ARGS = {       # case: argv
     "min-p above 1": ["generate", "hi", "--min-p", "2"],
     "zero repeat penalty": ["generate", "hi", "--repeat-penalty", "0"],
     "unknown profile": ["generate", "hi", "--profile", "vllm"],
+    "unknown kv cache type": ["generate", "hi", "--kv-cache", "bf16"],
     "negative seed": ["generate", "hi", "--seed", "-1"],
     "inspect without a file": ["inspect"],
     "chat with bad top-k": ["chat", "--top-k", "-3"],
@@ -107,6 +108,17 @@ def test_bad_arguments_one_line_exit_2(case, model_dir):
     r = minibit(*_argv(case, model_dir))
     assert_one_line_error(r, 2)
     assert r.stdout == "", f"nothing may be printed for a bad argument, got {r.stdout!r}"
+
+
+def test_kv_cache_f16_generates(gguf_file):
+    """--kv-cache f16 runs: greedy text of the same length as with the default cache."""
+    out = {}
+    for kv in ("f32", "f16"):
+        r = minibit("generate", "ab", "--model", gguf_file, "-n", "6", "--temp", "0",
+                    "--kv-cache", kv)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+        out[kv] = r.stdout
+    assert out["f16"].startswith("ab") and out["f32"].startswith("ab")
 
 
 # ======================================================================= missing models
