@@ -559,6 +559,24 @@ def emulate_lanes(codes, q):
     return out.astype(np.int32)
 
 
+@given(st.integers(1, 6), st.integers(1, 40), st.integers(0, 2 ** 32 - 1))
+def test_v0_lane_shortcut_equals_the_lanes(rows, blocks, seed):
+    """v0's no-wrap shortcut (a token whose lanes cannot leave int16 takes one plain product)
+    and its spread-over-lanes path agree with an independent emulation and with the mad
+    reference, with tokens on both sides of the bound in one call."""
+    rng = np.random.default_rng(seed)
+    cols = 128 * blocks
+    codes = rng.integers(-1, 2, (rows, cols)).astype(np.int8)
+    small = rng.integers(-8, 9, (2, cols))                     # 2 * 16 * 128 chunks < 2^15
+    big = rng.choice([-127, 127], (2, cols))                   # wraps once a group is long
+    q = np.concatenate([small, big])[rng.permutation(4)].astype(np.int8)
+    want = emulate_lanes(codes, q)
+    assert_same_bytes(v0.lane_product(codes, q), want, "v0")
+    p = formats.pack_codes("i2_s", codes, 1.0)
+    data, _ = mad.packed_args(p, "bitnet.cpp")
+    assert_same_bytes(mad.lane_product(data, rows, cols, "i2_s", q), want, "mad reference")
+
+
 def test_int16_lanes_wrap_like_bitnet_cpp():
     rows, cols = 3, 4096
     codes = np.ones((rows, cols), np.int8)                  # every code 2
