@@ -113,7 +113,17 @@ cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str layout, q, int mode, s, su
     out = raw if mode in (M_INT, M_LANES) else np.empty((T, rows), dtype=np.float32)
     if T == 0:
         return out
-    qs = q.sum(axis=1, dtype=np.int32)                                  # [T] int32
+    qs = np.empty(T, dtype=np.int32)                                    # [T] sum of q
+    cdef const int8_t[:, ::1] Qv = q
+    cdef int32_t[::1] QSv = qs
+    cdef int64_t tt, kk
+    cdef int32_t acc
+    with nogil:
+        for tt in range(T):
+            acc = 0
+            for kk in range(cols):
+                acc = acc + Qv[tt, kk]
+            QSv[tt] = acc
     if s is None:
         s = np.ones(T, dtype=np.float32)
     if sums is None:

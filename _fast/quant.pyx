@@ -27,6 +27,25 @@ cdef inline cnp.int8_t _clamp8(float v) noexcept nogil:
     return <cnp.int8_t>v
 
 
+def _activations(x):
+    """The reference's checks, with the NaN/inf scan as a C loop (no temporary arrays)."""
+    a = _ref._activations(x, finite=False)
+    cdef const float[:, ::1] X = a
+    cdef Py_ssize_t T = X.shape[0], K = X.shape[1], t, k
+    cdef bint ok = True
+    with nogil:
+        for t in range(T):
+            for k in range(K):
+                if not isfinite(X[t, k]):
+                    ok = False
+                    break
+            if not ok:
+                break
+    if not ok:
+        _ref.not_finite(a)
+    return a
+
+
 def absmean_ternarize(w):
     """float32 [rows, cols] -> (int8 codes, float32 scale); see minibit.quant."""
     w = np.ascontiguousarray(w, dtype=np.float32)
@@ -46,7 +65,7 @@ def absmean_ternarize(w):
 
 def quantize_act_hf(x):
     """Per-token int8 as transformers' ActQuant: -> (q int8 [T, K], s float32 [T])."""
-    a = _ref._activations(x)
+    a = _activations(x)
     cdef const float[:, ::1] X = a
     cdef Py_ssize_t T = a.shape[0], K = a.shape[1], t, k
     qa = np.empty((T, K), dtype=np.int8)
@@ -71,7 +90,7 @@ def quantize_act_hf(x):
 
 def quantize_act_i2s(x):
     """bitnet.cpp's quantize_row_i8_s: -> (q int8 [T, K], s float32 [T], sums int32 [T])."""
-    a = _ref._activations(x)
+    a = _activations(x)
     cdef const float[:, ::1] X = a
     cdef Py_ssize_t T = a.shape[0], K = a.shape[1], t, k
     qa = np.empty((T, K), dtype=np.int8)
@@ -101,7 +120,7 @@ def quantize_act_i2s(x):
 
 def quantize_act_tl(x):
     """bitnet.cpp's TL activation quantization: -> (q int8 [T, K], s float32 [T])."""
-    a = _ref._activations(x)
+    a = _activations(x)
     cdef const float[:, ::1] X = a
     cdef Py_ssize_t T = a.shape[0], K = a.shape[1], t, k
     qa = np.empty((T, K), dtype=np.int8)
@@ -130,7 +149,7 @@ def quantize_act_tl(x):
 
 def quantize_q8_k(x):
     """ggml's quantize_row_q8_K_ref: -> (q int8 [T, K], d float32 [T, nb], bsums int16 [T, nb, 16])."""
-    a = _ref._activations(x)
+    a = _activations(x)
     cdef Py_ssize_t T = a.shape[0], K = a.shape[1]
     if K % QK_K:
         raise FormatError(f"Q8_K: row length {K} is not a multiple of {QK_K}")

@@ -60,12 +60,21 @@ cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d):
     result = sumi if want_sums else out
     if T == 0:
         return result
-    ysum = q.reshape(T, nb, 256).sum(axis=2, dtype=np.int32)           # [T, nb] int32
+    ysum = np.empty((T, nb), dtype=np.int32)                            # [T, nb] sum of q per block
     if want_sums:
         d = np.zeros((T, nb), dtype=np.float32)
     cdef const uint8_t[:, ::1] D = data
     cdef const int8_t[:, ::1] Q = q
-    cdef const int32_t[:, ::1] YS = ysum
+    cdef int32_t[:, ::1] YS = ysum
+    cdef int64_t t, b, j
+    cdef int32_t acc
+    with nogil:
+        for t in range(T):
+            for b in range(nb):
+                acc = 0
+                for j in range(256):
+                    acc = acc + Q[t, b * 256 + j]
+                YS[t, b] = acc
     cdef const float[:, ::1] DA = d
     cdef int32_t[:, :, ::1] SI = sumi
     cdef float[:, ::1] O = out

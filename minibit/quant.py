@@ -44,18 +44,25 @@ QK_K = 256          # ggml's super-block: Q8_K and TQ1_0/TQ2_0 blocks hold 256 v
 _EPS32 = np.float32(1e-5)
 
 
-def _activations(x, what: str = "x") -> np.ndarray:
-    """x as a C-contiguous float32 [T, K] matrix (a 1-D vector counts as T = 1)."""
+def _activations(x, what: str = "x", finite: bool = True) -> np.ndarray:
+    """x as a C-contiguous float32 [T, K] matrix (a 1-D vector counts as T = 1).
+    finite=False leaves the NaN/inf check to the caller (the twin scans in C, then calls
+    :func:`not_finite`)."""
     a = np.asarray(x)
     if a.ndim == 1:
         a = a[None, :]
     if a.ndim != 2 or a.shape[1] == 0:
         raise FormatError(f"{what}: expected activations [T, K], got shape {np.shape(x)}")
     a = np.ascontiguousarray(a, dtype=np.float32)
-    if not np.isfinite(a).all():
-        t, k = (int(v) for v in np.argwhere(~np.isfinite(a))[0])
-        raise FormatError(f"{what}: non-finite activation {a[t, k]} at token {t}, index {k}")
+    if finite and not np.isfinite(a).all():
+        not_finite(a, what)
     return a
+
+
+def not_finite(a: np.ndarray, what: str = "x"):
+    """Raise the FormatError that names the first non-finite activation of a."""
+    t, k = (int(v) for v in np.argwhere(~np.isfinite(a))[0])
+    raise FormatError(f"{what}: non-finite activation {a[t, k]} at token {t}, index {k}")
 
 
 def absmean_scale(w: np.ndarray) -> np.float32:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels
+from .. import _backend, kernels
 from ..kernels.dense import lane_dot
 from ..formats import Packed
 
@@ -288,7 +288,6 @@ class BitLinear:
     def _plan(self):
         """(weight, profile, kernel module, quantizer name), resolved once per profile and
         backend: the per-call lookups of kernels.linear, done ahead for the decode loop."""
-        from .. import _backend
         key = (self.profile, _backend.backend())
         plan = self._plans.get(key)
         if plan is None:
