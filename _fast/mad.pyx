@@ -26,6 +26,8 @@ cdef extern from "mb_ternary.h" nogil:
                 int64_t r0, int64_t r1, int gc, int32_t *raw)
     void mb_hfp(const uint8_t *data, int64_t R, int64_t cols, const int8_t *q, int64_t T,
                 int64_t rows, int64_t p0, int64_t p1, int gc, int32_t *raw)
+    void mb_epilogue(const int32_t *raw, int64_t n, int mode, int32_t qsum, float fsum,
+                     float s, float scale, float *y)
 
 cdef enum:
     MIN_PARALLEL_MAC = 1 << 18   # multiply-adds below which one thread runs
@@ -83,26 +85,25 @@ cdef void _tile(const Job *j, int64_t i) noexcept nogil:
         mb_hfp(j.data, j.R, j.cols, j.q, T, rows, p0, p1, j.gc, j.raw)
     if j.mode == M_LANES:
         return
-    # the epilogue of the rows this tile wrote (hf_packed: rows p + jR, j = 0..3)
-    for k in range(TILE_ROWS):
+    # the epilogue of the rows this tile wrote: one run [r0, r1) (i2_s), or runs of up to
+    # 4 rows p0 + jR .. p1 - 1 + jR, j = 0..3 (hf_packed)
+    cdef int64_t a, n, runs = 1 if j.i2s else 4
+    for k in range(runs):
         if j.i2s:
-            r = i * TILE_ROWS + k
+            a, n = r0, r1 - r0
         else:
-            r = (k // 4) * j.R + i * 4 + k % 4
-            if i * 4 + k % 4 >= j.R:
-                continue
-        if r >= rows:
+            a, n = k * j.R + p0, p1 - p0
+            if a + n > rows:
+                n = rows - a
+        if n <= 0:
             continue
         for t in range(T):
-            v = j.raw[t * rows + r]
             if j.mode == M_INT:
-                j.raw[t * rows + r] = <int32_t>(<uint32_t>v - <uint32_t>j.qs[t])
-            elif j.mode == M_HF:
-                v = <int32_t>(<uint32_t>v - <uint32_t>j.qs[t])
-                j.y[t * rows + r] = <float>v / j.s[t] * j.scale
+                for r in range(a, a + n):
+                    j.raw[t * rows + r] = <int32_t>(<uint32_t>j.raw[t * rows + r] - <uint32_t>j.qs[t])
             else:
-                j.y[t * rows + r] = (<float>v - <float>j.sums[t]) / j.s[t] * j.scale
-
+                mb_epilogue(&j.raw[t * rows + a], n, j.mode, j.qs[t], <float>j.sums[t], j.s[t],
+                            j.scale, &j.y[t * rows + a])
 
 cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str layout, q, int mode, s, sums, float scale):
     """The checked arrays -> int32 [T, rows] (modes M_INT, M_LANES) or float32 (M_HF, M_I2S)."""

@@ -28,6 +28,10 @@
 
 enum { MBD_F32 = 0, MBD_F16 = 1, MBD_BF16 = 2 };
 
+#ifndef MBD_PF_BYTES
+#  define MBD_PF_BYTES 12288  /* software prefetch distance while streaming a matrix */
+#endif
+
 static int mbd_simd_allowed = 1;
 
 static int mbd_use_simd(void) {
@@ -116,8 +120,13 @@ MBD_SIMD static inline __m256 mbd_step(__m256 acc, __m256 x, __m256 w) {
 
 MBD_SIMD static float mbd_dot_simd(const float *x, const void *w, int dtype, int64_t K) {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const char *wp = (const char *)w;
+    const int64_t es = dtype == MBD_F32 ? 4 : 2;
     int64_t k = 0;
     for (; k + 32 <= K; k += 32) {
+        /* the matrix MBD_PF_BYTES ahead (the rows later calls read): the lines of this step */
+        _mm_prefetch(wp + k * es + MBD_PF_BYTES, _MM_HINT_T0);
+        if (es == 4) _mm_prefetch(wp + k * es + MBD_PF_BYTES + 64, _MM_HINT_T0);
         a0 = mbd_step(a0, _mm256_loadu_ps(x + k), mbd_load8(w, dtype, k));
         a1 = mbd_step(a1, _mm256_loadu_ps(x + k + 8), mbd_load8(w, dtype, k + 8));
         a2 = mbd_step(a2, _mm256_loadu_ps(x + k + 16), mbd_load8(w, dtype, k + 16));

@@ -45,6 +45,9 @@
 #  define MB_ROUNDED(v) do { volatile float mb_v_ = (v); (v) = mb_v_; } while (0)
 #endif
 
+#ifndef MB_PF_BYTES
+#  define MB_PF_BYTES 12288   /* software prefetch distance of the GEMV kernels */
+#endif
 #define MB_GC_LANES 128   /* chunks per widening: bitnet.cpp (32 blocks of 128) */
 #define MB_GC_EXACT 32    /* chunks per widening: exact */
 
@@ -134,6 +137,12 @@ MB_AVX2 static void mb_i2s_avx2_4x1(const uint8_t *w0, const uint8_t *w1, const 
         const int64_t b1 = mb_min64(nb, b0 + gb);
         for (int64_t b = b0; b < b1; b++) {
             const int8_t *yb = y + 128 * b;
+            /* the bytes MB_PF_BYTES past each row's current block: over a row, the four
+             * streams cover the four rows that far ahead, which later calls read */
+            _mm_prefetch((const char *)(w0 + MB_PF_BYTES + 32 * b), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w1 + MB_PF_BYTES + 32 * b), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w2 + MB_PF_BYTES + 32 * b), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w3 + MB_PF_BYTES + 32 * b), _MM_HINT_T0);
             const __m256i y0 = _mm256_loadu_si256((const __m256i *)yb);
             const __m256i y1 = _mm256_loadu_si256((const __m256i *)(yb + 32));
             const __m256i y2 = _mm256_loadu_si256((const __m256i *)(yb + 64));
@@ -353,6 +362,46 @@ static void mb_hfp(const uint8_t *data, int64_t R, int64_t cols, const int8_t *q
     mb_hfp_scalar(data, R, cols, q, T, rows, p0, p1, gc, raw);
 }
 
+/* ---- back to float: the MAD kernels' epilogue over a run of n outputs of one token -------- */
+
+/* mode 2 (hf):         y = (float)(raw - qsum) / s * scale      (int32 difference, wrapping)
+ * mode 3 (bitnet.cpp): y = ((float)raw - fsum) / s * scale       (fsum = (float)sums)
+ * one float32 rounding per operation; the AVX2 path does the same operations 8 at a time */
+static inline void mb_epilogue_scalar(const int32_t *raw, int64_t n, int mode, int32_t qsum,
+                                      float fsum, float s, float scale, float *y) {
+    for (int64_t i = 0; i < n; i++) {
+        float v = mode == 2 ? (float)(int32_t)((uint32_t)raw[i] - (uint32_t)qsum)
+                            : (float)raw[i] - fsum;
+        float u = v / s;
+        MB_ROUNDED(u);
+        y[i] = u * scale;
+    }
+}
+
+#if MB_X86
+MB_AVX2 static void mb_epilogue_avx2(const int32_t *raw, int64_t n, int mode, int32_t qsum,
+                                     float fsum, float s, float scale, float *y) {
+    const __m256 vs = _mm256_set1_ps(s), vc = _mm256_set1_ps(scale), vf = _mm256_set1_ps(fsum);
+    const __m256i vq = _mm256_set1_epi32(qsum);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i r = _mm256_loadu_si256((const __m256i *)(raw + i));
+        const __m256 v = mode == 2 ? _mm256_cvtepi32_ps(_mm256_sub_epi32(r, vq))
+                                   : _mm256_sub_ps(_mm256_cvtepi32_ps(r), vf);
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_div_ps(v, vs), vc));
+    }
+    mb_epilogue_scalar(raw + i, n - i, mode, qsum, fsum, s, scale, y + i);
+}
+#endif
+
+static void mb_epilogue(const int32_t *raw, int64_t n, int mode, int32_t qsum, float fsum,
+                        float s, float scale, float *y) {
+#if MB_X86
+    if (mb_use_avx2()) { mb_epilogue_avx2(raw, n, mode, qsum, fsum, s, scale, y); return; }
+#endif
+    mb_epilogue_scalar(raw, n, mode, qsum, fsum, s, scale, y);
+}
+
 /* ---- TQ1_0 / TQ2_0 x Q8_K -------------------------------------------------------------- */
 
 /* IEEE half -> float, exact (as NumPy's astype) */
@@ -500,6 +549,9 @@ MB_AVX2 static float mb_tq_row_avx2(int fmt2, const uint8_t *w, int64_t nb,
     float sumf = 0.0f;
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = w + B * b;
+        /* the rows MB_PF_BYTES ahead (later calls read them): both lines a block spans */
+        _mm_prefetch((const char *)(blk + MB_PF_BYTES), _MM_HINT_T0);
+        _mm_prefetch((const char *)(blk + MB_PF_BYTES + B - 1), _MM_HINT_T0);
         const int32_t code = fmt2 ? mb_tq2_block_avx2(blk, y + 256 * b)
                                   : mb_tq1_block_avx2(blk, y + 256 * b);
         const int32_t sumi = code - ysum[b];
@@ -563,6 +615,55 @@ MB_AVX2 static void mb_tq2_row4_avx2(const uint8_t *w, int64_t nb, const int8_t 
 }
 #endif
 
+#if MB_X86
+/* TQ2_0, one token x four rows (decode): the token's activations meet four rows' codes per
+ * block, the four exact block sums are reduced together (hadd) and the float epilogue runs
+ * lane by lane on the four rows -- per row the same operations in the same order as
+ * mb_tq_row_avx2: fl(da * d_w), then fl((float)sumi * dd) added in block order.
+ * w: row r's bytes, the next rows at +rb. */
+MB_AVX2 static void mb_tq2_rows4_avx2(const uint8_t *w, int64_t rb, int64_t nb, const int8_t *y,
+                                      const int32_t *ysum, const float *da, float *f4) {
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi16(1);
+    __m128 sumf = _mm_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i acc[4];
+        for (int j = 0; j < 4; j++) {
+            acc[j] = _mm256_setzero_si256();                           /* int16: <= 8*512 */
+            _mm_prefetch((const char *)(w + j * rb + 66 * b + MB_PF_BYTES), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w + j * rb + 66 * b + MB_PF_BYTES + 65), _MM_HINT_T0);
+        }
+        for (int h = 0; h < 2; h++) {
+            const int8_t *yh = y + 256 * b + 128 * h;
+            const __m256i y0 = _mm256_loadu_si256((const __m256i *)yh);
+            const __m256i y1 = _mm256_loadu_si256((const __m256i *)(yh + 32));
+            const __m256i y2 = _mm256_loadu_si256((const __m256i *)(yh + 64));
+            const __m256i y3 = _mm256_loadu_si256((const __m256i *)(yh + 96));
+            for (int j = 0; j < 4; j++) {
+                const __m256i x = _mm256_loadu_si256((const __m256i *)(w + j * rb + 66 * b + 32 * h));
+                acc[j] = _mm256_add_epi16(acc[j], _mm256_maddubs_epi16(_mm256_and_si256(x, m3), y0));
+                acc[j] = _mm256_add_epi16(acc[j], _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(x, 2), m3), y1));
+                acc[j] = _mm256_add_epi16(acc[j], _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(x, 4), m3), y2));
+                acc[j] = _mm256_add_epi16(acc[j], _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(x, 6), m3), y3));
+            }
+        }
+        const __m256i h01 = _mm256_hadd_epi32(_mm256_madd_epi16(acc[0], one), _mm256_madd_epi16(acc[1], one));
+        const __m256i h23 = _mm256_hadd_epi32(_mm256_madd_epi16(acc[2], one), _mm256_madd_epi16(acc[3], one));
+        const __m256i hh = _mm256_hadd_epi32(h01, h23);
+        const __m128i code = _mm_add_epi32(_mm256_castsi256_si128(hh), _mm256_extracti128_si256(hh, 1));
+        const __m128i sumi = _mm_sub_epi32(code, _mm_set1_epi32(ysum[b]));
+        uint16_t dh[4];
+        for (int j = 0; j < 4; j++) memcpy(&dh[j], w + j * rb + 66 * b + 64, 2);
+        const __m128 dw = _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, (short)dh[3], (short)dh[2],
+                                                     (short)dh[1], (short)dh[0]));
+        const __m128 dd = _mm_mul_ps(_mm_set1_ps(da[b]), dw);
+        __m128 prod = _mm_mul_ps(_mm_cvtepi32_ps(sumi), dd);
+        MB_ROUNDED(prod);
+        sumf = _mm_add_ps(sumf, prod);
+    }
+    _mm_storeu_ps(f4, sumf);
+}
+#endif
+
 /* Rows [r0, r1) x every token, token tiles of 4 outside so their activations stay in L1.
  * sumi: [T, rows, nb] int32 or NULL; y: [T, rows] float32 or NULL (then da is unused). */
 static void mb_tq(int fmt2, const uint8_t *data, int64_t cols, const int8_t *q,
@@ -581,6 +682,23 @@ static void mb_tq(int fmt2, const uint8_t *data, int64_t cols, const int8_t *q,
                 mb_tq2_row4_avx2(data + r * rb, nb, q + t0 * cols, cols, ysum + t0 * nb,
                                  da + t0 * nb, f4);
                 for (int j = 0; j < 4; j++) out[(t0 + j) * rows + r] = f4[j];
+            }
+            continue;
+        }
+#endif
+#if MB_X86
+        if (avx2 && fmt2 && out && !sumi) {         /* fewer than four tokens: four rows at once */
+            for (int64_t t = t0; t < t1; t++) {
+                int64_t r = r0;
+                for (; r + 4 <= r1; r += 4) {
+                    float f4[4];
+                    mb_tq2_rows4_avx2(data + r * rb, rb, nb, q + t * cols, ysum + t * nb,
+                                      da + t * nb, f4);
+                    for (int j = 0; j < 4; j++) out[t * rows + r + j] = f4[j];
+                }
+                for (; r < r1; r++)
+                    out[t * rows + r] = mb_tq_row_avx2(1, data + r * rb, nb, q + t * cols,
+                                                       ysum + t * nb, da + t * nb, 0);
             }
             continue;
         }

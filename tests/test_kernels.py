@@ -322,15 +322,15 @@ def test_tq2_0_code_3_counts_as_two(seed):
     """Bytes no packer writes (code 3) are read the same way by reference and twin."""
     ref, fast = twin_pair("tq")
     rng = np.random.default_rng(seed)
-    data = rng.integers(0, 256, (3, 66 * 2)).astype(np.uint8)
+    data = rng.integers(0, 256, (6, 66 * 2)).astype(np.uint8)      # 6 rows: the 4-row path too
     data[:, 64:66] = data[:, 130:132] = np.frombuffer(np.float16(0.5).tobytes(), np.uint8)
     q = rng.integers(-127, 128, (5, 512)).astype(np.int8)      # 5 tokens: the 4-token path too
     d = rng.uniform(0.001, 0.1, (5, 2)).astype(np.float32)
     for simd in simd_modes(fast):
-        assert_same_bytes(run_twin(fast, simd, "block_sums", data, 3, 512, "tq2_0", q),
-                          ref.block_sums(data, 3, 512, "tq2_0", q))
-        assert_same_bytes(run_twin(fast, simd, "linear_q8k", data, 3, 512, "tq2_0", q, d),
-                          ref.linear_q8k(data, 3, 512, "tq2_0", q, d))
+        assert_same_bytes(run_twin(fast, simd, "block_sums", data, 6, 512, "tq2_0", q),
+                          ref.block_sums(data, 6, 512, "tq2_0", q))
+        assert_same_bytes(run_twin(fast, simd, "linear_q8k", data, 6, 512, "tq2_0", q, d),
+                          ref.linear_q8k(data, 6, 512, "tq2_0", q, d))
 
 
 @given(st.integers(1, 9), st.integers(1, 3), st.integers(1, 3), st.integers(0, 2 ** 32 - 1))
