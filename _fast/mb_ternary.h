@@ -453,22 +453,24 @@ static inline int32_t mb_tq1_block_scalar(const uint8_t *qs, const int8_t *y) {
 
 /* One row x one token: per block sumi = sum code*y - sum y (exact int32); if sumi_out, store
  * it; if da, return sumf = sum over blocks in order of (float)sumi * (da[b] * d_w[b]). */
+/* one block's float step of the llama.cpp profile: sumf + fl((float)sumi * fl(da * d_w)) */
+static inline float mb_tq_step(float sumf, int32_t sumi, float da, float dw) {
+    const float dd = da * dw;
+    float prod = (float)sumi * dd;
+    MB_ROUNDED(prod);
+    return sumf + prod;
+}
+
 static float mb_tq_row_scalar(int fmt2, const uint8_t *w, int64_t nb, const int8_t *y,
-                                       const int32_t *ysum, const float *da, int32_t *sumi_out) {
-        const int B = fmt2 ? 66 : 54;
+                              const int32_t *ysum, const float *da, int32_t *sumi_out) {
+    const int B = fmt2 ? 66 : 54;
     float sumf = 0.0f;
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = w + B * b;
-        const int32_t code = fmt2 ? mb_tq2_block_scalar(blk, y + 256 * b)
-                                  : mb_tq1_block_scalar(blk, y + 256 * b);
-        const int32_t sumi = code - ysum[b];
+        const int32_t sumi = (fmt2 ? mb_tq2_block_scalar(blk, y + 256 * b)
+                                   : mb_tq1_block_scalar(blk, y + 256 * b)) - ysum[b];
         if (sumi_out) sumi_out[b] = sumi;
-        if (da) {
-            const float dd = da[b] * mb_half_to_float(blk + B - 2);
-            float prod = (float)sumi * dd;
-            MB_ROUNDED(prod);
-            sumf = sumf + prod;
-        }
+        if (da) sumf = mb_tq_step(sumf, sumi, da[b], mb_half_to_float(blk + B - 2));
     }
     return sumf;
 }
@@ -545,24 +547,20 @@ MB_AVX2 static inline int32_t mb_tq1_block_avx2(const uint8_t *qs, const int8_t 
 MB_AVX2 static float mb_tq_row_avx2(int fmt2, const uint8_t *w, int64_t nb,
                                              const int8_t *y, const int32_t *ysum, const float *da,
                                              int32_t *sumi_out) {
-        const int B = fmt2 ? 66 : 54;
+    const int B = fmt2 ? 66 : 54;
     float sumf = 0.0f;
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = w + B * b;
         /* the rows MB_PF_BYTES ahead (later calls read them): both lines a block spans */
         _mm_prefetch((const char *)(blk + MB_PF_BYTES), _MM_HINT_T0);
         _mm_prefetch((const char *)(blk + MB_PF_BYTES + B - 1), _MM_HINT_T0);
-        const int32_t code = fmt2 ? mb_tq2_block_avx2(blk, y + 256 * b)
-                                  : mb_tq1_block_avx2(blk, y + 256 * b);
-        const int32_t sumi = code - ysum[b];
+        const int32_t sumi = (fmt2 ? mb_tq2_block_avx2(blk, y + 256 * b)
+                                   : mb_tq1_block_avx2(blk, y + 256 * b)) - ysum[b];
         if (sumi_out) sumi_out[b] = sumi;
         if (da) {
             uint16_t dh;
             memcpy(&dh, blk + B - 2, 2);
-            const float dd = da[b] * _cvtsh_ss(dh);     /* exact, as mb_half_to_float */
-            float prod = (float)sumi * dd;
-            MB_ROUNDED(prod);
-            sumf = sumf + prod;
+            sumf = mb_tq_step(sumf, sumi, da[b], _cvtsh_ss(dh));   /* F16C: exact */
         }
     }
     return sumf;
