@@ -176,6 +176,51 @@ static inline float mbl_dot_w(const float *a, const void *w, int dtype, int64_t 
     return mbd_dot_scalar(a, w, dtype, K);
 }
 
+#if MBD_X86
+/* q . k0 and q . k1 (D % 32 == 0, k1 the row after k0), each in mbd_dot_simd's lanes and
+ * tree, interleaved so that the two chains of adds overlap */
+MBD_SIMD static inline void mbl_dot2_simd(const float *q, const void *k0, const void *k1,
+                                          int dtype, int64_t D, float *d0, float *d1) {
+    __m256 a[4], b[4];
+    for (int i = 0; i < 4; i++) a[i] = b[i] = _mm256_setzero_ps();
+    const int64_t es = dtype == MBD_F32 ? 4 : 2;
+    for (int64_t off = 0; off < 2 * D * es; off += 64)     /* the keys MBD_PF_BYTES on */
+        _mm_prefetch((const char *)k0 + MBD_PF_BYTES + off, _MM_HINT_T0);
+    for (int64_t j = 0; j < D; j += 32)
+        for (int i = 0; i < 4; i++) {
+            const __m256 x = _mm256_loadu_ps(q + j + 8 * i);
+            a[i] = mbd_step(a[i], x, mbd_load8(k0, dtype, j + 8 * i));
+            b[i] = mbd_step(b[i], x, mbd_load8(k1, dtype, j + 8 * i));
+        }
+    const __m256 sa = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+    const __m256 sb = _mm256_add_ps(_mm256_add_ps(b[0], b[1]), _mm256_add_ps(b[2], b[3]));
+    const __m128 ba = _mm_add_ps(_mm256_castps256_ps128(sa), _mm256_extractf128_ps(sa, 1));
+    const __m128 bb = _mm_add_ps(_mm256_castps256_ps128(sb), _mm256_extractf128_ps(sb, 1));
+    const __m128 ca = _mm_add_ps(ba, _mm_movehl_ps(ba, ba)), cb = _mm_add_ps(bb, _mm_movehl_ps(bb, bb));
+    *d0 = _mm_cvtss_f32(_mm_add_ss(ca, _mm_shuffle_ps(ca, ca, 1)));
+    *d1 = _mm_cvtss_f32(_mm_add_ss(cb, _mm_shuffle_ps(cb, cb, 1)));
+}
+
+/* o[d] = sum over s < n, in order, of fl(p[s] * v[s, d]) from +0 (D % 8 == 0): up to 64
+ * outputs stay in registers across all positions; v's rows are prefetched ahead */
+MBD_SIMD static void mbl_pv_simd(const float *p, const void *v, int dtype, int64_t D,
+                                 int64_t n, float *o) {
+    const int64_t es = dtype == MBD_F32 ? 4 : 2;
+    for (int64_t d0 = 0; d0 < D; d0 += 64) {
+        const int m = (int)((D - d0 < 64 ? D - d0 : 64) / 8);     /* registers in use, 1..8 */
+        __m256 a[8];
+        for (int i = 0; i < 8; i++) a[i] = _mm256_setzero_ps();
+        for (int64_t s = 0; s < n; s++) {
+            const char *vs = (const char *)v + (s * D + d0) * es;
+            _mm_prefetch(vs + 8 * D * es, _MM_HINT_T0);          /* the row 8 positions on */
+            const __m256 ps = _mm256_set1_ps(p[s]);
+            for (int i = 0; i < m; i++) a[i] = mbd_step(a[i], ps, mbd_load8(vs, dtype, 8 * i));
+        }
+        for (int i = 0; i < m; i++) _mm256_storeu_ps(o + d0 + 8 * i, a[i]);
+    }
+}
+#endif
+
 /* One query head over n allowed positions: q [D]; k, v rows of D values (float32 or
  * float16 by dtype), row s at element s * D; sc: n floats of scratch; ones: n floats equal
  * to 1 (the softmax sum is lane_dot(e, 1)); o [D] written. */
@@ -183,18 +228,36 @@ static void mbl_attend(const float *q, const void *k, const void *v, int dtype, 
                        int64_t n, float scale, float *sc, const float *ones, float *o) {
     const int64_t es = dtype == MBD_F32 ? 4 : 2;
     float m = -INFINITY;
-    for (int64_t s = 0; s < n; s++) {
+    int64_t s = 0;
+#if MBD_X86
+    const int simd = mbd_use_simd();
+    if (simd && D % 32 == 0)                   /* two keys at a time, the same bits */
+        for (; s + 2 <= n; s += 2) {
+            float d0, d1;
+            mbl_dot2_simd(q, (const char *)k + s * D * es, (const char *)k + (s + 1) * D * es,
+                          dtype, D, &d0, &d1);
+            MB_KEEP(d0);
+            MB_KEEP(d1);
+            sc[s] = d0 * scale;
+            sc[s + 1] = d1 * scale;
+        }
+#endif
+    for (; s < n; s++) {
         float d = mbl_dot_w(q, (const char *)k + s * D * es, dtype, D);
         MB_KEEP(d);
         sc[s] = d * scale;
-        if (sc[s] > m) m = sc[s];
     }
-    for (int64_t s = 0; s < n; s++) sc[s] = sc[s] - m;
+    for (s = 0; s < n; s++)
+        if (sc[s] > m) m = sc[s];
+    for (s = 0; s < n; s++) sc[s] = sc[s] - m;
     mbl_exp(sc, sc, n);
     const float z = mbl_dot(sc, ones, n);
-    for (int64_t s = 0; s < n; s++) sc[s] = sc[s] / z;
+    for (s = 0; s < n; s++) sc[s] = sc[s] / z;
+#if MBD_X86
+    if (simd && D % 8 == 0) { mbl_pv_simd(sc, v, dtype, D, n, o); return; }
+#endif
     for (int64_t d = 0; d < D; d++) o[d] = 0.0f;
-    for (int64_t s = 0; s < n; s++) mbl_axpy(o, sc[s], (const char *)v + s * D * es, dtype, D);
+    for (s = 0; s < n; s++) mbl_axpy(o, sc[s], (const char *)v + s * D * es, dtype, D);
 }
 
 /* gated activation of n values: act 0 = relu2, 1 = silu */
