@@ -112,7 +112,7 @@ def unpack(data, rows, cols):
         r, b = (int(v) for v in np.argwhere((c == 3).any(axis=(2, 3, 4)))[0])
         raise FormatError(f"tq2_0: invalid code 3 in block {b} of row {r}")
     d = np.ascontiguousarray(blk[:, :, 64:]).view("<f2")[..., 0].astype(np.float32)
-    return c.reshape(rows, cols).astype(np.int8) - np.int8(1), d
+    return c.reshape(rows, cols).view(np.int8) - np.int8(1), d          # codes 0..2 -> w
 
 
 def dequantize(data, rows, cols):
