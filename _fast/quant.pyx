@@ -15,8 +15,27 @@ from minibit import quant as _ref
 
 cnp.import_array()
 
+cdef extern from "mb_quant.h" nogil:
+    int mbq_simd_allowed
+    int mbq_use_simd()
+    float mbq_absmax(const float *x, Py_ssize_t n)
+    int mbq_round(const float *x, Py_ssize_t n, float s, int zero_nonfinite, cnp.int8_t *q)
+    void mbq_bsums16(const cnp.int8_t *q, cnp.int16_t *out)
+
 cdef enum:
     QK_K = 256
+
+
+def _set_simd(on):
+    """Allow (True) or forbid (False) the AVX2 code; returns the previous setting (tests)."""
+    global mbq_simd_allowed
+    old = bool(mbq_simd_allowed)
+    mbq_simd_allowed = 1 if on else 0
+    return old
+
+
+def _simd():
+    return "avx2" if mbq_use_simd() else "scalar"
 
 
 cdef inline cnp.int8_t _clamp8(float v) noexcept nogil:
@@ -75,16 +94,12 @@ def quantize_act_hf(x):
     cdef float amax, s
     with nogil:
         for t in range(T):
-            amax = 0.0
-            for k in range(K):
-                if fabsf(X[t, k]) > amax:
-                    amax = fabsf(X[t, k])
+            amax = mbq_absmax(&X[t, 0], K)
             if amax < <float>1e-5:
                 amax = <float>1e-5
             s = <float>127.0 / amax
             S[t] = s
-            for k in range(K):
-                Q[t, k] = _clamp8(rintf(X[t, k] * s))
+            mbq_round(&X[t, 0], K, s, 0, &Q[t, 0])
     return qa, sa
 
 
@@ -101,20 +116,14 @@ def quantize_act_i2s(x):
     cdef cnp.int32_t[::1] U = ua
     cdef double amax
     cdef float s
-    cdef cnp.int32_t total
     with nogil:
         for t in range(T):
-            amax = 1e-5
-            for k in range(K):
-                if fabs(<double>X[t, k]) > amax:
-                    amax = fabs(<double>X[t, k])
+            amax = <double>mbq_absmax(&X[t, 0], K)          # max |x| is exact in float
+            if amax < 1e-5:
+                amax = 1e-5
             s = <float>(127.0 / amax)
             S[t] = s
-            total = 0
-            for k in range(K):
-                Q[t, k] = _clamp8(rintf(X[t, k] * s))
-                total += Q[t, k]
-            U[t] = total
+            U[t] = mbq_round(&X[t, 0], K, s, 0, &Q[t, 0])
     return qa, sa, ua
 
 
@@ -130,10 +139,7 @@ def quantize_act_tl(x):
     cdef float amax, s, inf = np.inf
     with nogil:
         for t in range(T):
-            amax = 0.0
-            for k in range(K):
-                if fabsf(X[t, k]) > amax:
-                    amax = fabsf(X[t, k])
+            amax = mbq_absmax(&X[t, 0], K)
             if amax > 0:
                 s = <float>127.0 / amax
                 S[t] = s
@@ -142,8 +148,7 @@ def quantize_act_tl(x):
             else:
                 s = 0.0
                 S[t] = inf
-            for k in range(K):
-                Q[t, k] = _clamp8(rintf(X[t, k] * s))
+            mbq_round(&X[t, 0], K, s, 0, &Q[t, 0])
     return qa, sa
 
 
@@ -161,18 +166,16 @@ def quantize_q8_k(x):
     cdef cnp.int8_t[:, ::1] Q = qa
     cdef float[:, ::1] D = da
     cdef cnp.int16_t[:, :, ::1] B = ba
-    cdef float vmax, amax, ax, iscale, v
-    cdef int sm
+    cdef float vmax, amax, iscale
     with nogil:
         for t in range(T):
             for b in range(nb):
+                amax = mbq_absmax(&X[t, b * QK_K], QK_K)
                 vmax = 0.0
-                amax = 0.0
-                for j in range(QK_K):
-                    ax = fabsf(X[t, b * QK_K + j])
-                    if ax > amax:
-                        amax = ax
+                for j in range(QK_K):              # the first value of that magnitude
+                    if fabsf(X[t, b * QK_K + j]) == amax:
                         vmax = X[t, b * QK_K + j]
+                        break
                 if amax == 0:
                     D[t, b] = 0.0
                     for j in range(QK_K):
@@ -181,16 +184,9 @@ def quantize_q8_k(x):
                         B[t, b, g] = 0
                     continue
                 iscale = <float>-127.0 / vmax
-                for j in range(QK_K):
-                    v = iscale * X[t, b * QK_K + j]
-                    if not isfinite(v):       # ggml's nearest_int gives low byte 0 here
-                        v = 0.0
-                    v = rintf(v)
-                    Q[t, b * QK_K + j] = 127 if v > 127.0 else <cnp.int8_t>v
-                for g in range(16):
-                    sm = 0
-                    for j in range(16):
-                        sm = sm + Q[t, b * QK_K + g * 16 + j]
-                    B[t, b, g] = <cnp.int16_t>sm
+                # a non-finite product (iscale overflows when |max| < 127 / FLT_MAX): 0, as
+                # the low byte of ggml's nearest_int; no product exceeds 127 in magnitude
+                mbq_round(&X[t, b * QK_K], QK_K, iscale, 1, &Q[t, b * QK_K])
+                mbq_bsums16(&Q[t, b * QK_K], &B[t, b, 0])
                 D[t, b] = <float>1.0 / iscale
     return qa, da, ba

@@ -99,22 +99,63 @@ def test_absmean_all_zero_uses_floor():
 
 # ---- twin == reference ------------------------------------------------------------------
 
+def _both_simd(fast, fn):
+    """fn(simd) with the twin's AVX2 loops allowed, then forbidden (restored afterwards)."""
+    old = fast._set_simd(True)
+    try:
+        for simd in (True, False):
+            fast._set_simd(simd)
+            fn(simd)
+    finally:
+        fast._set_simd(old)
+
+
 @pytest.mark.parametrize("name", FUNCS)
-@given(x=act_matrices())
+@given(x=act_matrices(max_k=100))
 def test_activation_quantizers_twin_equal(name, x):
     ref, fast = twin_pair("quant")
     before = x.copy()
-    a, b = getattr(ref, name)(x), getattr(fast, name)(x)
-    assert np.array_equal(x, before, equal_nan=True)    # input never mutated
-    for i, (u, v) in enumerate(zip(a, b)):
-        assert_same_bytes(u, v, f"{name} output {i}")
+    a = getattr(ref, name)(x)
+
+    def check(simd):
+        b = getattr(fast, name)(x)
+        assert np.array_equal(x, before, equal_nan=True)    # input never mutated
+        for i, (u, v) in enumerate(zip(a, b)):
+            assert_same_bytes(u, v, f"{name} output {i} simd={simd}")
+    _both_simd(fast, check)
 
 
 @given(x=act_matrices(max_t=3, max_k=2, k_multiple=256))
 def test_q8_k_twin_equal(x):
     ref, fast = twin_pair("quant")
-    for i, (u, v) in enumerate(zip(ref.quantize_q8_k(x), fast.quantize_q8_k(x))):
-        assert_same_bytes(u, v, f"quantize_q8_k output {i}")
+    want = ref.quantize_q8_k(x)
+
+    def check(simd):
+        for i, (u, v) in enumerate(zip(want, fast.quantize_q8_k(x))):
+            assert_same_bytes(u, v, f"quantize_q8_k output {i} simd={simd}")
+    _both_simd(fast, check)
+
+
+def test_quantizers_twin_ties_and_tiny_blocks():
+    """Products exactly halfway (ties to even), a repeated maximum (the first wins in Q8_K),
+    and a block whose max is subnormal (Q8_K's iscale overflows: q = 0) on both loops."""
+    ref, fast = twin_pair("quant")
+    x = np.zeros((3, 512), np.float32)
+    x[0, :256] = np.arange(256, dtype=np.float32) / 2 - 64       # many exact .5 products
+    x[0, 256:] = -x[0, :256]
+    x[1, 5], x[1, 9], x[1, 300] = 3.0, -3.0, 1.0                   # |max| twice: +3 first
+    x[2, :256] = np.float32(1e-40) * (np.arange(256) % 3 - 1)      # subnormal block
+    x[2, 256:] = np.linspace(-1, 1, 256, dtype=np.float32)
+    for name in FUNCS + ["quantize_q8_k"]:
+        want = getattr(ref, name)(x)
+
+        def check(simd):
+            for i, (u, v) in enumerate(zip(want, getattr(fast, name)(x))):
+                assert_same_bytes(u, v, f"{name} output {i} simd={simd}")
+        _both_simd(fast, check)
+    q, d, _ = ref.quantize_q8_k(x)
+    assert d[1, 0] == np.float32(1) / (np.float32(-127) / np.float32(3))   # max is +3.0
+    assert not q[2, :256].any()
 
 
 @given(w=st.tuples(st.integers(1, 12), st.integers(1, 40)).flatmap(
