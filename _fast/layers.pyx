@@ -27,6 +27,8 @@ cdef extern from "mb_layers.h" nogil:
     void mbl_attend(const float *q, const void *k, const void *v, int dtype, int64_t D,
                     int64_t n, float scale, float *sc, const float *ones, float *o)
     void mbl_act(const float *g, const float *u, int64_t n, int act, float *y)
+    void mbl_store(const float *x, int64_t T, int64_t G, int64_t D, void *dst, int dtype,
+                   int64_t ld)
 
 cdef enum:
     MIN_PARALLEL_MAC = 1 << 18   # attention multiply-adds below which one thread runs
@@ -148,3 +150,20 @@ def ffn_act(gate, up, act):
         with nogil:
             mbl_act(&Gv[0], &U[0], n, a, &Y[0])
     return out
+
+
+def store_kv(cache, start, x):
+    """cache[:, start:start + T] = x.transpose(1, 0, 2), as layers.store_kv: x float32
+    [T, G, D] into a cache layer [G, max_len, D] of float32 or float16 (round to nearest
+    even, F16C where the CPU has it)."""
+    cache, x = _ref.check_store(cache, start, x)
+    cdef int64_t T = x.shape[0], G = x.shape[1], D = x.shape[2], st = start
+    cdef int64_t ld = cache.shape[1] * D
+    cdef int dt = 1 if cache.dtype == np.float16 else 0
+    cdef int64_t es = cache.itemsize
+    cdef cnp.ndarray ca = cache
+    cdef char *base = <char *>cnp.PyArray_DATA(ca) + st * D * es
+    cdef const float[:, :, ::1] X = x
+    if T and G and D:
+        with nogil:
+            mbl_store(&X[0, 0, 0], T, G, D, base, dt, ld)

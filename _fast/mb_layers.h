@@ -96,6 +96,17 @@ MBD_SIMD static void mbl_exp_simd(const float *x, float *y, int64_t n) {
 }
 #endif
 
+#if MBD_X86
+/* float32 -> float16 eight at a time (F16C: round to nearest even); returns how many done */
+MBD_SIMD static int64_t mbl_store_f16c(const float *x, int64_t n, uint16_t *h) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(h + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    return i;
+}
+#endif
+
 /* y[i] = expf(x[i]) (y may be x) */
 static void mbl_exp(const float *x, float *y, int64_t n) {
 #if MBD_X86
@@ -258,6 +269,52 @@ static void mbl_attend(const float *q, const void *k, const void *v, int dtype, 
 #endif
     for (int64_t d = 0; d < D; d++) o[d] = 0.0f;
     for (s = 0; s < n; s++) mbl_axpy(o, sc[s], (const char *)v + s * D * es, dtype, D);
+}
+
+/* float32 -> float16 bits, round to nearest even (NumPy's astype and F16C's conversion):
+ * overflow to inf, subnormal halves, signed zeros; NaN stays NaN (quiet, upper payload) */
+static inline uint16_t mbl_to_half(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    const uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+    const uint32_t ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u)                                   /* inf, NaN */
+        return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u | ((ax & 0x7fffffu) >> 13) : 0u));
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);   /* >= 65520 rounds to inf */
+    if (ax >= 0x38800000u) {                                 /* a normal half */
+        uint32_t h = (ax - 0x38000000u) >> 13;
+        const uint32_t rem = ax & 0x1fffu;
+        if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
+        return (uint16_t)(sign | h);
+    }
+    if (ax < 0x33000000u) return sign;                       /* below 2^-25: zero */
+    const uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u;
+    const uint32_t shift = 126u - e;                         /* 14..24: m * 2^(e-126) */
+    uint32_t k = m >> shift;
+    const uint32_t rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1u);
+    if (rem > half || (rem == half && (k & 1u))) k++;
+    return (uint16_t)(sign | k);
+}
+
+/* dst[g * ld + t * D + d] = x[(t * G + g) * D + d]: tokens [T, G, D] into a cache layer
+ * [G, max_len, D] at its positions (dst already offset to the first one); float32, or
+ * float16 (dtype MBD_F16) rounded to nearest even */
+static void mbl_store(const float *x, int64_t T, int64_t G, int64_t D, void *dst, int dtype,
+                      int64_t ld) {
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t g = 0; g < G; g++) {
+            const float *src = x + (t * G + g) * D;
+            if (dtype == MBD_F32) {
+                memcpy((float *)dst + g * ld + t * D, src, (size_t)D * 4);
+                continue;
+            }
+            uint16_t *h = (uint16_t *)dst + g * ld + t * D;
+            int64_t d = 0;
+#if MBD_X86
+            if (mbd_use_simd()) d = mbl_store_f16c(src, D, h);
+#endif
+            for (; d < D; d++) h[d] = mbl_to_half(src[d]);
+        }
 }
 
 /* gated activation of n values: act 0 = relu2, 1 = silu */

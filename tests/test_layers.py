@@ -227,3 +227,57 @@ def test_bad_arguments_named(call, msg):
     for mod in (ref, fast):
         with pytest.raises(ValueError, match=msg):
             call(mod)
+
+
+# ---- the KV cache write ------------------------------------------------------------------
+
+@given(T=st.integers(1, 5), G=st.integers(1, 3), D=st.sampled_from([1, 7, 8, 40, 96]),
+       start=st.integers(0, 6), kv=st.sampled_from(["f32", "f16"]), seed=st.integers(0, 2**31 - 1))
+def test_store_kv_twin(T, G, D, start, kv, seed):
+    ref, fast = twin_pair("layers")
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((T, G, D)) * np.exp(rng.uniform(-20, 12, (T, G, D)))).astype(np.float32)
+    M = start + T + 2
+    want = np.full((G, M, D), 7, layers.KV_DTYPES[kv])
+    ref.store_kv(want, start, x)
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(want[:, start:start + T], x.transpose(1, 0, 2).astype(want.dtype))
+    assert (want[:, :start] == 7).all() and (want[:, start + T:] == 7).all()
+
+    def check(simd):
+        got = np.full((G, M, D), 7, layers.KV_DTYPES[kv])
+        fast.store_kv(got, start, x)
+        assert_same_bytes(got, want, f"{kv} simd={simd}")
+    _each_simd(fast, check)
+
+
+def test_store_kv_f16_rounding_every_exponent():
+    """float32 -> float16 in the twin (F16C and portable C) equals NumPy's conversion over a
+    sweep of 2^20 bit patterns: ties to even, subnormal halves, overflow to inf, signed zero;
+    NaN stays NaN."""
+    ref, fast = twin_pair("layers")
+    x = (np.arange(0, 2**32, 4096, dtype=np.uint64).astype(np.uint32) + 2048).view(np.float32)
+    x = np.concatenate([x, np.float32([65504, 65519.996, 65520, 2**-25, 2**-25 * 1.5, 2**-24,
+                                       -0.0, 6.1035156e-05, 6.1028e-05])])
+    x = x[: x.size // 8 * 8].reshape(-1, 1, 8)
+    want = np.zeros((1, x.shape[0], 8), np.float16)
+    ref.store_kv(want, 0, x)
+
+    def check(simd):
+        got = np.zeros_like(want)
+        fast.store_kv(got, 0, x)
+        nan = np.isnan(want)
+        assert (np.isnan(got) == nan).all(), f"simd={simd}"
+        assert_same_bytes(np.where(nan, 0, got), np.where(nan, 0, want), f"simd={simd}")
+    _each_simd(fast, check)
+
+
+def test_store_kv_bad_arguments():
+    ref, fast = twin_pair("layers")
+    for mod in (ref, fast):
+        with pytest.raises(ValueError, match="do not fit"):
+            mod.store_kv(np.zeros((2, 4, 8), np.float32), 3, np.zeros((2, 2, 8), np.float32))
+        with pytest.raises(ValueError, match="C-contiguous float32 or float16"):
+            mod.store_kv(np.zeros((2, 4, 8), np.float64), 0, np.zeros((1, 2, 8), np.float32))
+        with pytest.raises(ValueError, match="do not fit"):
+            mod.store_kv(np.zeros((2, 4, 8), np.float32), 0, np.zeros((1, 3, 8), np.float32))

@@ -29,10 +29,10 @@ from ..kernels.dense import lane_dot
 from ..formats import Packed
 
 __all__ = ["rms_norm", "rope_tables", "apply_rope", "attention", "ffn_act", "expf", "BitLinear",
-           "KVCache", "KV_DTYPES", "linear_group", "TWINNED"]
+           "KVCache", "KV_DTYPES", "store_kv", "linear_group", "TWINNED"]
 
 # the functions minibit._fast.layers computes in C, to the same bits
-TWINNED = ("rms_norm", "apply_rope", "attention", "ffn_act", "expf")
+TWINNED = ("rms_norm", "apply_rope", "attention", "ffn_act", "expf", "store_kv")
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
@@ -98,6 +98,29 @@ class KVCache:
 
     def reset(self) -> None:
         self.len = 0
+
+
+def store_kv(cache: np.ndarray, start: int, x: np.ndarray) -> None:
+    """Write x float32 [T, G, D] into one layer of a KVCache, cache [G, max_len, D], at
+    positions start..start+T-1.  A float16 cache holds each value rounded to nearest even
+    (NumPy's conversion; the twin's F16C conversion is the same rounding)."""
+    cache, x = check_store(cache, start, x)
+    with np.errstate(over="ignore"):              # beyond float16's range: inf, by definition
+        cache[:, start:start + x.shape[0]] = x.transpose(1, 0, 2)
+
+
+def check_store(cache, start, x):
+    if not (isinstance(cache, np.ndarray) and cache.ndim == 3 and cache.flags.c_contiguous
+            and cache.dtype in (np.float32, np.float16)):
+        raise ValueError("store_kv: the cache layer must be a C-contiguous float32 or float16 "
+                         f"[G, max_len, D] array, got {getattr(cache, 'dtype', type(cache))} "
+                         f"{getattr(cache, 'shape', '')}")
+    x = _f32(x, "store_kv: x", 3)
+    T, G, D = x.shape
+    if (G, D) != (cache.shape[0], cache.shape[2]) or not 0 <= start <= cache.shape[1] - T:
+        raise ValueError(f"store_kv: {T} positions of {(G, D)} at {start} do not fit a cache "
+                         f"layer {cache.shape}")
+    return cache, x
 
 
 # expf: exp in float32, the same bits in NumPy and C.  NumPy's own float32 exp is a SIMD

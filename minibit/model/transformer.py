@@ -123,8 +123,8 @@ class Transformer:
             tr(f"Vcur-{li}", v)
             q = apply_rope(q, cos, sin)
             k = apply_rope(k, cos, sin)
-            cache.k[li, :, start:start + T] = k.transpose(1, 0, 2)             # [G, T, D]
-            cache.v[li, :, start:start + T] = v.transpose(1, 0, 2)
+            ops.store_kv(cache.k[li], start, k)                             # -> [G, S, D]
+            ops.store_kv(cache.v[li], start, v)
             o = attention(q, cache.k[li, :, :start + T], cache.v[li, :, :start + T], start)
             tr(f"kqv_out-{li}", o)
             if L.attn_sub_norm is not None:
