@@ -73,7 +73,6 @@ cdef void _tile(const Job *j, int64_t i) noexcept nogil:
     """Work item i: the raw sums of its 16 rows for every token, then (float modes, M_INT)
     the epilogue of exactly those rows."""
     cdef int64_t r0, r1, p0, p1, k, t, r
-    cdef int32_t v
     cdef int64_t T = j.T, rows = j.rows
     if j.i2s:
         r0 = i * TILE_ROWS

@@ -1,14 +1,16 @@
 # cython: language_level=3
-"""Twin of minibit/quant.py: the same quantizers as plain C loops, the same bits.
+"""Twin of minibit/quant.py: the same quantizers as C loops, the same bits.
 
-Rounding: ``rintf`` (half to even in the default rounding mode) everywhere the reference
-uses ``np.rint``; every product is a float32 product, as in the reference.  The absmean
-scale reuses the reference's NumPy mean, so both sum in the same order.
+The activation quantizers share two loops of ``mb_quant.h`` (max |x|, and the scaled
+round-and-clamp with its sum; AVX2 chosen at run time, portable C otherwise).  Rounding:
+``rintf`` / ``_mm256_round_ps`` to nearest (half to even) everywhere the reference uses
+``np.rint``; every product is a float32 product, as in the reference.  The absmean scale
+reuses the reference's NumPy mean, so both sum in the same order.
 """
 
 import numpy as np
 cimport numpy as cnp
-from libc.math cimport rintf, fabsf, fabs, isfinite
+from libc.math cimport rintf, fabsf, isfinite
 
 from minibit._errors import FormatError
 from minibit import quant as _ref
@@ -36,14 +38,6 @@ def _set_simd(on):
 
 def _simd():
     return "avx2" if mbq_use_simd() else "scalar"
-
-
-cdef inline cnp.int8_t _clamp8(float v) noexcept nogil:
-    if v > 127.0:
-        return 127
-    if v < -128.0:
-        return -128
-    return <cnp.int8_t>v
 
 
 def _activations(x):
@@ -158,7 +152,7 @@ def quantize_q8_k(x):
     cdef Py_ssize_t T = a.shape[0], K = a.shape[1]
     if K % QK_K:
         raise FormatError(f"Q8_K: row length {K} is not a multiple of {QK_K}")
-    cdef Py_ssize_t nb = K // QK_K, t, b, j, g
+    cdef Py_ssize_t nb = K // QK_K, t, b, j
     cdef const float[:, ::1] X = a
     qa = np.empty((T, K), dtype=np.int8)
     da = np.empty((T, nb), dtype=np.float32)

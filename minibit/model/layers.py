@@ -5,7 +5,7 @@ same bits.
 rms_norm        x * rsqrt(mean(x^2) + eps) * weight          (float32 throughout)
 rope_tables     cos/sin [positions, head_dim], "rotate_half" (NeoX) pairing: dim i with i + d/2
 apply_rope      q * cos + rotate_half(q) * sin
-attention       causal GQA softmax(q k^T / sqrt(d)) v over a float32 KV cache
+attention       causal GQA softmax(q k^T / sqrt(d)) v over the KV cache (float32 or float16)
 ffn_act         squared ReLU (BitNet-2B4T) or SiLU (1bitLLM, Falcon3), gated: act(g) * u
 expf            e^x in float32 steps (softmax, SiLU)
 BitLinear       a packed ternary weight + kernels.linear with the model's profile
