@@ -74,3 +74,14 @@ def assert_same_bytes(a, b, what="output"):
         first = tuple(int(i) for i in idx[0])
         pytest.fail(f"{what}: {int(diff.sum())} of {a.size} elements differ; first at {first}: "
                     f"{a[first]!r} vs {b[first]!r}")
+
+
+def each_simd(fast, fn):
+    """fn(simd) with a twin's AVX2 code allowed, then forbidden (the setting is restored)."""
+    old = fast._set_simd(True)
+    try:
+        for simd in (True, False):
+            fast._set_simd(simd)
+            fn(simd)
+    finally:
+        fast._set_simd(old)

@@ -14,20 +14,9 @@ from hypothesis import given, strategies as st
 import minibit.kernels as kernels
 from minibit.model import layers
 
-from conftest import assert_same_bytes, twin_pair
+from conftest import assert_same_bytes, each_simd, twin_pair
 
 finite = dict(allow_nan=False, allow_infinity=False, width=32)
-
-
-def _each_simd(fast, fn):
-    """fn() with the twin's AVX2 code allowed, then forbidden (restored afterwards)."""
-    old = fast._set_simd(True)
-    try:
-        for simd in (True, False):
-            fast._set_simd(simd)
-            fn(simd)
-    finally:
-        fast._set_simd(old)
 
 
 # ---- expf --------------------------------------------------------------------------------
@@ -56,7 +45,7 @@ def test_expf_edges():
 def test_expf_twin_same_bits(x):
     ref, fast = twin_pair("layers")
     x = np.array(x, np.float32)
-    _each_simd(fast, lambda simd: assert_same_bytes(fast.expf(x), ref.expf(x), f"expf simd={simd}"))
+    each_simd(fast, lambda simd: assert_same_bytes(fast.expf(x), ref.expf(x), f"expf simd={simd}"))
 
 
 def test_expf_twin_every_exponent():
@@ -65,7 +54,7 @@ def test_expf_twin_every_exponent():
     ref, fast = twin_pair("layers")
     x = (np.arange(0, 2**32, 4096, dtype=np.uint64).astype(np.uint32)).view(np.float32)
     want = ref.expf(x)
-    _each_simd(fast, lambda simd: assert_same_bytes(fast.expf(x), want, f"sweep simd={simd}"))
+    each_simd(fast, lambda simd: assert_same_bytes(fast.expf(x), want, f"sweep simd={simd}"))
 
 
 # ---- RMSNorm, RoPE, activations ----------------------------------------------------------
@@ -78,7 +67,7 @@ def test_rms_norm_twin_and_float64(T, n, eps, scale, seed):
     x = (scale * rng.standard_normal((T, n))).astype(np.float32)
     w = rng.standard_normal(n).astype(np.float32)
     want = ref.rms_norm(x, w, eps)
-    _each_simd(fast, lambda simd: assert_same_bytes(fast.rms_norm(x, w, eps), want, f"simd={simd}"))
+    each_simd(fast, lambda simd: assert_same_bytes(fast.rms_norm(x, w, eps), want, f"simd={simd}"))
     x64 = x.astype(np.float64)
     true = x64 / np.sqrt((x64 * x64).mean(axis=1, keepdims=True) + np.float32(eps)) * w
     np.testing.assert_allclose(want, true, rtol=2e-6, atol=1e-6 * np.abs(true).max(initial=0))
@@ -109,7 +98,7 @@ def test_rope_twin_and_rotation(T, heads, half, start, seed):
     x = rng.standard_normal((T, heads, D)).astype(np.float32)
     cos, sin = ref.rope_tables(np.arange(start, start + T), D, 10000.0)
     want = ref.apply_rope(x, cos, sin)
-    _each_simd(fast, lambda simd: assert_same_bytes(fast.apply_rope(x, cos, sin), want, f"simd={simd}"))
+    each_simd(fast, lambda simd: assert_same_bytes(fast.apply_rope(x, cos, sin), want, f"simd={simd}"))
     # a rotation of each (i, i + D/2) pair: norms kept
     np.testing.assert_allclose(np.linalg.norm(want, axis=-1), np.linalg.norm(x, axis=-1), rtol=1e-5)
 
@@ -122,7 +111,7 @@ def test_ffn_act_twin_and_float64(T, F, act, scale, seed):
     g = (scale * rng.standard_normal((T, F))).astype(np.float32)
     u = rng.standard_normal((T, F)).astype(np.float32)
     want = ref.ffn_act(g, u, act)
-    _each_simd(fast, lambda simd: assert_same_bytes(fast.ffn_act(g, u, act), want, f"{act} simd={simd}"))
+    each_simd(fast, lambda simd: assert_same_bytes(fast.ffn_act(g, u, act), want, f"{act} simd={simd}"))
     g64 = g.astype(np.float64)
     with np.errstate(over="ignore"):
         true = (np.maximum(g64, 0) ** 2 if act == "relu2" else g64 / (1 + np.exp(-g64))) * u
@@ -160,7 +149,7 @@ def test_attention_twin_and_float64(T, start, G, rep, D, scale, kv, seed):
     # a float16 cache is its values widened (exactly): the same bits as a float32 copy
     assert_same_bytes(ref.attention(q, k.astype(np.float32), v.astype(np.float32), start), want,
                       "widened")
-    _each_simd(fast, lambda simd: assert_same_bytes(fast.attention(q, k, v, start), want,
+    each_simd(fast, lambda simd: assert_same_bytes(fast.attention(q, k, v, start), want,
                                                      f"simd={simd}"))
     np.testing.assert_allclose(want, _attention64(q, k, v, start), rtol=1e-4,
                                atol=2e-5 * scale)
@@ -248,7 +237,7 @@ def test_store_kv_twin(T, G, D, start, kv, seed):
         got = np.full((G, M, D), 7, layers.KV_DTYPES[kv])
         fast.store_kv(got, start, x)
         assert_same_bytes(got, want, f"{kv} simd={simd}")
-    _each_simd(fast, check)
+    each_simd(fast, check)
 
 
 def test_store_kv_f16_rounding_every_exponent():
@@ -269,7 +258,7 @@ def test_store_kv_f16_rounding_every_exponent():
         nan = np.isnan(want)
         assert (np.isnan(got) == nan).all(), f"simd={simd}"
         assert_same_bytes(np.where(nan, 0, got), np.where(nan, 0, want), f"simd={simd}")
-    _each_simd(fast, check)
+    each_simd(fast, check)
 
 
 def test_store_kv_bad_arguments():

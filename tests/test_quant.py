@@ -7,7 +7,7 @@ from hypothesis.extra import numpy as hnp
 
 import minibit
 from minibit import quant
-from conftest import assert_same_bytes, twin_pair
+from conftest import assert_same_bytes, each_simd, twin_pair
 
 FUNCS = ["quantize_act_hf", "quantize_act_i2s", "quantize_act_tl"]
 
@@ -99,17 +99,6 @@ def test_absmean_all_zero_uses_floor():
 
 # ---- twin == reference ------------------------------------------------------------------
 
-def _both_simd(fast, fn):
-    """fn(simd) with the twin's AVX2 loops allowed, then forbidden (restored afterwards)."""
-    old = fast._set_simd(True)
-    try:
-        for simd in (True, False):
-            fast._set_simd(simd)
-            fn(simd)
-    finally:
-        fast._set_simd(old)
-
-
 @pytest.mark.parametrize("name", FUNCS)
 @given(x=act_matrices(max_k=100))
 def test_activation_quantizers_twin_equal(name, x):
@@ -122,7 +111,7 @@ def test_activation_quantizers_twin_equal(name, x):
         assert np.array_equal(x, before, equal_nan=True)    # input never mutated
         for i, (u, v) in enumerate(zip(a, b)):
             assert_same_bytes(u, v, f"{name} output {i} simd={simd}")
-    _both_simd(fast, check)
+    each_simd(fast, check)
 
 
 @given(x=act_matrices(max_t=3, max_k=2, k_multiple=256))
@@ -133,7 +122,7 @@ def test_q8_k_twin_equal(x):
     def check(simd):
         for i, (u, v) in enumerate(zip(want, fast.quantize_q8_k(x))):
             assert_same_bytes(u, v, f"quantize_q8_k output {i} simd={simd}")
-    _both_simd(fast, check)
+    each_simd(fast, check)
 
 
 def test_quantizers_twin_ties_and_tiny_blocks():
@@ -152,7 +141,7 @@ def test_quantizers_twin_ties_and_tiny_blocks():
         def check(simd):
             for i, (u, v) in enumerate(zip(want, getattr(fast, name)(x))):
                 assert_same_bytes(u, v, f"{name} output {i} simd={simd}")
-        _both_simd(fast, check)
+        each_simd(fast, check)
     q, d, _ = ref.quantize_q8_k(x)
     assert d[1, 0] == np.float32(1) / (np.float32(-127) / np.float32(3))   # max is +3.0
     assert not q[2, :256].any()
