@@ -116,11 +116,15 @@ static void mbl_exp(const float *x, float *y, int64_t n) {
 }
 
 /* dense.py's lane-order dot product of two float32 vectors */
-static inline float mbl_dot(const float *a, const float *b, int64_t K) {
+static inline float mbl_dot_w(const float *a, const void *w, int dtype, int64_t K) {
 #if MBD_X86
-    if (mbd_use_simd()) return mbd_dot_simd(a, b, MBD_F32, K);
+    if (mbd_use_simd()) return mbd_dot_simd(a, w, dtype, K);
 #endif
-    return mbd_dot_scalar(a, b, MBD_F32, K);
+    return mbd_dot_scalar(a, w, dtype, K);
+}
+
+static inline float mbl_dot(const float *a, const float *b, int64_t K) {
+    return mbl_dot_w(a, b, MBD_F32, K);
 }
 
 /* RMSNorm of one row of n values */
@@ -165,11 +169,7 @@ MBD_SIMD static inline void mbl_axpy_simd(float *o, float p, const void *v, int 
         MB_KEEP(a);
         _mm256_storeu_ps(o + d, _mm256_add_ps(_mm256_loadu_ps(o + d), a));
     }
-    for (; d < D; d++) {
-        float a = p * mbd_weight(v, dtype, d);
-        MB_KEEP(a);
-        o[d] = o[d] + a;
-    }
+    mbl_axpy_scalar(o + d, p, (const char *)v + d * (dtype == MBD_F32 ? 4 : 2), dtype, D - d);
 }
 #endif
 
@@ -178,13 +178,6 @@ static inline void mbl_axpy(float *o, float p, const void *v, int dtype, int64_t
     if (mbd_use_simd()) { mbl_axpy_simd(o, p, v, dtype, D); return; }
 #endif
     mbl_axpy_scalar(o, p, v, dtype, D);
-}
-
-static inline float mbl_dot_w(const float *a, const void *w, int dtype, int64_t K) {
-#if MBD_X86
-    if (mbd_use_simd()) return mbd_dot_simd(a, w, dtype, K);
-#endif
-    return mbd_dot_scalar(a, w, dtype, K);
 }
 
 #if MBD_X86

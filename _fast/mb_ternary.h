@@ -566,6 +566,22 @@ MB_AVX2 static float mb_tq_row_avx2(int fmt2, const uint8_t *w, int64_t nb,
     return sumf;
 }
 
+/* The end of one block in the four-wide TQ2_0 kernels: the four int16 accumulators' exact
+ * sums (hadd), minus the activations' block sums, then lane by lane mb_tq_step's float
+ * step: sumf + fl((float)sumi * fl(da * d_w)).  Lanes are four tokens or four rows. */
+MB_AVX2 static inline __m128 mb_tq2_step4(__m128 sumf, const __m256i acc[4], __m128i ysum4,
+                                          __m128 da4, __m128 dw4) {
+    const __m256i one = _mm256_set1_epi16(1);
+    const __m256i h01 = _mm256_hadd_epi32(_mm256_madd_epi16(acc[0], one), _mm256_madd_epi16(acc[1], one));
+    const __m256i h23 = _mm256_hadd_epi32(_mm256_madd_epi16(acc[2], one), _mm256_madd_epi16(acc[3], one));
+    const __m256i hh = _mm256_hadd_epi32(h01, h23);
+    const __m128i code = _mm_add_epi32(_mm256_castsi256_si128(hh), _mm256_extracti128_si256(hh, 1));
+    const __m128 dd = _mm_mul_ps(da4, dw4);
+    __m128 prod = _mm_mul_ps(_mm_cvtepi32_ps(_mm_sub_epi32(code, ysum4)), dd);
+    MB_ROUNDED(prod);
+    return _mm_add_ps(sumf, prod);
+}
+
 /* TQ2_0 x four tokens at once (prefill): one row's block is unpacked once and met by the
  * activations of tokens t..t+3 (y: token t's row; the next at +cols), so the 2-bit codes
  * are decoded a quarter as often as token by token.  The four exact block sums are reduced
@@ -575,7 +591,7 @@ MB_AVX2 static float mb_tq_row_avx2(int fmt2, const uint8_t *w, int64_t nb,
 MB_AVX2 static void mb_tq2_row4_avx2(const uint8_t *w, int64_t nb, const int8_t *y,
                                      int64_t cols, const int32_t *ysum, const float *da,
                                      float *f4) {
-    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi16(1);
+    const __m256i m3 = _mm256_set1_epi8(3);
     __m128 sumf = _mm_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = w + 66 * b;
@@ -595,19 +611,11 @@ MB_AVX2 static void mb_tq2_row4_avx2(const uint8_t *w, int64_t nb, const int8_t 
                 acc[j] = _mm256_add_epi16(acc[j], _mm256_maddubs_epi16(c3, _mm256_loadu_si256((const __m256i *)(yh + 96))));
             }
         }
-        const __m256i h01 = _mm256_hadd_epi32(_mm256_madd_epi16(acc[0], one), _mm256_madd_epi16(acc[1], one));
-        const __m256i h23 = _mm256_hadd_epi32(_mm256_madd_epi16(acc[2], one), _mm256_madd_epi16(acc[3], one));
-        const __m256i hh = _mm256_hadd_epi32(h01, h23);
-        const __m128i code = _mm_add_epi32(_mm256_castsi256_si128(hh), _mm256_extracti128_si256(hh, 1));
-        const __m128i sumi = _mm_sub_epi32(code, _mm_set_epi32(ysum[3 * nb + b], ysum[2 * nb + b],
-                                                                ysum[nb + b], ysum[b]));
         uint16_t dh;
         memcpy(&dh, blk + 64, 2);
-        const __m128 dd = _mm_mul_ps(_mm_set_ps(da[3 * nb + b], da[2 * nb + b], da[nb + b], da[b]),
-                                     _mm_set1_ps(_cvtsh_ss(dh)));
-        __m128 prod = _mm_mul_ps(_mm_cvtepi32_ps(sumi), dd);
-        MB_ROUNDED(prod);
-        sumf = _mm_add_ps(sumf, prod);
+        sumf = mb_tq2_step4(sumf, acc, _mm_set_epi32(ysum[3 * nb + b], ysum[2 * nb + b], ysum[nb + b], ysum[b]),
+                            _mm_set_ps(da[3 * nb + b], da[2 * nb + b], da[nb + b], da[b]),
+                            _mm_set1_ps(_cvtsh_ss(dh)));
     }
     _mm_storeu_ps(f4, sumf);
 }
@@ -621,7 +629,7 @@ MB_AVX2 static void mb_tq2_row4_avx2(const uint8_t *w, int64_t nb, const int8_t 
  * w: row r's bytes, the next rows at +rb. */
 MB_AVX2 static void mb_tq2_rows4_avx2(const uint8_t *w, int64_t rb, int64_t nb, const int8_t *y,
                                       const int32_t *ysum, const float *da, float *f4) {
-    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi16(1);
+    const __m256i m3 = _mm256_set1_epi8(3);
     __m128 sumf = _mm_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         __m256i acc[4];
@@ -644,19 +652,11 @@ MB_AVX2 static void mb_tq2_rows4_avx2(const uint8_t *w, int64_t rb, int64_t nb, 
                 acc[j] = _mm256_add_epi16(acc[j], _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(x, 6), m3), y3));
             }
         }
-        const __m256i h01 = _mm256_hadd_epi32(_mm256_madd_epi16(acc[0], one), _mm256_madd_epi16(acc[1], one));
-        const __m256i h23 = _mm256_hadd_epi32(_mm256_madd_epi16(acc[2], one), _mm256_madd_epi16(acc[3], one));
-        const __m256i hh = _mm256_hadd_epi32(h01, h23);
-        const __m128i code = _mm_add_epi32(_mm256_castsi256_si128(hh), _mm256_extracti128_si256(hh, 1));
-        const __m128i sumi = _mm_sub_epi32(code, _mm_set1_epi32(ysum[b]));
         uint16_t dh[4];
         for (int j = 0; j < 4; j++) memcpy(&dh[j], w + j * rb + 66 * b + 64, 2);
         const __m128 dw = _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, (short)dh[3], (short)dh[2],
                                                      (short)dh[1], (short)dh[0]));
-        const __m128 dd = _mm_mul_ps(_mm_set1_ps(da[b]), dw);
-        __m128 prod = _mm_mul_ps(_mm_cvtepi32_ps(sumi), dd);
-        MB_ROUNDED(prod);
-        sumf = _mm_add_ps(sumf, prod);
+        sumf = mb_tq2_step4(sumf, acc, _mm_set1_epi32(ysum[b]), _mm_set1_ps(da[b]), dw);
     }
     _mm_storeu_ps(f4, sumf);
 }

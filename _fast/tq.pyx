@@ -46,6 +46,14 @@ def _threads():
     return kernels.get_threads()
 
 
+cdef inline void _tile(int64_t i, int fmt2, const uint8_t *data, int64_t cols, const int8_t *q,
+                       const int32_t *ysum, const float *da, int64_t T, int64_t rows,
+                       int32_t *sumi, float *out) noexcept nogil:
+    """Work item i: rows [16 i, 16 i + 16) of every token."""
+    cdef int64_t r0 = i * TILE_ROWS
+    mb_tq(fmt2, data, cols, q, ysum, da, T, rows, r0, min(r0 + TILE_ROWS, rows), sumi, out)
+
+
 cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d):
     """Checked arrays -> int32 sumi [T, rows, nb] (d is None) or float32 y [T, rows]."""
     cdef int64_t T = q.shape[0], nb = cols // 256
@@ -84,7 +92,7 @@ cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d):
     # a parallel region costs microseconds (milliseconds on a loaded machine): small
     # products run on one thread.  The split never changes a bit.
     cdef int nth = max(1, min(_threads(), ntiles)) if T * rows * cols >= MIN_PARALLEL_MAC else 1
-    cdef int64_t i, r0, r1
+    cdef int64_t i
     # dynamic chunks of about 1/8 of a thread's share: a thread the OS delays (a busy
     # machine) holds back one chunk, not half the rows.  Which thread sums a row never
     # changes its bits.
@@ -92,18 +100,10 @@ cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d):
     if nth == 1:        # no parallel region at all: entering one costs ~5 % of a decode step
         with nogil:
             for i in range(ntiles):
-                r0 = i * TILE_ROWS
-                r1 = min(r0 + TILE_ROWS, <int64_t>rows)
-                mb_tq(fmt2, &D[0, 0], cols, &Q[0, 0], &YS[0, 0], &DA[0, 0], T, rows, r0, r1,
-                      psumi, pout)
+                _tile(i, fmt2, &D[0, 0], cols, &Q[0, 0], &YS[0, 0], &DA[0, 0], T, rows, psumi, pout)
         return result
     for i in prange(ntiles, nogil=True, num_threads=nth, schedule="dynamic", chunksize=chunk):
-        r0 = i * TILE_ROWS
-        r1 = r0 + TILE_ROWS
-        if r1 > rows:
-            r1 = rows
-        mb_tq(fmt2, &D[0, 0], cols, &Q[0, 0], &YS[0, 0], &DA[0, 0], T, rows, r0, r1,
-              psumi, pout)
+        _tile(i, fmt2, &D[0, 0], cols, &Q[0, 0], &YS[0, 0], &DA[0, 0], T, rows, psumi, pout)
     return result
 
 
