@@ -103,16 +103,22 @@ def _read(path):
         return f.read()
 
 
+def _version():
+    ns = {}
+    exec(_read("minibit/_version.py"), ns)
+    return ns["__version__"]
+
+
 setup(
     name="minibit",
-    version="0.1.0",
+    version=_version(),
     description="A readable, exact reference for 1.58-bit (ternary) LLM inference",
     long_description=_read("README.md"),
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["minibit", "minibit.formats", "minibit.kernels", "minibit.model", "minibit.io",
-              "minibit.oracle", "minibit._fast", "minibit.data"],
+    packages=["minibit", "minibit.formats", "minibit.kernels", "minibit.model", "minibit.io", "minibit.io.gguf",
+              "minibit.oracle", "minibit.cli", "minibit._fast", "minibit.data"],
     package_dir={"minibit": "minibit", "minibit._fast": "_fast", "minibit.data": "data"},
     package_data={"minibit.data": ["*.json", "*.safetensors", "*.txt", "*.md", "*/*"],
                   "minibit._fast": ["*.h", "*.pyx"]},

@@ -1,4 +1,4 @@
-"""`minibit bench formats|kernels|model`: measured speed, both backends, printed as tables.
+"""`minibit bench formats`: encode/decode speed of every weight format, both backends.
 
 Benchmarks live here and never in the tests: a timed test fails on a busy machine and
 proves nothing on an idle one.  Every row states its shape, backend and thread count.
@@ -6,12 +6,10 @@ proves nothing on an idle one.  Every row states its shape, backend and thread c
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
 
-from .cli import Parser
 from . import _backend, formats
 from .kernels.bench import machine
 
@@ -74,25 +72,3 @@ def print_format_table(results, shape) -> None:
         if a and b:
             print(f"# {fmt}: cython / numpy = {b['enc'] / a['enc']:.1f}x encode, "
                   f"{b['dec'] / a['dec']:.1f}x decode")
-
-
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0].startswith("--synthetic"):      # `minibit bench --synthetic large`
-        argv = ["model"] + argv
-    ap = Parser(prog="minibit bench", description="Measure minibit's speed.")
-    ap.add_argument("what", choices=["formats", "kernels", "model"], help="what to measure")
-    ap.add_argument("--quick", action="store_true", help="a smaller shape, fewer repeats")
-    ap.add_argument("--repeat", type=int, default=3)
-    args, rest = ap.parse_known_args(argv)
-    if args.what == "model":
-        from . import bench_model
-        return bench_model.main(rest)
-    if args.what == "kernels":
-        from .kernels import bench as kbench
-        return kbench.main(rest + (["--quick"] if args.quick else []))
-    if rest:
-        ap.error(f"unrecognized arguments: {' '.join(rest)}")
-    shape = (512, 1536) if args.quick else FORMAT_SHAPE
-    print_format_table(bench_formats(shape, repeat=args.repeat), shape)
-    return 0

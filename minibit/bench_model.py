@@ -39,7 +39,6 @@ import sys
 import tempfile
 import time
 
-from .cli import Parser
 
 LLAMA_CPP_PYTHON = "0.3.36"     # the sdist --llama-bench build compiles (PyPI)
 CACHE_VERSION = "1"             # bump when the synthetic checkpoint's recipe changes
@@ -70,7 +69,7 @@ def model_files(shape: str, root: str, log=print) -> dict:
     t0 = time.perf_counter()
     write_checkpoint(out["hf"], arch="bitnet-b1.58", hidden_act="silu", packed=True, tied=True,
                      embed_dtype="float16", max_position=4096, seed=0, **sh)
-    from . import load, save_gguf
+    from .io import load, save_gguf
     m = load(out["hf"])
     for fmt in ("tq2_0", "i2_s"):
         save_gguf(m, out[fmt], fmt, progress=False)
@@ -102,14 +101,14 @@ def _ids(n: int, vocab: int, salt: int = 0):
 def worker_minibit(spec: dict) -> dict:
     """Load spec["path"], then prefill/decode per thread count -> figures and logit hashes."""
     import numpy as np
-    import minibit
-    from minibit import kernels
+    from . import _backend, kernels
+    from .io import load
     import importlib
     for mod in ("minibit.io.gguf", "minibit.tokenizer", "tokenizers"):
         importlib.import_module(mod)            # imports are not the model's memory
     rss0 = _rss_mb()
     t0 = time.perf_counter()
-    m = minibit.load(spec["path"], threads=spec["threads"][0])
+    m = load(spec["path"], threads=spec["threads"][0])
     load_s = time.perf_counter() - t0
     m.kv_cache = spec.get("kv", "f32")
     rss_load = _rss_mb()
@@ -135,7 +134,7 @@ def worker_minibit(spec: dict) -> dict:
         dec_s = time.perf_counter() - t0
         rows.append(dict(threads=th, prefill=n_pre / pre_s, decode=n_dec / dec_s,
                          hash=h.hexdigest()[:16]))
-    return dict(engine="minibit", backend=minibit.backend(), profile=m.profile, kv=m.kv_cache,
+    return dict(engine="minibit", backend=_backend.backend(), profile=m.profile, kv=m.kv_cache,
                 load_s=load_s,
                 rss_mb=_rss_mb(peak=True), rss_after_load_mb=rss_load - rss0, rows=rows)
 
@@ -293,89 +292,63 @@ def report(shape: str, files: dict, results: list, n_pre: int, n_dec: int) -> in
     return status
 
 
-def main(argv=None) -> int:
-    ap = Parser(prog="minibit bench model", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--synthetic", choices=["large", "2b4t"], default="large",
-                    help="the shape of the random ternary model (default large)")
-    ap.add_argument("--threads", default="1,2", help="thread counts, comma-separated (default 1,2)")
-    ap.add_argument("--prefill", type=int, default=128)
-    ap.add_argument("--decode", type=int, default=128)
-    ap.add_argument("--numpy-decode", type=int, default=8,
-                    help="decode steps for the NumPy backend (it is ~30x slower; default 8)")
-    ap.add_argument("--backends", default="cython,numpy", help="minibit backends (default both)")
-    ap.add_argument("--files", default="tq2_0,i2_s", help="which GGUF files minibit runs")
-    ap.add_argument("--llama-cpp", choices=["auto", "off"], default="auto",
-                    help="llama-cpp-python side by side when installed (default auto)")
-    ap.add_argument("--llama-bench", default="auto",
-                    help="'auto' (use a cached binary), 'build' (compile one from the PyPI "
-                         "sdist into the cache), 'off', or a path to llama-bench")
-    ap.add_argument("--kv-cache", default="f32,f16",
-                    help="minibit KV cache types to run on the Cython backend, comma-separated "
-                         "(default f32,f16; the NumPy backend runs the first)")
-    ap.add_argument("--cache", default=None, help="where models and llama-bench are cached")
-    args = ap.parse_args(argv)
-    try:
-        threads = [int(t) for t in args.threads.split(",") if t.strip()]
-        if not threads or min(threads) < 1:
-            raise ValueError
-    except ValueError:
-        ap.error(f"--threads must be positive integers separated by commas, got {args.threads!r}")
-    if args.prefill < 1 or args.decode < 1 or args.numpy_decode < 1:
-        ap.error("--prefill, --decode and --numpy-decode must be at least 1")
-    kvs = [k for k in args.kv_cache.split(",") if k.strip()]
-    if not kvs or any(k not in ("f32", "f16") for k in kvs):
-        ap.error(f"--kv-cache takes f32 and/or f16, got {args.kv_cache!r}")
-    root = cache_root(args.cache)
-    files = model_files(args.synthetic, root)
+def run(synthetic: str = "large", threads=(1, 2), prefill: int = 128, decode: int = 128,
+        numpy_decode: int = 8, backends=("cython", "numpy"), files=("tq2_0", "i2_s"),
+        llama_cpp: bool = True, llama_bench: str = "auto", kvs=("f32", "f16"),
+        cache: str | None = None) -> int:
+    """Measure and print the table (the body of ``minibit bench model``); returns 0, or 1 when
+    minibit's logits differ across thread counts.  llama_bench: "auto" (a cached binary),
+    "build", "off" or a path.  The Cython backend runs every KV cache type in ``kvs``, the
+    NumPy backend the first."""
+    threads = list(threads)
+    root = cache_root(cache)
+    paths = model_files(synthetic, root)
     results = []
     from . import _backend
-    for fmt in [f for f in args.files.split(",") if f]:
-        if fmt not in ("tq2_0", "i2_s"):
-            ap.error(f"--files takes tq2_0 and/or i2_s, got {fmt!r}")
-        for be in [b for b in args.backends.split(",") if b]:
+    for fmt in files:
+        for be in backends:
             if be == "cython" and _backend.fast_module("quant") is None:
                 print("# cython backend not built: skipped", file=sys.stderr)
                 continue
             for kv in kvs if be == "cython" else kvs[:1]:
-                spec = dict(path=files[fmt], threads=threads if be == "cython" else threads[:1],
-                            prefill=args.prefill, kv=kv,
-                            decode=args.decode if be == "cython" else args.numpy_decode)
+                spec = dict(path=paths[fmt], threads=threads if be == "cython" else threads[:1],
+                            prefill=prefill, kv=kv,
+                            decode=decode if be == "cython" else numpy_decode)
                 env = {"MINIBIT_PUREPYTHON": "1" if be == "numpy" else "0"}
                 res = run_worker("minibit", spec, env)
                 res["file"] = fmt
                 res.setdefault("kv", kv)
                 results.append(res)
                 print(f"# measured minibit {fmt} {be} kv {kv}", file=sys.stderr)
-    if args.llama_cpp == "auto":
+    if llama_cpp:
         try:
             import importlib.util
             has = importlib.util.find_spec("llama_cpp") is not None
         except (ImportError, ValueError):
             has = False
         if has:
-            res = run_worker("llama_cpp", dict(path=files["tq2_0"], threads=threads,
-                                               prefill=args.prefill, decode=args.decode))
+            res = run_worker("llama_cpp", dict(path=paths["tq2_0"], threads=threads,
+                                               prefill=prefill, decode=decode))
             res["file"] = "tq2_0"
             results.append(res)
         else:
             print("# llama-cpp-python not installed: no side-by-side (pip install llama-cpp-python)",
                   file=sys.stderr)
-    lb = args.llama_bench
     binary = None
-    if lb == "build":
+    if llama_bench == "build":
         binary = find_llama_bench(root) or build_llama_bench(root)
-    elif lb == "auto":
+    elif llama_bench == "auto":
         binary = find_llama_bench(root)
-    elif lb != "off":
-        binary = lb
+    elif llama_bench != "off":
+        binary = llama_bench
     if binary:
         try:
-            rows = run_llama_bench(binary, files["tq2_0"], threads, args.prefill, args.decode)
+            rows = run_llama_bench(binary, paths["tq2_0"], threads, prefill, decode)
             results.append(dict(engine="llama.cpp (llama-bench)", backend="ggml", file="tq2_0",
                                 rows=rows, load_s=None, rss_mb=None))
         except (OSError, RuntimeError, ValueError, KeyError, subprocess.SubprocessError) as e:
             results.append(dict(engine="llama.cpp (llama-bench)", file="tq2_0", error=str(e)))
-    return report(args.synthetic, files, results, args.prefill, args.decode)
+    return report(synthetic, paths, results, prefill, decode)
 
 
 def _worker_main(kind: str, spec_json: str) -> int:
@@ -385,7 +358,8 @@ def _worker_main(kind: str, spec_json: str) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--worker":
-        sys.exit(_worker_main(sys.argv[2], sys.argv[3]))
-    sys.exit(main())
+if __name__ == "__main__":        # `python -m minibit.bench_model --worker KIND SPEC_JSON`
+    if len(sys.argv) != 4 or sys.argv[1] != "--worker":
+        sys.exit("usage: python -m minibit.bench_model --worker minibit|llama_cpp SPEC_JSON "
+                 "(run `minibit bench model` instead)")
+    sys.exit(_worker_main(sys.argv[2], sys.argv[3]))

@@ -3,6 +3,8 @@
 ``Tokenizer.encode(text)`` returns ids the way the model was trained to see them: a BOS is
 prepended when the model's tokenizer does so (tokenizer.json's post-processor for Llama 3
 style files, or ``add_bos`` for files without one).  ``decode(ids)`` drops special tokens.
+A GGUF file's tokenizer (``tokenizer.ggml.*`` metadata) is rebuilt by
+``minibit.io.gguf.read_tokenizer`` into this same class.
 """
 
 from __future__ import annotations
@@ -53,23 +55,6 @@ class Tokenizer:
         except Exception as e:  # the library reports JSON and schema errors as Exception
             raise FormatError(f"{path}: not a valid tokenizer.json ({e})") from None
         return cls(tk, bos_id, eos_ids, add_bos, source=path)
-
-    @classmethod
-    def from_gguf(cls, meta: dict, source: str = "<gguf>") -> "Tokenizer":
-        """A tokenizer from GGUF metadata (``tokenizer.ggml.*``), as llama.cpp builds its vocab.
-
-        ``meta`` maps keys to values as ``minibit.io.gguf.GGUFFile.fields`` holds them.
-        model "gpt2": byte-level BPE from tokens + merges; the pre-tokenizer named by
-        tokenizer.ggml.pre ("llama-bpe" and its aliases: the Llama-3 regex; anything else:
-        GPT-2's regex).  model "llama": SentencePiece-style BPE, merges rebuilt from the
-        scores (a merge's rank = its result's score, as llama.cpp's SPM tokenizer ranks
-        bigrams), byte fallback, "▁" for spaces.  CONTROL tokens become special tokens,
-        USER_DEFINED ones added tokens.  Other models raise FormatError.
-        """
-        from .io.gguf import tokenizer_from_meta
-
-        tk, bos, eos_ids, add_bos = tokenizer_from_meta(meta, source)
-        return cls(tk, bos, eos_ids, add_bos, source=source)
 
     @property
     def vocab_size(self) -> int:

@@ -11,6 +11,7 @@ import pytest
 
 import minibit
 from minibit import bench_model
+from minibit.cli import bench as bench_cli
 from minibit.io.synthetic import write_checkpoint
 
 
@@ -64,7 +65,7 @@ def test_worker_failure_is_reported(tmp_path):
                                         (["--kv-cache", "bf16"], "--kv-cache")])
 def test_bad_arguments_exit_2(capsys, argv, name):
     with pytest.raises(SystemExit) as e:
-        bench_model.main(argv)
+        bench_cli.model(argv)
     assert e.value.code == 2
     assert name in capsys.readouterr().err
 

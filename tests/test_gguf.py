@@ -337,16 +337,14 @@ def _spm_meta():
 
 def test_sentencepiece_vocab_from_gguf_metadata():
     """A 'llama' (SentencePiece) vocabulary: merges rebuilt from the scores."""
-    from minibit.tokenizer import Tokenizer
-
     meta = _spm_meta()
-    tok = Tokenizer.from_gguf(meta)
+    tok = mg.read_tokenizer(meta)
     ids = tok.encode("hello world")
     assert [tok.id_to_token(i) for i in ids] == ["<s>", "\u2581hello", "\u2581world"]
     assert tok.decode(ids) == "hello world"
     assert tok.decode(tok.encode("hé")) == "hé"                    # é through byte fallback
     with pytest.raises(FormatError):
-        Tokenizer.from_gguf({**meta, "tokenizer.ggml.model": "rwkv"})
+        mg.read_tokenizer({**meta, "tokenizer.ggml.model": "rwkv"})
 
 
 # ---------------------------------------------------------------------------- damaged files
@@ -449,8 +447,9 @@ def test_corrupt_i2_s_code_raises(gfile, tmp_path):
 
 def test_main_convert_and_inspect(ckpt, tmp_path, capsys):
     out = str(tmp_path / "c.gguf")
-    assert mg.main_convert([ckpt("bitnet-b1.58"), out, "--to", "i2_s", "--no-progress",
-                            "--model-name", "tiny"]) == 0
+    from minibit.cli.convert import main as main_convert
+    assert main_convert([ckpt("bitnet-b1.58"), out, "--to", "i2_s", "--no-progress",
+                         "--model-name", "tiny"]) == 0
     lines = mg.inspect_lines(out)
     text = "\n".join(lines)
     assert "general.name (STRING) = 'tiny'" in text
@@ -492,11 +491,9 @@ def test_sentencepiece_tokenizer_round_trips(ckpt, tmp_path):
     (tokens, types, scores) and reads back encoding identically."""
     import shutil
 
-    from minibit.tokenizer import Tokenizer
-
     d = str(tmp_path / "spm")
     shutil.copytree(ckpt("bitnet"), d)
-    Tokenizer.from_gguf(_spm_meta())._tk.save(os.path.join(d, "tokenizer.json"))
+    mg.read_tokenizer(_spm_meta())._tk.save(os.path.join(d, "tokenizer.json"))
     with open(os.path.join(d, "config.json"), encoding="utf-8") as f:
         cfg = json.load(f)
     cfg.update(bos_token_id=1, eos_token_id=2)
@@ -523,7 +520,7 @@ def _rewrite(src, dst, replace):
     {name: (array, raw_dtype or None)}.  Only for files of gguf-py-known types (TQ files)."""
     f = mg.GGUFFile(src)
     VT = gguf.GGUFValueType
-    w = mg._Writer.make(dst, f.fields["general.architecture"])
+    w = mg.new_writer(dst, f.fields["general.architecture"])
     for k, v in f.fields.items():
         t = f.field_types[k]
         if k == "general.architecture":

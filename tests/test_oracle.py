@@ -18,8 +18,11 @@ import minibit
 from minibit import FormatError, _backend, formats, kernels
 from minibit.formats import Packed
 from minibit.io.synthetic import write_checkpoint
-from minibit.oracle import (compare, dump, main_compare, main_dump, main_perplexity,
-                            main_vectors, perplexity, vectors)
+from minibit.cli.compare import main as main_compare
+from minibit.cli.dump import main as main_dump
+from minibit.cli.perplexity import main as main_perplexity
+from minibit.cli.vectors import main as main_vectors
+from minibit.oracle import compare, dump, perplexity, vectors
 from minibit.oracle.dump import entry_order_key
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -453,7 +456,7 @@ def test_perplexity_rejects_bad_input(model, tmp_path):
         perplexity(model, pathlib.Path(tmp_path / "missing.txt"), progress=False)
 
 
-# ---- CLI entry points ----------------------------------------------------------------------
+# ---- CLI entry points (minibit/cli/) ----------------------------------------------------------------------
 
 def test_main_functions(ckpt, dump_a, tmp_path, capsys):
     d, man = dump_a

@@ -1,5 +1,9 @@
 """Load a Hugging Face snapshot directory: config.json, safetensors (one file or sharded), tokenizer.json.
 
+``load_hf(path, profile="hf") -> Model``: the config, one LayerWeights per block read by
+``HFCheckpoint`` (the tensor names below), the tokenizer and chat template, then
+``io.assemble`` builds the Model, as ``io.gguf.load_gguf`` does for GGUF files.
+
 Tensor names (prefix ``model.``)::
 
     embed_tokens.weight                          [vocab, hidden]     float
@@ -31,9 +35,11 @@ from .._errors import FormatError
 from ..formats import hf_packed
 from ..formats._packed import any_code_3
 from ..model.config import Config, from_hf_config
+from ..tokenizer import Tokenizer
+from .assemble import LayerWeights, assemble
 from .safetensors import SafetensorsFile, as_float32
 
-__all__ = ["HFCheckpoint", "read_config", "is_hf_dir"]
+__all__ = ["HFCheckpoint", "load_hf", "read_config", "read_json", "is_hf_dir"]
 
 SUB_NORM_NAMES = {
     "attn_sub_norm": ("self_attn.attn_sub_norm.weight", "self_attn.inner_attn_ln.weight"),
@@ -57,7 +63,7 @@ def read_json(path: str, max_bytes: int = 64 * 1024 * 1024):
             return json.loads(f.read().decode("utf-8"))
     except FileNotFoundError:
         raise FormatError(f"{path}: file not found") from None
-    # (fuzz fix: RecursionError too: deeply nested brackets made json.loads raise it uncaught)
+    # (json.loads raises RecursionError on deeply nested brackets)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise FormatError(f"{path}: not valid JSON ({e})") from None
 
@@ -168,3 +174,52 @@ class HFCheckpoint:
             return p
         w = self.float_tensor(wname, (rows, cols))    # online: float masters, absmean now
         return hf_packed.encode(w)
+
+
+def _layer(ckpt: HFCheckpoint, i: int) -> LayerWeights:
+    """Block i's projections (packed) and norms (float32), shapes checked against the config."""
+    cfg = ckpt.config
+    hid = cfg.hidden_size
+    pre = f"model.layers.{i}."
+    lw = LayerWeights()
+    for k, name in PROJ.items():
+        lw.linears[k] = (pre + name, ckpt.ternary(pre + name, out_features(cfg, k),
+                                                  in_features(cfg, k)))
+    if cfg.sub_norms:
+        widths = {"attn_sub_norm": cfg.num_heads * cfg.head_dim,
+                  "ffn_sub_norm": cfg.intermediate_size}
+        for key, names in SUB_NORM_NAMES.items():
+            found = [n for n in names if ckpt.has(pre + n)]
+            if not found:
+                raise FormatError(f"{ckpt.dir}: missing {pre + names[0]!r} "
+                                  f"(or {pre + names[1]!r}) for architecture {cfg.arch}")
+            lw.norms[key] = ckpt.float_tensor(pre + found[0], (widths[key],))
+    lw.norms["attn_norm"] = ckpt.float_tensor(pre + "input_layernorm.weight", (hid,))
+    lw.norms["ffn_norm"] = ckpt.float_tensor(pre + "post_attention_layernorm.weight", (hid,))
+    return lw
+
+
+def load_hf(path: str, profile: str | None = None):
+    """A minibit Model from a HF snapshot directory (profile None: "hf")."""
+    ckpt = HFCheckpoint(path)
+    cfg = ckpt.config
+    hid = cfg.hidden_size
+    embed, edt = ckpt.matrix("model.embed_tokens.weight", (cfg.vocab_size, hid))
+    layers = [_layer(ckpt, i) for i in range(cfg.num_layers)]
+    final = ckpt.float_tensor("model.norm.weight", (hid,))
+    lm_head, ldt = None, None
+    if ckpt.has("lm_head.weight") and not cfg.tie_word_embeddings:
+        lm_head, ldt = ckpt.matrix("lm_head.weight", (cfg.vocab_size, hid))
+    elif not cfg.tie_word_embeddings:
+        raise FormatError(f"{ckpt.dir}: tie_word_embeddings is false but there is no lm_head.weight")
+    tok = None
+    tj = os.path.join(path, "tokenizer.json")
+    if os.path.exists(tj):
+        tok = Tokenizer.from_file(tj, bos_id=cfg.bos_token_id, eos_ids=cfg.eos_token_ids)
+    template = None
+    tc = os.path.join(path, "tokenizer_config.json")
+    if os.path.exists(tc):
+        t = read_json(tc).get("chat_template")
+        template = t if isinstance(t, str) else None
+    return assemble(cfg, layers, embed, edt, final, lm_head, ldt, tok, profile or "hf", path,
+                    template)

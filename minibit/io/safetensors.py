@@ -60,8 +60,7 @@ class SafetensorsFile:
             raw = self._fh.read(n)
             try:
                 header = json.loads(raw.decode("utf-8"))
-            # (fuzz fix: RecursionError too: a header of nested brackets, "[[[[...", made
-            # json.loads raise it uncaught)
+            # (json.loads raises RecursionError on a header of deeply nested brackets)
             except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
                 raise FormatError(f"{self.path}: header is not valid UTF-8 JSON ({e})") from None
             if not isinstance(header, dict):

@@ -24,7 +24,6 @@ import time
 
 import numpy as np
 
-from ..cli import Parser
 from .. import _backend, formats
 from . import available, get_threads, linear, natural_profile, set_threads
 
@@ -197,22 +196,6 @@ def _summary(results) -> None:
             print(f"# {shape[0]}x{shape[1]} T={T} {fmt} {kern}: " + ", ".join(parts))
 
 
-def _parse_shapes(text: str):
-    out = []
-    for part in text.split(","):
-        part = part.strip().lower()
-        if part in SHAPES:
-            out += SHAPES[part]
-        elif part == "all":
-            out += SHAPES["2b4t"] + SHAPES["large"]
-        elif "x" in part:
-            r, c = part.split("x")
-            out.append((int(r), int(c)))
-        elif part:
-            raise SystemExit(f"--shapes: {part!r} is not 2b4t, large, all or ROWSxCOLS")
-    return out
-
-
 def run(shapes=None, Ts=(1, 128), fmts=FORMATS_DEFAULT, threads=(1, 2), numpy_rows=True,
         cold=False, quick=False, stream=True):
     """Measure and print the table; returns the result rows.  quick: one shape, fewer rows."""
@@ -233,28 +216,3 @@ def run(shapes=None, Ts=(1, 128), fmts=FORMATS_DEFAULT, threads=(1, 2), numpy_ro
     res = bench(shapes, Ts, fmts, threads, numpy_rows, cold)
     print_table(res, bw, cold)
     return res
-
-
-def main(argv=None) -> int:
-    ap = Parser(prog="minibit bench kernels",
-                                 description="Ternary mpGEMM speed per kernel, backend and threads.")
-    ap.add_argument("--shapes", default=None,
-                    help="comma list of 2b4t, large, all or ROWSxCOLS (default: 2b4t,large)")
-    ap.add_argument("--threads", default="1,2", help="thread counts for the Cython rows (default 1,2)")
-    ap.add_argument("--T", default="1,128", help="tokens per call (default 1,128)")
-    ap.add_argument("--formats", default=",".join(FORMATS_DEFAULT),
-                    help=f"weight formats (default {','.join(FORMATS_DEFAULT)})")
-    ap.add_argument("--no-numpy", action="store_true", help="skip the NumPy-reference rows")
-    ap.add_argument("--cold", action="store_true", help="cycle weight copies past the caches")
-    ap.add_argument("--quick", action="store_true", help="one shape (6912x2560), i2_s and tq2_0")
-    args = ap.parse_args(argv)
-    shapes = _parse_shapes(args.shapes) if args.shapes else None
-    run(shapes=shapes, Ts=tuple(int(t) for t in args.T.split(",")),
-        fmts=tuple(f.strip() for f in args.formats.split(",") if f.strip()),
-        threads=tuple(int(t) for t in args.threads.split(",")), numpy_rows=not args.no_numpy,
-        cold=args.cold, quick=args.quick)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -6,10 +6,9 @@ import numpy as np
 
 from .._errors import FormatError
 from .config import Config
-from .layers import BitLinear
-from .transformer import Layer, Transformer
+from .transformer import Transformer
 
-__all__ = ["Model", "build_from_hf", "PROFILES"]
+__all__ = ["Model", "PROFILES"]
 
 PROFILES = ("hf", "bitnet.cpp", "llama.cpp")
 
@@ -109,42 +108,5 @@ class Model:
 
 
 def kernels_backend() -> str:
-    from .. import backend
+    from .._backend import backend
     return backend()
-
-
-def build_from_hf(ckpt, profile: str = "hf") -> Transformer:
-    """A Transformer from an io.hf.HFCheckpoint."""
-    from ..io.hf import PROJ, SUB_NORM_NAMES, in_features, out_features
-
-    cfg = ckpt.config
-    hid = cfg.hidden_size
-    embed, edt = ckpt.matrix("model.embed_tokens.weight", (cfg.vocab_size, hid))
-    layers = []
-    for i in range(cfg.num_layers):
-        pre = f"model.layers.{i}."
-        lin = {k: BitLinear(pre + PROJ[k], ckpt.ternary(pre + PROJ[k], out_features(cfg, k),
-                                                        in_features(cfg, k)), profile)
-               for k in PROJ}
-        subs = {}
-        if cfg.sub_norms:
-            for key, names in SUB_NORM_NAMES.items():
-                found = [n for n in names if ckpt.has(pre + n)]
-                if not found:
-                    raise FormatError(f"{ckpt.dir}: missing {pre + names[0]!r} "
-                                      f"(or {pre + names[1]!r}) for architecture {cfg.arch}")
-                width = hid if key == "attn_sub_norm" else cfg.intermediate_size
-                if key == "attn_sub_norm":
-                    width = cfg.num_heads * cfg.head_dim
-                subs[key] = ckpt.float_tensor(pre + found[0], (width,))
-        layers.append(Layer(
-            attn_norm=ckpt.float_tensor(pre + "input_layernorm.weight", (hid,)),
-            ffn_norm=ckpt.float_tensor(pre + "post_attention_layernorm.weight", (hid,)),
-            **lin, **subs))
-    final = ckpt.float_tensor("model.norm.weight", (hid,))
-    lm_head, ldt = None, None
-    if ckpt.has("lm_head.weight") and not cfg.tie_word_embeddings:
-        lm_head, ldt = ckpt.matrix("lm_head.weight", (cfg.vocab_size, hid))
-    elif not cfg.tie_word_embeddings:
-        raise FormatError(f"{ckpt.dir}: tie_word_embeddings is false but there is no lm_head.weight")
-    return Transformer(cfg, embed, edt, layers, final, lm_head, ldt)

@@ -248,7 +248,8 @@ def dump(model, prompt_or_ids, out_dir: str, profile: str | None = None,
     accumulator (costs one more integer product per projection).  Returns the manifest
     (also written as out_dir/manifest.json).  The model is not modified.
     """
-    from .. import __version__, backend
+    from .._backend import backend
+    from .._version import __version__
     from ..model.model import PROFILES
 
     prof = model.profile if profile is None else profile

@@ -312,7 +312,7 @@ def vectors(fmt: str, out_dir: str, seed: int = 0) -> dict:
         if f not in FORMATS:
             raise FormatError(f"unknown weight format {f!r}; expected one of "
                               f"{', '.join(FORMATS)} or 'all'")
-    from .. import __version__
+    from .._version import __version__
 
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, INDEX)
