@@ -136,9 +136,8 @@ def test_i2_s_rejects_bad_shapes_and_sizes():
     with pytest.raises(minibit.FormatError, match="multiple of 128"):
         formats.encode("i2_s", np.ones((2, 100), np.float32))
     p = formats.encode("i2_s", np.ones((1, 128), np.float32))
-    short = formats.Packed("i2_s", (1, 128), p.data[:-1])
     with pytest.raises(minibit.FormatError, match="63 data bytes, expected 64"):
-        formats.decode(short)
+        formats.decode(formats.Packed("i2_s", (1, 128), p.data[:-1]))   # a Packed checks itself
 
 
 # ---- tq2_0 / tq1_0 against gguf-py -------------------------------------------------------

@@ -455,36 +455,36 @@ def test_format_errors(impl):
         return Packed(fmt, (64, 96), data, scale, params)
 
     bad = [
-        ("tl1_integer", (q, p2)),                                      # wrong format
-        ("tl2_integer", (q, p1)),
-        ("tl_integer", (q, Packed("i2_s", (64, 96), p1.data))),
-        ("tl_integer", (q, "not a tensor")),
-        ("tl1_integer", (q.astype(np.int16), p1)),                     # q dtype
-        ("tl1_integer", (q[:, :64], p1)),                              # q length
-        ("tl1_integer", (q[0], p1)),                                   # q not 2-D
-        ("tl1_integer", (q, tl("tl1", p1.data[:-1], p1.scale, p1.params))),      # data size
-        ("tl1_integer", (q, tl("tl1", p1.data.astype(np.int8), p1.scale, p1.params))),
-        ("tl1_integer", (q, tl("tl1", p1.data, p1.scale, {"BM": 48, "BK": 96, "bm": 32}))),
-        ("tl1_integer", (q, tl("tl1", p1.data, p1.scale, {"BM": 64}))),
-        ("tl2_integer", (q, tl("tl2", p2.data, p2.scale, {"BM": 64, "BK": 96, "bm": 64}))),
-        ("tl2_integer", (q, tl("tl2", p2.data, p2.scale, {**p2.params, "x": 1}))),
-        ("linear_tl", (x, tl("tl2", p2.data, None, p2.params))),                # no scale
-        ("linear_tl", (x, tl("tl2", p2.data, np.ones(2, np.float32), p2.params))),
-        ("linear_tl", (x[:, :64], p2)),
-        ("linear_tl", (np.full((1, 96), np.nan, np.float32), p2)),
-        ("tl_output", (np.zeros((1, 4), np.int64), np.ones(1, np.float32), np.float32(1))),
-        ("tl_output", (np.zeros((1, 4), np.int32), np.ones(2, np.float32), np.float32(1))),
-        ("tl_output", (np.zeros((1, 4), np.int32), np.ones(1, np.float64), np.float32(1))),
-        ("tmac_pack", (np.full((4, 4), 2, np.int8),)),
-        ("tmac_integer", (q, lut.tmac_pack(codes), 65)),               # planes hold 64 rows
-        ("tmac_integer", (q, lut.tmac_pack(codes)[:, :, :-1], 64)),
-        ("tmac_integer", (q, lut.tmac_pack(codes), 0)),
-        ("tmac_integer", (q, lut.tmac_pack(codes).astype(np.int8), 64)),
+        ("tl1_integer", lambda: (q, p2)),                                      # wrong format
+        ("tl2_integer", lambda: (q, p1)),
+        ("tl_integer", lambda: (q, Packed("i2_s", (64, 96), p1.data))),
+        ("tl_integer", lambda: (q, "not a tensor")),
+        ("tl1_integer", lambda: (q.astype(np.int16), p1)),                     # q dtype
+        ("tl1_integer", lambda: (q[:, :64], p1)),                              # q length
+        ("tl1_integer", lambda: (q[0], p1)),                                   # q not 2-D
+        ("tl1_integer", lambda: (q, tl("tl1", p1.data[:-1], p1.scale, p1.params))),      # data size
+        ("tl1_integer", lambda: (q, tl("tl1", p1.data.astype(np.int8), p1.scale, p1.params))),
+        ("tl1_integer", lambda: (q, tl("tl1", p1.data, p1.scale, {"BM": 48, "BK": 96, "bm": 32}))),
+        ("tl1_integer", lambda: (q, tl("tl1", p1.data, p1.scale, {"BM": 64}))),
+        ("tl2_integer", lambda: (q, tl("tl2", p2.data, p2.scale, {"BM": 64, "BK": 96, "bm": 64}))),
+        ("tl2_integer", lambda: (q, tl("tl2", p2.data, p2.scale, {**p2.params, "x": 1}))),
+        ("linear_tl", lambda: (x, tl("tl2", p2.data, None, p2.params))),                # no scale
+        ("linear_tl", lambda: (x, tl("tl2", p2.data, np.ones(2, np.float32), p2.params))),
+        ("linear_tl", lambda: (x[:, :64], p2)),
+        ("linear_tl", lambda: (np.full((1, 96), np.nan, np.float32), p2)),
+        ("tl_output", lambda: (np.zeros((1, 4), np.int64), np.ones(1, np.float32), np.float32(1))),
+        ("tl_output", lambda: (np.zeros((1, 4), np.int32), np.ones(2, np.float32), np.float32(1))),
+        ("tl_output", lambda: (np.zeros((1, 4), np.int32), np.ones(1, np.float64), np.float32(1))),
+        ("tmac_pack", lambda: (np.full((4, 4), 2, np.int8),)),
+        ("tmac_integer", lambda: (q, lut.tmac_pack(codes), 65)),               # planes hold 64 rows
+        ("tmac_integer", lambda: (q, lut.tmac_pack(codes)[:, :, :-1], 64)),
+        ("tmac_integer", lambda: (q, lut.tmac_pack(codes), 0)),
+        ("tmac_integer", lambda: (q, lut.tmac_pack(codes).astype(np.int8), 64)),
     ]
     for label, mod, simd in impl_modes(impl):
-        for name, args in bad:
+        for name, args in bad:             # args() inside: a bad Packed fails when it is made
             with pytest.raises(FormatError):
-                call(mod, simd, name, *args)
+                call(mod, simd, name, *args())
 
 
 @pytest.mark.parametrize("impl", ["ref", "twin"])

@@ -421,3 +421,5 @@ def test_encode_decode_bad_params():
             mod.decode(Packed(p.fmt, p.shape, p.data[:-1], p.scale, p.params))
         with pytest.raises(FormatError):
             mod.decode(Packed(p.fmt, p.shape, p.data, None, p.params))
+        with pytest.raises(FormatError):                          # an i2_s Packed, decoded as TL
+            mod.decode(Packed("i2_s", (32, 128), np.zeros(32 * 128 // 4 + 32, np.uint8)))

@@ -19,7 +19,14 @@ class Packed:
             [rows, bytes_per_row] for tq1_0/tq2_0, [ceil(rows/4), cols] for hf_packed).
     scale   np.float32 array for formats that keep the scale outside ``data``
             (hf_packed's ``weight_scale``, TL1/TL2's ``<name>_scale`` tensor), else None.
-    params  layout parameters that are not in the bytes (TL tiling: BM, BK, bm).
+    params  layout parameters that are not in the bytes (TL tiling: BM, BK, bm; none given
+            means the format's default_params, stored here once resolved).
+
+    A Packed checks itself once, when it is made, and raises FormatError naming the field:
+    a known format, a shape of two positive integers the format can hold, uint8 data of
+    exactly the format's ``data_shape`` (made C-contiguous), one finite float32 scale where
+    the format keeps it outside the bytes and none where it does not, a valid tiling.  Every
+    decoder and kernel then trusts it: none of them re-checks a byte count.
     """
 
     fmt: str
@@ -27,6 +34,46 @@ class Packed:
     data: np.ndarray
     scale: np.ndarray | None = None
     params: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        from . import module                  # the format's reference module knows its layout
+
+        mod = module(self.fmt)
+        try:
+            rows, cols = self.shape
+        except (TypeError, ValueError):
+            raise FormatError(f"{self.fmt}: shape must be (rows, cols), got {self.shape!r}") from None
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+                   and v > 0 for v in (rows, cols)):
+            raise FormatError(f"{self.fmt}: shape must be two positive integers, got {self.shape!r}")
+        shape = (int(rows), int(cols))
+        if not isinstance(self.params, dict):
+            raise FormatError(f"{self.fmt}: params must be a dict, got {self.params!r}")
+        params = mod.resolve_params(*shape, dict(self.params))
+        want = mod.data_shape(*shape, params)
+        d = self.data
+        if not isinstance(d, np.ndarray) or d.dtype != np.uint8:
+            raise FormatError(f"{self.fmt}: data must be a uint8 array, got "
+                              f"{getattr(d, 'dtype', type(d).__name__)}")
+        if d.shape != want:
+            n = int(np.prod(want))
+            raise FormatError(f"{self.fmt}: {d.size} data bytes, expected {n} (shape {want}) "
+                              f"for a {shape} matrix, got shape {d.shape}")
+        scale = self.scale
+        if mod.SCALE_OUTSIDE:
+            s = None if scale is None else np.asarray(scale)
+            if s is None or s.size != 1 or not np.issubdtype(s.dtype, np.floating):
+                raise FormatError(f"{self.fmt}: expected exactly one float32 scale, got {scale!r}")
+            scale = s.astype(np.float32).reshape(1)
+            if not np.isfinite(scale[0]):
+                raise FormatError(f"{self.fmt}: scale {scale[0]!r} is not finite")
+        elif scale is not None:
+            raise FormatError(f"{self.fmt}: keeps its scale inside the bytes; got a separate "
+                              f"scale {scale!r}")
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "data", np.ascontiguousarray(d))
+        object.__setattr__(self, "scale", scale)
+        object.__setattr__(self, "params", params)
 
     @property
     def nbytes(self) -> int:
@@ -73,26 +120,30 @@ def check_codes(codes, what: str = "codes") -> np.ndarray:
     return np.ascontiguousarray(c, dtype=np.int8)
 
 
-def check_data(p: Packed, expected_nbytes: int, expected_ndim_shape=None) -> np.ndarray:
-    """The packed bytes of ``p`` as C-contiguous uint8, checked against the expected size."""
-    d = np.asarray(p.data)
-    if d.dtype != np.uint8:
-        raise FormatError(f"{p.fmt}: data must be uint8, got {d.dtype}")
-    if expected_ndim_shape is not None and tuple(d.shape) != tuple(expected_ndim_shape):
-        raise FormatError(f"{p.fmt}: data shape {tuple(d.shape)} does not match "
-                          f"{tuple(expected_ndim_shape)} for a {p.shape} matrix")
-    if d.size != expected_nbytes:
-        raise FormatError(f"{p.fmt}: {d.size} data bytes, expected {expected_nbytes} for a "
-                          f"{p.shape} matrix")
+def check_data(data, fmt: str, rows: int, cols: int, params=None) -> np.ndarray:
+    """Bytes given without a Packed (a twin's arguments): C-contiguous uint8 of exactly the
+    format's ``data_shape``, or FormatError.  The same rule Packed applies to itself."""
+    from . import module
+
+    mod = module(fmt)
+    want = mod.data_shape(int(rows), int(cols), mod.resolve_params(rows, cols, dict(params or {})))
+    d = np.asarray(data)
+    if d.dtype != np.uint8 or d.shape != want:
+        raise FormatError(f"{fmt}: data must be uint8 of shape {want} for a ({rows}, {cols}) "
+                          f"matrix, got {d.dtype} {d.shape}")
     return np.ascontiguousarray(d)
+
+
+def no_params(fmt: str, rows: int, cols: int, params: dict) -> dict:
+    """resolve_params of a format without layout parameters: there must be none."""
+    if params:
+        raise FormatError(f"{fmt}: takes no layout parameters, got {sorted(params)}")
+    return {}
 
 
 def single_scale(p: Packed) -> np.float32:
     """The one float32 scale of a per-tensor-scale format kept outside its bytes."""
-    s = None if p.scale is None else np.asarray(p.scale, dtype=np.float32).reshape(-1)
-    if s is None or s.size != 1:
-        raise FormatError(f"{p.fmt}: expected exactly one float32 scale, got {p.scale!r}")
-    return np.float32(s[0])
+    return p.scale[0]
 
 
 def any_code_3(data: np.ndarray, chunk: int = 1 << 24) -> bool:

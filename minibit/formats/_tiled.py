@@ -14,7 +14,14 @@ import numpy as np
 from .. import _backend
 from .._errors import FormatError
 from ..quant import absmean_ternarize
-from ._packed import Packed, check_codes, check_data, check_matrix, single_scale
+from ._packed import Packed, check_codes, check_matrix, single_scale
+
+
+def as_int(fmt: str, name: str, v) -> int:
+    """A tiling parameter or dimension as a Python int (a bool or float is refused)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise FormatError(f"{fmt}: {name} must be an integer, got {v!r}")
+    return int(v)
 
 
 def resolve_params(mod, M: int, K: int, params: dict) -> dict:
@@ -26,7 +33,7 @@ def resolve_params(mod, M: int, K: int, params: dict) -> dict:
         return mod.default_params(M, K)
     if len(params) != 3:
         raise FormatError(f"{mod.FMT}: give all of BM, BK, bm or none of them, got {sorted(params)}")
-    p = {k: mod._as_int(k, params[k]) for k in ("BM", "BK", "bm")}
+    p = {k: as_int(mod.FMT, k, params[k]) for k in ("BM", "BK", "bm")}
     mod.check_params(M, K, **p)
     return p
 
@@ -50,10 +57,10 @@ def encode(mod, w, params: dict) -> Packed:
 
 
 def unpack_codes(mod, p: Packed):
+    """A valid Packed of mod's format -> (int8 codes [M, K], float32 scale)."""
     if p.fmt != mod.FMT:
         raise FormatError(f"{mod.FMT}: cannot decode a {p.fmt!r} tensor")
     M, K = p.shape
-    prm = resolve_params(mod, M, K, dict(p.params))
-    data = check_data(p, mod.nbytes(M, K), (mod.nbytes(M, K),))
-    codes = impl(mod).unpack(data, M, K, prm["BM"], prm["BK"], prm["bm"])   # [M, K] int8
+    prm = p.params                                   # resolved when the Packed was made
+    codes = impl(mod).unpack(p.data, M, K, prm["BM"], prm["BK"], prm["bm"])   # [M, K] int8
     return codes, single_scale(p)

@@ -31,6 +31,7 @@ Worked example: rows = 8, cols = 1, W[:, 0] = [1, 0, -1, 1, 0, 0, 1, -1] -> R = 
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import numpy as np
@@ -38,12 +39,21 @@ import numpy as np
 from .. import _backend
 from .._errors import FormatError
 from ..quant import absmean_ternarize
-from ._packed import Packed, check_codes, check_data, check_matrix, single_scale
+from ._packed import Packed, check_codes, check_matrix, no_params, single_scale
 
 __all__ = ["pack", "unpack", "encode", "decode", "pack_codes", "unpack_codes",
            "multiplier_from_weight_scale"]
 
 FMT = "hf_packed"
+
+
+SCALE_OUTSIDE = True     # weight_scale is its own tensor
+resolve_params = functools.partial(no_params, FMT)
+
+
+def data_shape(rows: int, cols: int, params: dict) -> tuple:
+    """uint8 [ceil(rows/4), cols]: four rows per byte."""
+    return (-(-rows // 4), cols)
 
 
 def pack(codes):
@@ -104,10 +114,7 @@ def pack_codes(codes, scale) -> Packed:
 
 def unpack_codes(p: Packed):
     """Packed -> (int8 codes [rows, cols], float32 multiplier)."""
-    rows, cols = p.shape
-    data = check_data(p, -(-rows // 4) * cols, (-(-rows // 4), cols))
-    scale = single_scale(p)
-    return _impl().unpack(data, rows), scale
+    return _impl().unpack(p.data, p.shape[0]), single_scale(p)
 
 
 def encode(w) -> Packed:

@@ -30,6 +30,7 @@ and 2 for the last sub-block, i.e. sub-blocks coded 0, 1, 2, 2::
 from __future__ import annotations
 
 import struct
+import functools
 import sys
 
 import numpy as np
@@ -37,7 +38,7 @@ import numpy as np
 from .. import _backend
 from .._errors import FormatError
 from ..quant import absmean_ternarize
-from ._packed import Packed, check_codes, check_data, check_matrix
+from ._packed import Packed, check_codes, check_matrix, no_params
 
 __all__ = ["pack", "unpack", "encode", "decode", "pack_codes", "unpack_codes", "nbytes", "QK_I2_S"]
 
@@ -55,6 +56,16 @@ def check_shape(rows: int, cols: int) -> None:
     if cols % QK_I2_S:
         raise FormatError(f"i2_s: row length {cols} is not a multiple of {QK_I2_S} "
                           f"(bitnet.cpp's I2_S blocks hold 128 codes of one row)")
+
+
+SCALE_OUTSIDE = False    # the float32 scale sits at byte n/4
+resolve_params = functools.partial(no_params, FMT)
+
+
+def data_shape(rows: int, cols: int, params: dict) -> tuple:
+    """uint8 [n/4 + 32], one flat array; rows of whole 128-code blocks."""
+    check_shape(rows, cols)
+    return (nbytes(rows, cols),)
 
 
 def pack(codes, scale):
@@ -97,9 +108,8 @@ def pack_codes(codes, scale) -> Packed:
 
 
 def unpack_codes(p: Packed):
-    rows, cols = p.shape
-    check_shape(rows, cols)
-    return _impl().unpack(check_data(p, nbytes(rows, cols)), rows, cols)
+    """Packed -> (int8 codes [rows, cols], float32 scale read from byte n/4)."""
+    return _impl().unpack(p.data, *p.shape)
 
 
 def encode(w) -> Packed:

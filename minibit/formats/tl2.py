@@ -114,9 +114,7 @@ PRESETS: dict[tuple[int, int], dict] = {
 
 
 def _as_int(name: str, v) -> int:
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-        raise FormatError(f"{FMT}: {name} must be an integer, got {v!r}")
-    return int(v)
+    return _tiled.as_int(FMT, name, v)
 
 
 def split_k(K: int, BK: int) -> tuple[int, int]:
@@ -288,9 +286,17 @@ def _impl():
     return _tiled.impl(sys.modules[__name__])
 
 
-def _params(M: int, K: int, params: dict) -> dict:
+SCALE_OUTSIDE = True     # the separate F32 "<name>_scale" tensor
+
+
+def resolve_params(M: int, K: int, params: dict) -> dict:
     """All three of BM, BK, bm from the caller, or default_params for none of them."""
     return _tiled.resolve_params(sys.modules[__name__], M, K, params)
+
+
+def data_shape(M: int, K: int, params: dict) -> tuple:
+    """uint8 [nbytes(M, K)], one flat array (the tiling is in params, not in the bytes)."""
+    return (nbytes(M, K),)
 
 
 def pack_codes(codes, scale, **params) -> Packed:

@@ -31,13 +31,14 @@ Worked example: trits (2, 0, 1, 2, 2) in one qs byte::
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import numpy as np
 
 from .. import _backend
 from .._errors import FormatError
-from ._packed import Packed, check_codes, check_data, check_matrix
+from ._packed import Packed, check_codes, check_matrix, no_params
 from .tq2_0 import QK_K, block_scales, check_shape, round_away
 
 __all__ = ["quantize", "dequantize", "unpack", "encode", "decode", "pack_codes", "unpack_codes",
@@ -47,6 +48,16 @@ FMT = "tq1_0"
 BLOCK_BYTES = 54
 _POW5 = np.array([81, 27, 9, 3, 1], dtype=np.int32)     # most significant trit first
 _POW4 = np.array([81, 27, 9, 3], dtype=np.int32)        # qh: 4 trits, then the x3
+
+
+SCALE_OUTSIDE = False    # fp16 d closes every block
+resolve_params = functools.partial(no_params, FMT)
+
+
+def data_shape(rows: int, cols: int, params: dict) -> tuple:
+    """uint8 [rows, cols/256 * 54]: each row its own run of blocks."""
+    check_shape(FMT, rows, cols)
+    return (rows, cols // QK_K * BLOCK_BYTES)
 
 
 def quantize(w):
@@ -115,15 +126,11 @@ def pack_codes(codes, scale) -> Packed:
     return encode(codes.astype(np.float32) * np.float32(scale))
 
 
-def _data(p: Packed):
-    rows, cols = p.shape
-    check_shape(FMT, rows, cols)
-    return check_data(p, rows * (cols // QK_K) * BLOCK_BYTES, (rows, cols // QK_K * BLOCK_BYTES))
-
-
 def unpack_codes(p: Packed):
-    return _impl().unpack(_data(p), *p.shape)
+    """Packed -> (int8 codes [rows, cols], float32 d [rows, nb])."""
+    return _impl().unpack(p.data, *p.shape)
 
 
 def decode(p: Packed) -> np.ndarray:
-    return _impl().dequantize(_data(p), *p.shape)
+    """Packed -> float32 [rows, cols] = (trit - 1) * d per block, as dequantize_row_tq1_0."""
+    return _impl().dequantize(p.data, *p.shape)

@@ -29,13 +29,14 @@ Worked example: a block whose values are x[e] = +d for e < 32, 0 for 32 <= e < 6
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import numpy as np
 
 from .. import _backend
 from .._errors import FormatError
-from ._packed import Packed, check_codes, check_data, check_matrix
+from ._packed import Packed, check_codes, check_matrix, no_params
 
 __all__ = ["quantize", "dequantize", "unpack", "encode", "decode", "pack_codes", "unpack_codes",
            "block_scales", "round_away", "QK_K", "BLOCK_BYTES"]
@@ -61,6 +62,16 @@ def check_shape(fmt: str, rows: int, cols: int) -> None:
     if cols % QK_K:
         raise FormatError(f"{fmt}: row length {cols} is not a multiple of {QK_K} "
                           f"(ggml's TQ blocks hold 256 values of one row)")
+
+
+SCALE_OUTSIDE = False    # fp16 d closes every block
+resolve_params = functools.partial(no_params, FMT)
+
+
+def data_shape(rows: int, cols: int, params: dict) -> tuple:
+    """uint8 [rows, cols/256 * 66]: each row its own run of blocks."""
+    check_shape(FMT, rows, cols)
+    return (rows, cols // QK_K * BLOCK_BYTES)
 
 
 def block_scales(fmt: str, w: np.ndarray):
@@ -141,14 +152,9 @@ def pack_codes(codes, scale) -> Packed:
 
 def unpack_codes(p: Packed):
     """Packed -> (int8 codes [rows, cols], float32 d [rows, nb])."""
-    rows, cols = p.shape
-    check_shape(FMT, rows, cols)
-    data = check_data(p, rows * (cols // QK_K) * BLOCK_BYTES, (rows, cols // QK_K * BLOCK_BYTES))
-    return _impl().unpack(data, rows, cols)
+    return _impl().unpack(p.data, *p.shape)
 
 
 def decode(p: Packed) -> np.ndarray:
-    rows, cols = p.shape
-    check_shape(FMT, rows, cols)
-    data = check_data(p, rows * (cols // QK_K) * BLOCK_BYTES, (rows, cols // QK_K * BLOCK_BYTES))
-    return _impl().dequantize(data, rows, cols)
+    """Packed -> float32 [rows, cols] = (code - 1) * d per block, as dequantize_row_tq2_0."""
+    return _impl().dequantize(p.data, *p.shape)

@@ -280,48 +280,19 @@ def _check_q(q, K: int | None = None, what: str = "q") -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def _tiling(fmt_mod, M: int, K: int, params) -> tuple[int, int, int]:
-    """(BM, BK, bm) from Packed.params: all three, or none for default_params."""
-    params = dict(params or {})
-    unknown = set(params) - {"BM", "BK", "bm"}
-    if unknown:
-        raise FormatError(f"{fmt_mod.FMT}: unknown parameter(s) {sorted(unknown)}; "
-                          f"expected BM, BK, bm")
-    if not params:
-        params = fmt_mod.default_params(M, K)
-    if len(params) != 3:
-        raise FormatError(f"{fmt_mod.FMT}: give all of BM, BK, bm or none of them, got "
-                          f"{sorted(params)}")
-    BM, BK, bm = params["BM"], params["BK"], params["bm"]
-    fmt_mod.check_params(M, K, BM, BK, bm)
-    return int(BM), int(BK), int(bm)
-
-
 def _check_tl(p, fmt: str):
-    """A TL Packed -> (M, K, BM, BK, bm, data uint8 [nbytes] C-contiguous), or FormatError."""
+    """A TL Packed -> (M, K, BM, BK, bm, data); a Packed is valid by construction."""
     if not isinstance(p, Packed):
         raise FormatError(f"{fmt}: expected a minibit.formats.Packed, got {type(p).__name__}")
     if p.fmt != fmt:
         raise FormatError(f"{fmt}: this kernel cannot run a {p.fmt!r} tensor")
-    mod = _tl1 if fmt == "tl1" else _tl2
-    try:
-        M, K = (int(v) for v in p.shape)
-    except (TypeError, ValueError):
-        raise FormatError(f"{fmt}: bad shape {p.shape!r}") from None
-    BM, BK, bm = _tiling(mod, M, K, p.params)
-    d = np.asarray(p.data)
-    if d.dtype != np.uint8 or d.ndim != 1 or d.size != mod.nbytes(M, K):
-        raise FormatError(f"{fmt}: data must be uint8 [{mod.nbytes(M, K)}] for a ({M}, {K}) "
-                          f"matrix, got {d.dtype} {d.shape}")
-    return M, K, BM, BK, bm, np.ascontiguousarray(d)
+    M, K = p.shape
+    return M, K, p.params["BM"], p.params["BK"], p.params["bm"], p.data
 
 
 def _weight_scale(p) -> np.float32:
     """The one float32 weight scale of a TL tensor (its ``<name>_scale``)."""
-    s = None if p.scale is None else np.asarray(p.scale).reshape(-1)
-    if s is None or s.size != 1 or s.dtype != np.float32:
-        raise FormatError(f"{p.fmt}: expected one float32 weight scale, got {p.scale!r}")
-    return s[0]
+    return p.scale[0]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ import numpy as np
 from .. import _backend
 from .._errors import FormatError
 from ..formats import Packed
+from ..formats._packed import check_data
 
 __all__ = ["integer_product", "lane_product", "linear_hf", "linear_i2s", "lane_sums",
            "code_matrix", "check_args", "packed_args", "apply", "TWINNED"]
@@ -88,23 +89,11 @@ def check_args(data, rows, cols, layout, q, lanes: bool = False):
         what = "i2_s" if layout == "i2_s" else "the bitnet.cpp profile (I2_S blocks)"
         raise FormatError(f"mad: {what} needs a row length that is a multiple of {QK}, "
                           f"got {cols}")
-    d = np.asarray(data)
-    if d.dtype != np.uint8:
-        raise FormatError(f"mad: packed data must be uint8, got {d.dtype}")
-    if layout == "i2_s":
-        need = rows * cols // 4 + 32
-        if d.ndim != 1 or d.size != need:
-            raise FormatError(f"mad: i2_s data of shape {d.shape}, expected ({need},) for a "
-                              f"({rows}, {cols}) weight")
-    else:
-        need = (-(-rows // 4), cols)
-        if d.shape != need:
-            raise FormatError(f"mad: hf_packed data of shape {d.shape}, expected {need} for a "
-                              f"({rows}, {cols}) weight")
+    d = check_data(data, layout, rows, cols)          # the format's own byte rule
     a = np.asarray(q)
     if a.dtype != np.int8 or a.ndim != 2 or a.shape[1] != cols:
         raise FormatError(f"mad: activations must be int8 [T, {cols}], got {a.dtype} {a.shape}")
-    return np.ascontiguousarray(d), np.ascontiguousarray(a)
+    return d, np.ascontiguousarray(a)
 
 
 def check_scales(T: int, s, sums=None):
@@ -121,21 +110,14 @@ def check_scales(T: int, s, sums=None):
 
 
 def packed_args(p: Packed, profile: str):
-    """(data, float32 scale) of an hf_packed or i2_s weight, checked for the profile."""
+    """(data, float32 scale) of a (valid) hf_packed or i2_s weight, for the profile."""
     rows, cols = p.shape
     if p.fmt == "i2_s":
-        d = np.asarray(p.data)
-        need = rows * cols // 4 + 32
-        if d.dtype != np.uint8 or d.size != need or cols % QK:
-            raise FormatError(f"i2_s: {d.size} {d.dtype} bytes for a {p.shape} weight, expected "
-                              f"{need} uint8 and a row length multiple of {QK}")
-        d = np.ascontiguousarray(d).reshape(-1)
+        d = p.data
         scale = d[rows * cols // 4:rows * cols // 4 + 4].view("<f4")[0]
     elif p.fmt == "hf_packed":
-        if p.scale is None or np.asarray(p.scale).size != 1:
-            raise FormatError("hf_packed: needs exactly one scale value (weight_scale)")
         d = p.data
-        scale = np.asarray(p.scale, dtype=np.float32).reshape(-1)[0]
+        scale = p.scale[0]
         if profile == "bitnet.cpp" and cols % QK:
             raise FormatError(f"hf_packed: the bitnet.cpp profile runs I2_S's 128-column blocks; "
                               f"a row length of {cols} is not a multiple of {QK}")

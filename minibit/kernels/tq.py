@@ -46,6 +46,7 @@ import numpy as np
 from .. import _backend
 from .._errors import FormatError
 from ..formats import Packed
+from ..formats._packed import check_data
 
 __all__ = ["block_sums", "linear_q8k", "code_blocks", "weight_scales", "check_args", "apply",
            "TWINNED"]
@@ -67,10 +68,7 @@ def check_args(data, rows, cols, fmt, q, d=None):
         raise FormatError(f"tq: weight shape ({rows}, {cols}) needs rows > 0 and a row length "
                           f"that is a positive multiple of {QK_K}")
     nb = cols // QK_K
-    a = np.asarray(data)
-    if a.dtype != np.uint8 or a.shape != (rows, nb * BLOCK_BYTES[fmt]):
-        raise FormatError(f"tq: {fmt} data {a.dtype} {a.shape}, expected uint8 "
-                          f"{(rows, nb * BLOCK_BYTES[fmt])}")
+    a = check_data(data, fmt, rows, cols)               # the format's own byte rule
     x = np.asarray(q)
     if x.dtype != np.int8 or x.ndim != 2 or x.shape[1] != cols:
         raise FormatError(f"tq: activations must be int8 [T, {cols}], got {x.dtype} {x.shape}")
@@ -80,7 +78,7 @@ def check_args(data, rows, cols, fmt, q, d=None):
             raise FormatError(f"tq: Q8_K scales must be float32 {(x.shape[0], nb)}, "
                               f"got {d.dtype} {d.shape}")
         d = np.ascontiguousarray(d)
-    return np.ascontiguousarray(a), np.ascontiguousarray(x), d
+    return a, np.ascontiguousarray(x), d
 
 
 def _trits(plane: np.ndarray, count: int) -> np.ndarray:
