@@ -36,6 +36,7 @@ import sys
 import numpy as np
 
 from .. import _backend
+from .._buffers import check_output
 from .._errors import FormatError
 
 __all__ = ["matmul_t", "project", "widen", "lane_dot", "LANES", "DTYPES"]
@@ -102,10 +103,7 @@ def lane_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def check_out(out, T: int, N: int):
     if out is None:
         return np.empty((T, N), dtype=np.float32)
-    if not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (T, N)
-            and out.flags.c_contiguous):
-        raise FormatError(f"dense: out must be a C-contiguous float32 array of shape {(T, N)}")
-    return out
+    return check_output(out, "dense: out", (np.float32,), shape=(T, N))
 
 
 def matmul_t(x, W, dtype, out=None):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _backend, kernels
+from .._buffers import check_output
 from ..kernels.dense import lane_dot
 from ..formats import Packed
 
@@ -110,11 +111,7 @@ def store_kv(cache: np.ndarray, start: int, x: np.ndarray) -> None:
 
 
 def check_store(cache, start, x):
-    if not (isinstance(cache, np.ndarray) and cache.ndim == 3 and cache.flags.c_contiguous
-            and cache.dtype in (np.float32, np.float16)):
-        raise ValueError("store_kv: the cache layer must be a C-contiguous float32 or float16 "
-                         f"[G, max_len, D] array, got {getattr(cache, 'dtype', type(cache))} "
-                         f"{getattr(cache, 'shape', '')}")
+    check_output(cache, "store_kv: the cache layer [G, max_len, D]", (np.float32, np.float16), 3)
     x = _f32(x, "store_kv: x", 3)
     T, G, D = x.shape
     if (G, D) != (cache.shape[0], cache.shape[2]) or not 0 <= start <= cache.shape[1] - T:
