@@ -19,7 +19,25 @@ import importlib
 import os
 import types
 
-__all__ = ["backend", "forced_pure", "fast_module", "select", "use"]
+__all__ = ["backend", "forced_pure", "fast_module", "select", "use", "twins", "TWINS"]
+
+# Every twin: minibit._fast.NAME -> its reference module.  setup.py builds one extension per
+# _fast/NAME.pyx; a name missing here, or a twin that did not build, shows in twins().
+TWINS = {
+    "quant": "minibit.quant",
+    "hf_packed": "minibit.formats.hf_packed",
+    "i2_s": "minibit.formats.i2_s",
+    "tq2_0": "minibit.formats.tq2_0",
+    "tq1_0": "minibit.formats.tq1_0",
+    "tl1": "minibit.formats.tl1",
+    "tl2": "minibit.formats.tl2",
+    "mad": "minibit.kernels.mad",
+    "tq": "minibit.kernels.tq",
+    "lut": "minibit.kernels.lut",
+    "dense": "minibit.kernels.dense",
+    "layers": "minibit.model.layers",
+    "sampling": "minibit.sampling",
+}
 
 
 def forced_pure() -> bool:
@@ -58,8 +76,10 @@ def use(which: str):
     global _override
     if which not in ("numpy", "cython"):
         raise ValueError(f"backend must be 'numpy' or 'cython', got {which!r}")
-    if which == "cython" and fast_module("quant") is None:
-        raise RuntimeError("the Cython twins are not built (pip install . with a C compiler)")
+    missing = [n for n, built in twins().items() if not built]
+    if which == "cython" and missing:
+        raise RuntimeError(f"the Cython twins {', '.join(missing)} are not built "
+                           f"(pip install . with a C compiler)")
     old, _override = _override, which
     try:
         yield
@@ -75,10 +95,21 @@ def select(name: str, reference: types.ModuleType) -> types.ModuleType:
     return twin if twin is not None else reference
 
 
-def backend() -> str:
-    """'cython' when the compiled twins are active, else 'numpy'."""
+def twins() -> dict:
+    """{twin name: True when minibit._fast.NAME was built and imports} for every twin."""
+    return {name: fast_module(name) is not None for name in TWINS}
+
+
+def backend(detail: bool = False):
+    """'cython' when every compiled twin is built and active, 'numpy' when the references run
+    (forced, or nothing built), 'partial' when only some twins were built (a failed compile;
+    each missing one runs its reference).  detail=True: {twin name: 'cython' | 'numpy'}."""
+    built = twins()
+    pure = _override == "numpy" or (_FORCED_PURE and _override is None)
+    if detail:
+        return {name: "numpy" if pure or not ok else "cython" for name, ok in built.items()}
     if _override is not None:
         return _override
-    if _FORCED_PURE:
+    if pure or not any(built.values()):
         return "numpy"
-    return "cython" if fast_module("quant") is not None else "numpy"
+    return "cython" if all(built.values()) else "partial"

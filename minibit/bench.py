@@ -35,7 +35,7 @@ def bench_formats(shape=FORMAT_SHAPE, repeat: int = 3, backends=None, fmts=forma
     w = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     mb = w.nbytes / 1e6
     if backends is None:
-        backends = ["numpy"] + (["cython"] if _backend.fast_module("quant") is not None else [])
+        backends = ["numpy"] + (["cython"] if all(_backend.twins().values()) else [])
     out = []
     for fmt in fmts:
         packed = {}

@@ -39,6 +39,9 @@ __all__ = [
     "quantize_q8_k",
     "QK_K",
 ]
+# the functions of the minibit._fast twin: same names, signatures and bytes
+TWINNED = ("absmean_ternarize", "quantize_act_hf", "quantize_act_i2s", "quantize_act_tl",
+           "quantize_q8_k")
 
 QK_K = 256          # ggml's super-block: Q8_K and TQ1_0/TQ2_0 blocks hold 256 values
 _EPS32 = np.float32(1e-5)

@@ -28,6 +28,8 @@ import numpy as np
 from ._errors import FormatError
 
 __all__ = ["SamplingParams", "apply_penalties", "candidates", "sample", "Sampler"]
+# the functions of the minibit._fast twin: same names, signatures and bytes
+TWINNED = ("candidates", "sample")
 
 
 @dataclass

@@ -29,22 +29,8 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
-# reference module path for each twin name
-REFERENCES = {
-    "quant": "minibit.quant",
-    "hf_packed": "minibit.formats.hf_packed",
-    "i2_s": "minibit.formats.i2_s",
-    "tq2_0": "minibit.formats.tq2_0",
-    "tq1_0": "minibit.formats.tq1_0",
-    "tl1": "minibit.formats.tl1",
-    "tl2": "minibit.formats.tl2",
-    "mad": "minibit.kernels.mad",
-    "tq": "minibit.kernels.tq",
-    "lut": "minibit.kernels.lut",
-    "sampling": "minibit.sampling",
-    "dense": "minibit.kernels.dense",
-    "layers": "minibit.model.layers",
-}
+# reference module path for each twin name (the package's own table)
+REFERENCES = _backend.TWINS
 
 
 def twin_pair(name):

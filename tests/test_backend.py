@@ -24,7 +24,8 @@ def _backend_in_subprocess(env_value):
 
 def test_purepython_forces_numpy():
     assert _backend_in_subprocess("1") == "numpy"
-    expected = "cython" if _backend.fast_module("quant") is not None else "numpy"
+    built = _backend.twins().values()
+    expected = "cython" if all(built) else "partial" if any(built) else "numpy"
     assert _backend_in_subprocess("0") == expected
     assert _backend_in_subprocess(None) == expected
 
@@ -45,3 +46,18 @@ def test_references_importable_by_name():
     from minibit.formats import hf_packed, i2_s, tl1, tl2, tq1_0, tq2_0  # noqa: F401
     from minibit import quant, sampling  # noqa: F401
     assert callable(tq2_0.quantize) and callable(quant.quantize_act_hf)
+
+
+def test_backend_reports_every_twin():
+    """backend(detail=True) names every twin; CI (MINIBIT_REQUIRE_FAST=1) needs all built."""
+    detail = minibit.backend(detail=True)
+    assert set(detail) == set(_backend.TWINS)
+    on_disk = {os.path.splitext(n)[0] for n in os.listdir(os.path.join(os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__))), "_fast")) if n.endswith(".pyx")}
+    assert on_disk == set(_backend.TWINS)          # a new .pyx must be listed in TWINS
+    if _backend.forced_pure():
+        assert set(detail.values()) == {"numpy"}
+    elif os.environ.get("MINIBIT_REQUIRE_FAST") == "1":
+        missing = [n for n, ok in _backend.twins().items() if not ok]
+        assert missing == [], f"twins not built: {missing}"
+        assert set(detail.values()) == {"cython"} and minibit.backend() == "cython"

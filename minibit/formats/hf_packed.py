@@ -43,6 +43,8 @@ from ._packed import Packed, check_codes, check_matrix, no_params, single_scale
 
 __all__ = ["pack", "unpack", "encode", "decode", "pack_codes", "unpack_codes",
            "multiplier_from_weight_scale"]
+# the functions of the minibit._fast twin: same names, signatures and bytes
+TWINNED = ("pack", "unpack")
 
 FMT = "hf_packed"
 

@@ -41,6 +41,8 @@ from ..quant import absmean_ternarize
 from ._packed import Packed, check_codes, check_matrix, no_params
 
 __all__ = ["pack", "unpack", "encode", "decode", "pack_codes", "unpack_codes", "nbytes", "QK_I2_S"]
+# the functions of the minibit._fast twin: same names, signatures and bytes
+TWINNED = ("pack", "unpack")
 
 FMT = "i2_s"
 QK_I2_S = 128      # codes per block (x86 / on-disk layout)

@@ -86,6 +86,8 @@ from ._packed import Packed, check_codes
 
 __all__ = ["PRESETS", "default_params", "check_params", "split_k", "nbytes", "pack", "unpack", "pack_codes", "unpack_codes",
            "encode", "decode"]
+# the functions of the minibit._fast twin: same names, signatures and bytes
+TWINNED = ("pack", "unpack")
 
 FMT = "tl2"
 BM_MAX = 256         # largest tile the generic rule picks

@@ -43,6 +43,8 @@ from .tq2_0 import QK_K, block_scales, check_shape, round_away
 
 __all__ = ["quantize", "dequantize", "unpack", "encode", "decode", "pack_codes", "unpack_codes",
            "BLOCK_BYTES"]
+# the functions of the minibit._fast twin: same names, signatures and bytes
+TWINNED = ("quantize", "unpack", "dequantize")
 
 FMT = "tq1_0"
 BLOCK_BYTES = 54

@@ -40,6 +40,8 @@ from ._packed import Packed, check_codes, check_matrix, no_params
 
 __all__ = ["quantize", "dequantize", "unpack", "encode", "decode", "pack_codes", "unpack_codes",
            "block_scales", "round_away", "QK_K", "BLOCK_BYTES"]
+# the functions of the minibit._fast twin: same names, signatures and bytes
+TWINNED = ("quantize", "unpack", "dequantize")
 
 FMT = "tq2_0"
 QK_K = 256
