@@ -26,6 +26,7 @@ EXAMPLES = """examples:
   minibit convert DIR out.gguf --to tq2_0            a GGUF file for llama.cpp (i2_s: bitnet.cpp)
   minibit dump "Hello" --out d1 --profile hf        per-layer tensors to diff an engine against
   minibit compare d1 d2 --fail-above 1e-3           where two dumps diverge
+  minibit serve --port 8080          OpenAI-compatible API and a chat page on 127.0.0.1
 """
 
 
@@ -252,6 +253,12 @@ def cmd_bench(argv) -> int:
     return bench.main(argv)
 
 
+def cmd_serve(argv) -> int:
+    # `minibit serve` lives in minibit/server/run.py (its own parser; needs the server extra)
+    from .server.run import main
+    return main(argv, parser_class=Parser)
+
+
 COMMANDS = {
     "generate": (cmd_generate, "continue a prompt, streaming"),
     "chat": (cmd_chat, "chat through the model's template"),
@@ -262,6 +269,7 @@ COMMANDS = {
     "vectors": (_oracle("main_vectors"), "kernel test vectors for another engine's tests"),
     "perplexity": (_oracle("main_perplexity"), "perplexity and bits per byte of a text file"),
     "inspect": (cmd_inspect, "show the tensors of a checkpoint"),
+    "serve": (cmd_serve, "an OpenAI-compatible HTTP server with a chat page"),
 }
 
 
