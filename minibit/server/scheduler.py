@@ -61,21 +61,21 @@ class Job:
         self._events: asyncio.Queue = asyncio.Queue()
         self._cancelled = threading.Event()
         self._scheduler: Scheduler | None = None
-        self.steps = 0               # next() calls the worker made (pieces and the last one)
+        self.finished = False        # set by the worker before it posts "done" or "error"
 
     @property
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
 
     def cancel(self) -> None:
-        """Stop this job (from any thread): it leaves the queue, or its slot before its
-        next step.  Harmless after it finished."""
+        """Stop this job (from any thread): it leaves the queue at once, or its slot before
+        its next step.  Harmless after it finished."""
         if self._cancelled.is_set():
             return
         self._cancelled.set()
         self._post(("cancelled", None))
-        if self._scheduler is not None:
-            self._scheduler._forget(self)
+        if self._scheduler is not None and not self.finished:
+            self._scheduler._cancelled(self)
 
     def _post(self, event) -> None:
         try:
@@ -99,8 +99,11 @@ class Scheduler:
     """The worker thread, its FIFO queue and its ``slots`` turn-taking places.
 
     ``submit(job)`` queues a job (QueueFull past ``max_queue`` waiting jobs, ShuttingDown
-    after ``stop()``).  ``stats()`` counts what happened; ``wait_until(pred)`` blocks until
-    ``pred(stats())`` holds (tests use it instead of sleeping).
+    after ``stop()``).  ``stats()`` says how many jobs are active and queued, and counts
+    the submitted ones and how they ended: completed, failed, or cancelled (counted when
+    ``cancel()`` is called, e.g. when the client disconnected; the job's slot is free once
+    it is no longer active).  ``wait_until(pred)`` blocks until ``pred(stats())`` holds
+    (tests use it instead of sleeping).
     """
 
     def __init__(self, model, slots: int = 4, max_queue: int = 64):
@@ -160,15 +163,15 @@ class Scheduler:
         with self._cv:
             return self._cv.wait_for(lambda: pred(self._stats()), timeout)
 
-    def _forget(self, job: Job) -> None:
-        """A cancelled job leaves the queue now (an active one: at the worker's next turn)."""
+    def _cancelled(self, job: Job) -> None:
+        """A job was cancelled: it leaves the queue now (an active one: at the worker's next
+        turn, after the token being computed, if any)."""
         with self._cv:
+            self._counts["cancelled"] += 1
             try:
                 self._waiting.remove(job)
             except ValueError:
                 pass
-            else:
-                self._counts["cancelled"] += 1
             self._cv.notify_all()
 
     # -- the worker ----------------------------------------------------------------------
@@ -193,18 +196,21 @@ class Scheduler:
         outcome = None
         try:
             if job.cancelled:
-                outcome = "cancelled"
+                outcome = "dropped"  # counted as "cancelled" when cancel() was called
             elif pieces is None:     # admitted on this turn: build its iterator (no decoding yet)
                 pieces = self.model.generate(job.prompt, stream=True, result=job.result, **job.kwargs)
                 self._replace(job, pieces)
             else:
-                job.steps += 1
                 try:
-                    job._post(("piece", next(pieces)))
+                    piece = next(pieces)
                 except StopIteration:
+                    job.finished = True
                     job._post(("done", job.result))
                     outcome = "completed"
+                else:
+                    job._post(("piece", piece))
         except Exception as e:       # a bad request that slipped through, or a bug: this job only
+            job.finished = True
             job._post(("error", e))
             outcome = "failed"
         if outcome is not None:
@@ -219,5 +225,6 @@ class Scheduler:
     def _retire(self, job, outcome: str) -> None:
         with self._cv:
             self._active = [(j, p) for j, p in self._active if j is not job]
-            self._counts[outcome] += 1
+            if outcome != "dropped":
+                self._counts[outcome] += 1
             self._cv.notify_all()
