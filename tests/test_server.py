@@ -238,8 +238,8 @@ def test_health_answers_during_a_generation(gated, model):
     c, r, lines = _stream_request(gated.url, {"model": "demo", "prompt": PROMPTS[0],
                                               "max_tokens": 12, "temperature": 0, "stream": True})
     try:
-        gated.gate.release(3)                    # the prefill and two tokens
-        gated.gate.wait_arrivals(4)              # the third token's pass waits for a permit
+        gated.gate.release(3)                    # the prefill and two decode passes: 3 tokens
+        gated.gate.wait_arrivals(4)              # the fourth token's pass waits for a permit
         h = httpx.get(gated.url + "/health", timeout=10)
         assert h.status_code == 200 and h.json()["active"] == 1
         assert httpx.get(gated.url + "/v1/models", timeout=10).status_code == 200
