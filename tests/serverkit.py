@@ -125,3 +125,83 @@ def sse_events(lines):
             yield data
             return
         yield json.loads(data)
+
+
+class ServeProcess:
+    """``with ServeProcess("--slots", "2") as p:`` runs ``python -m minibit serve --port 0 ...``
+    in a subprocess; p.url is read from the line it prints (select with a deadline), p.proc
+    is the Popen, p.stderr_text what it printed (a thread drains the pipe).  Leaving the
+    block kills the server if it still runs."""
+
+    def __init__(self, *args, timeout=120.0):
+        import re
+        import subprocess
+        import sys
+        import time
+
+        env = dict(os.environ)
+        env.pop("PYTHONWARNINGS", None)
+        self.proc = subprocess.Popen([sys.executable, "-m", "minibit", "serve", "--port", "0", *args],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, bufsize=0, env=env)
+        self._buf = b""
+        self.url = None
+        deadline = time.monotonic() + timeout
+        try:
+            while self.url is None:
+                if not self._read_some(deadline):
+                    raise AssertionError(f"minibit serve printed no address: {self.stderr_text}")
+                m = re.search(r"on (http://127\.0\.0\.1:\d+)/", self.stderr_text)
+                if m:
+                    self.url = m.group(1)
+        except BaseException:
+            self.kill()
+            raise
+        self._drain = threading.Thread(target=self._drain_rest, daemon=True)
+        self._drain.start()
+
+    @property
+    def stderr_text(self):
+        return self._buf.decode(errors="replace")
+
+    def _read_some(self, deadline):
+        """Append what the server printed; False at EOF or when the deadline passes."""
+        import select
+        import time
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([self.proc.stderr], [], [], left)[0]:
+            return False
+        chunk = os.read(self.proc.stderr.fileno(), 1 << 16)
+        self._buf += chunk
+        return bool(chunk)
+
+    def _drain_rest(self):
+        while True:
+            chunk = os.read(self.proc.stderr.fileno(), 1 << 16)
+            if not chunk:
+                return
+            self._buf += chunk
+
+    def rss_kib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS line")
+
+    def wait(self, timeout):
+        rc = self.proc.wait(timeout)
+        if hasattr(self, "_drain"):
+            self._drain.join(10)
+        return rc
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.kill()
