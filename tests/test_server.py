@@ -303,6 +303,53 @@ def test_disconnect_while_queued_leaves_the_queue(gated, model):
     assert gate.calls and all(k is gate.calls[0] for k in gate.calls), "the queued job ran"
 
 
+def test_disconnect_while_waiting_for_a_whole_answer(gated, model):
+    """A non-streamed request whose client leaves mid-generation is cancelled too."""
+    import socket
+    body = json.dumps({"model": "demo", "prompt": PROMPTS[2], "max_tokens": 50, "temperature": 0}).encode()
+    host, port = gated.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        gated.gate.release(2)
+        gated.gate.wait_arrivals(3)              # parked in the third forward pass
+    assert gated.scheduler.wait_until(lambda s: s["cancelled"] == 1)
+    gated.gate.release(1000)
+    assert gated.scheduler.wait_until(lambda s: s["active"] == 0)
+    assert len(gated.gate.calls) == 3
+    r = httpx.post(gated.url + "/v1/completions", timeout=120,
+                   json={"model": "demo", "prompt": PROMPTS[2], "max_tokens": 5, "temperature": 0})
+    assert r.json()["choices"][0]["text"] == model.generate(PROMPTS[2], max_new_tokens=5, temperature=0.0)
+
+
+class BrokenModel(GatedModel):
+    """The demo model, whose forward pass fails for prompts that mention "boom"."""
+
+    def generate(self, prompt, **kw):
+        self.boom = "boom" in prompt
+        return super().generate(prompt, **kw)
+
+    def forward(self, ids, cache, last_only=False, trace=None):
+        if self.boom:
+            raise RuntimeError("a kernel failed")
+        return self._model.forward(ids, cache, last_only=last_only, trace=trace)
+
+
+def test_a_failing_generation_is_a_500_and_the_server_goes_on(model):
+    with LiveServer(create_app(BrokenModel(model), model_id="demo", slots=1)) as s:
+        bad = {"model": "demo", "prompt": "boom", "max_tokens": 4}
+        r = httpx.post(s.url + "/v1/completions", json=bad, timeout=60)
+        assert r.status_code == 500 and r.json()["error"]["type"] == "server_error"
+        assert "a kernel failed" in r.json()["error"]["message"]
+        with httpx.stream("POST", s.url + "/v1/completions", json=dict(bad, stream=True), timeout=60) as st:
+            events = list(sse_events(st.iter_lines()))
+        assert events[-1] == "[DONE]" and events[0]["error"]["type"] == "server_error"
+        ok = httpx.post(s.url + "/v1/completions", timeout=60,
+                        json={"model": "demo", "prompt": "Emma", "max_tokens": 6, "temperature": 0})
+        assert ok.json()["choices"][0]["text"] == model.generate("Emma", max_new_tokens=6, temperature=0.0)
+        assert s.scheduler.stats()["failed"] == 2
+
+
 # -- bad input: a 4xx with an OpenAI error body, and nothing changes ------------------------
 
 LONG_PROMPT = " ".join(["word"] * 300)
