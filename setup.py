@@ -118,17 +118,21 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=["minibit", "minibit.formats", "minibit.kernels", "minibit.model", "minibit.io",
-              "minibit.io.gguf", "minibit.oracle", "minibit.cli", "minibit._fast", "minibit.data"],
+              "minibit.io.gguf", "minibit.oracle", "minibit.cli", "minibit.server", "minibit._fast",
+              "minibit.data"],
     package_dir={"minibit": "minibit", "minibit._fast": "_fast", "minibit.data": "data"},
     package_data={"minibit.data": ["*.json", "*.safetensors", "*.txt", "*.md", "*/*"],
-                  "minibit._fast": ["*.h", "*.pyx"]},
+                  "minibit._fast": ["*.h", "*.pyx"], "minibit.server": ["*.html"]},
     include_package_data=False,
     ext_modules=_extensions(),
     cmdclass={"build_ext": OptionalBuildExt},
     install_requires=["numpy>=1.24", "tokenizers>=0.15", "safetensors>=0.4", "tqdm>=4.60",
                       "gguf>=0.10", "jinja2>=3.0"],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6.80", "gguf>=0.10"],
+        # the openai client and httpx drive `minibit serve` in tests/test_server*.py
+        "test": ["pytest>=7", "hypothesis>=6.80", "gguf>=0.10", "openai>=1.30", "httpx>=0.25"],
+        # `minibit serve` (minibit/server): Starlette routes on uvicorn, pydantic schemas
+        "server": ["starlette>=0.37", "uvicorn>=0.30", "pydantic>=2.5"],
         # independent oracles for the tests: transformers' BitNet (CPU torch, local wheel)
         "crosscheck": ["torch==2.13.0", "transformers>=4.51", "accelerate>=1.0"],
         # the executable tutorials (plots saved as PNG when headless)

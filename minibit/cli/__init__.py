@@ -22,7 +22,7 @@ __all__ = ["main", "COMMANDS", "Parser"]
 
 # The subcommands, in the order `minibit --help` lists them: NAME -> module minibit.cli.NAME
 COMMANDS = ("generate", "chat", "convert", "bench", "dump", "compare", "vectors", "perplexity",
-            "inspect")
+            "inspect", "serve")
 
 
 def command(name: str):

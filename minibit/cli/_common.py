@@ -17,6 +17,7 @@ EXAMPLES = """examples:
   minibit convert DIR out.gguf --to tq2_0            a GGUF file for llama.cpp (i2_s: bitnet.cpp)
   minibit dump "Hello" --out d1 --profile hf        per-layer tensors to diff an engine against
   minibit compare d1 d2 --fail-above 1e-3           where two dumps diverge
+  minibit serve --port 8080          OpenAI-compatible API and a chat page on 127.0.0.1
 """
 
 PROFILE_CHOICES = ["hf", "bitnet.cpp", "llama.cpp"]
