@@ -60,7 +60,7 @@ import numpy as np
 
 from .._errors import FormatError
 from . import _tiled
-from ._packed import Packed, check_codes
+from ._packed import check_codes
 
 __all__ = ["PRESETS", "default_params", "check_params", "nbytes", "pack", "unpack", "pack_codes", "unpack_codes",
            "encode", "decode"]
@@ -191,45 +191,8 @@ def unpack(data, M, K, BM, BK, bm) -> np.ndarray:
     return codes
 
 
-def _impl():
-    return _tiled.impl(sys.modules[__name__])
-
-
 SCALE_OUTSIDE = True     # the separate F32 "<name>_scale" tensor
 
-
-def resolve_params(M: int, K: int, params: dict) -> dict:
-    """All three of BM, BK, bm from the caller, or default_params for none of them."""
-    return _tiled.resolve_params(sys.modules[__name__], M, K, params)
-
-
-def data_shape(M: int, K: int, params: dict) -> tuple:
-    """uint8 [nbytes(M, K)], one flat array (the tiling is in params, not in the bytes)."""
-    return (nbytes(M, K),)
-
-
-def pack_codes(codes, scale, **params) -> Packed:
-    """int8 ternary codes [M, K] and the tensor scale -> Packed (``params``: BM, BK, bm, or
-    default_params(M, K))."""
-    return _tiled.pack_codes(sys.modules[__name__], codes, scale, params)
-
-
-def encode(w, **params) -> Packed:
-    """float32 [M, K] -> Packed: absmean ternarization, then the TL1 bytes.
-
-    ``params`` are BM, BK, bm (all three), else default_params(M, K).  The scale is what
-    bitnet.cpp stores in ``<name>_scale``: max |w| of the ternarized tensor, i.e. the
-    absmean scale, or 0 when every code is 0.
-    """
-    return _tiled.encode(sys.modules[__name__], w, params)
-
-
-def unpack_codes(p: Packed):
-    """Packed -> (int8 codes [M, K], float32 scale)."""
-    return _tiled.unpack_codes(sys.modules[__name__], p)
-
-
-def decode(p: Packed) -> np.ndarray:
-    """Packed -> float32 [M, K] = codes * scale."""
-    codes, scale = unpack_codes(p)
-    return codes.astype(np.float32) * scale            # [M, K] float32
+# the Packed-level functions, shared with the other TL layout (formats/_tiled.py)
+_impl, resolve_params, data_shape, pack_codes, encode, unpack_codes, decode = \
+    _tiled.packed_api(sys.modules[__name__])

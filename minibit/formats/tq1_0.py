@@ -31,15 +31,13 @@ Worked example: trits (2, 0, 1, 2, 2) in one qs byte::
 
 from __future__ import annotations
 
-import functools
 import sys
 
 import numpy as np
 
-from .. import _backend
 from .._errors import FormatError
-from ._packed import Packed, check_codes, check_matrix, no_params
-from .tq2_0 import QK_K, block_scales, check_shape, round_away
+from ._packed import check_matrix
+from .tq2_0 import QK_K, block_scales, check_shape, packed_api, round_away
 
 __all__ = ["quantize", "dequantize", "unpack", "encode", "decode", "pack_codes", "unpack_codes",
            "BLOCK_BYTES"]
@@ -50,16 +48,6 @@ FMT = "tq1_0"
 BLOCK_BYTES = 54
 _POW5 = np.array([81, 27, 9, 3, 1], dtype=np.int32)     # most significant trit first
 _POW4 = np.array([81, 27, 9, 3], dtype=np.int32)        # qh: 4 trits, then the x3
-
-
-SCALE_OUTSIDE = False    # fp16 d closes every block
-resolve_params = functools.partial(no_params, FMT)
-
-
-def data_shape(rows: int, cols: int, params: dict) -> tuple:
-    """uint8 [rows, cols/256 * 54]: each row its own run of blocks."""
-    check_shape(FMT, rows, cols)
-    return (rows, cols // QK_K * BLOCK_BYTES)
 
 
 def quantize(w):
@@ -113,26 +101,8 @@ def dequantize(data, rows, cols):
     return (codes.reshape(rows, nb, QK_K).astype(np.float32) * d[..., None]).reshape(rows, cols)
 
 
-def _impl():
-    return _backend.select("tq1_0", sys.modules[__name__])
+SCALE_OUTSIDE = False    # fp16 d closes every block
 
-
-def encode(w) -> Packed:
-    """float32 [rows, cols] -> Packed; data.tobytes() equals gguf.quants.quantize(w, TQ1_0)."""
-    w = check_matrix(w)
-    return Packed(FMT, w.shape, _impl().quantize(w), None)
-
-
-def pack_codes(codes, scale) -> Packed:
-    codes = check_codes(codes)
-    return encode(codes.astype(np.float32) * np.float32(scale))
-
-
-def unpack_codes(p: Packed):
-    """Packed -> (int8 codes [rows, cols], float32 d [rows, nb])."""
-    return _impl().unpack(p.data, *p.shape)
-
-
-def decode(p: Packed) -> np.ndarray:
-    """Packed -> float32 [rows, cols] = (trit - 1) * d per block, as dequantize_row_tq1_0."""
-    return _impl().dequantize(p.data, *p.shape)
+# the Packed-level functions, shared with TQ2_0 (formats/tq2_0.py packed_api)
+_impl, resolve_params, data_shape, encode, pack_codes, unpack_codes, decode = \
+    packed_api(sys.modules[__name__])

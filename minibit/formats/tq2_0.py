@@ -66,16 +66,6 @@ def check_shape(fmt: str, rows: int, cols: int) -> None:
                           f"(ggml's TQ blocks hold 256 values of one row)")
 
 
-SCALE_OUTSIDE = False    # fp16 d closes every block
-resolve_params = functools.partial(no_params, FMT)
-
-
-def data_shape(rows: int, cols: int, params: dict) -> tuple:
-    """uint8 [rows, cols/256 * 66]: each row its own run of blocks."""
-    check_shape(FMT, rows, cols)
-    return (rows, cols // QK_K * BLOCK_BYTES)
-
-
 def block_scales(fmt: str, w: np.ndarray):
     """Per-block d = max|x| and id = 1/d (0 for an empty block or when 1/d overflows),
     both float32 [rows, nb]."""
@@ -135,28 +125,44 @@ def dequantize(data, rows, cols):
     return (codes.reshape(rows, nb, QK_K).astype(np.float32) * d[..., None]).reshape(rows, cols)
 
 
-def _impl():
-    return _backend.select("tq2_0", sys.modules[__name__])
+def packed_api(mod):
+    """The Packed-level functions of a TQ format, bound to its reference module ``mod``:
+    (_impl, resolve_params, data_shape, encode, pack_codes, unpack_codes, decode).  TQ1_0 and
+    TQ2_0 differ only in their block bytes (mod.quantize / unpack / dequantize, BLOCK_BYTES)."""
+
+    def impl():
+        return _backend.select(mod.FMT, mod)           # the Cython twin, or mod itself
+
+    def data_shape(rows: int, cols: int, params: dict) -> tuple:
+        """uint8 [rows, cols/256 * BLOCK_BYTES]: each row its own run of blocks."""
+        check_shape(mod.FMT, rows, cols)
+        return (rows, cols // QK_K * mod.BLOCK_BYTES)
+
+    def encode(w) -> Packed:
+        """float32 [rows, cols] -> Packed; data.tobytes() equals gguf.quants.quantize(w, TQx_0)."""
+        w = check_matrix(w)
+        return Packed(mod.FMT, w.shape, impl().quantize(w), None)
+
+    def pack_codes(codes, scale) -> Packed:
+        """Ternary codes and a per-tensor scale -> Packed (each block's d = scale, as the
+        converters write codes * scale and quantize that)."""
+        codes = check_codes(codes)
+        return encode(codes.astype(np.float32) * np.float32(scale))
+
+    def unpack_codes(p: Packed):
+        """Packed -> (int8 codes [rows, cols], float32 d [rows, nb])."""
+        return impl().unpack(p.data, *p.shape)
+
+    def decode(p: Packed) -> np.ndarray:
+        """Packed -> float32 [rows, cols] = (code - 1) * d per block, as dequantize_row_tqx_0."""
+        return impl().dequantize(p.data, *p.shape)
+
+    return (impl, functools.partial(no_params, mod.FMT), data_shape, encode, pack_codes,
+            unpack_codes, decode)
 
 
-def encode(w) -> Packed:
-    """float32 [rows, cols] -> Packed; data.tobytes() equals gguf.quants.quantize(w, TQ2_0)."""
-    w = check_matrix(w)
-    return Packed(FMT, w.shape, _impl().quantize(w), None)
+SCALE_OUTSIDE = False    # fp16 d closes every block
 
-
-def pack_codes(codes, scale) -> Packed:
-    """Ternary codes and a per-tensor scale -> Packed (each block's d = scale, as the
-    converters write codes * scale and quantize that)."""
-    codes = check_codes(codes)
-    return encode(codes.astype(np.float32) * np.float32(scale))
-
-
-def unpack_codes(p: Packed):
-    """Packed -> (int8 codes [rows, cols], float32 d [rows, nb])."""
-    return _impl().unpack(p.data, *p.shape)
-
-
-def decode(p: Packed) -> np.ndarray:
-    """Packed -> float32 [rows, cols] = (code - 1) * d per block, as dequantize_row_tq2_0."""
-    return _impl().dequantize(p.data, *p.shape)
+# the Packed-level functions, shared with TQ1_0
+_impl, resolve_params, data_shape, encode, pack_codes, unpack_codes, decode = \
+    packed_api(sys.modules[__name__])

@@ -112,7 +112,6 @@ import numpy as np
 
 from .. import _backend
 from .._errors import FormatError
-from ..formats import tl1 as _tl1
 from ..formats import tl2 as _tl2
 from ..formats._packed import Packed, check_codes
 from ..quant import quantize_act_tl
