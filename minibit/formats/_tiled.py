@@ -18,11 +18,55 @@ from ..quant import absmean_ternarize
 from ._packed import Packed, check_codes, check_matrix, single_scale
 
 
+# bitnet.cpp's tilings per shape, from microsoft/BitNet@16da220
+# preset_kernels/<model>/kernel_config_tl1.ini and kernel_config_tl2.ini (the ini keys are m,
+# k, bm = BM, bk = BK, bmm = bm):   (M, K): ((TL1 BM, BK, bm), (TL2 BM, BK, bm))
+PRESET_TABLE = {
+    # bitnet_b1_58-large
+    (1536, 4096): ((256, 128, 32), (256, 96, 32)),
+    (1536, 1536): ((128, 64, 64), (128, 192, 32)),
+    (4096, 1536): ((256, 128, 32), (256, 96, 32)),   # TL2 ini says bmm = 64: IndexError in bitnet.cpp
+    # bitnet_b1_58-3B
+    (3200, 8640): ((160, 64, 32), (160, 96, 32)),
+    (3200, 3200): ((320, 128, 64), (320, 96, 32)),
+    (8640, 3200): ((320, 64, 32), (320, 96, 32)),
+    # Llama3-8B-1.58-100B-tokens
+    (14336, 4096): ((256, 128, 64), (256, 96, 32)),
+    (4096, 14336): ((256, 128, 32), (128, 96, 32)),
+    (1024, 4096): ((128, 64, 64), (256, 96, 32)),
+    (4096, 4096): ((128, 64, 32), (128, 96, 32)),
+}
+
+
+def presets(which: int) -> dict:
+    """{(M, K): {"BM", "BK", "bm"}} of TL1 (which=0) or TL2 (which=1)."""
+    return {shape: dict(zip(("BM", "BK", "bm"), tiles[which]))
+            for shape, tiles in PRESET_TABLE.items()}
+
+
 def as_int(fmt: str, name: str, v) -> int:
     """A tiling parameter or dimension as a Python int (a bool or float is refused)."""
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
         raise FormatError(f"{fmt}: {name} must be an integer, got {v!r}")
     return int(v)
+
+
+def check_tiles(fmt: str, M, K, BM, BK, bm, bms: tuple, source: str) -> tuple:
+    """The rules TL1 and TL2 share: integers, a non-empty matrix, bm one of ``bms`` (what
+    bitnet.cpp's ``source`` generates kernels for), BM a positive multiple of bm dividing M.
+    Returns (M, K, BM, BK, bm, where): ints, and the prefix for the format's own messages."""
+    M, K = as_int(fmt, "M", M), as_int(fmt, "K", K)
+    BM, BK, bm = as_int(fmt, "BM", BM), as_int(fmt, "BK", BK), as_int(fmt, "bm", bm)
+    where = f"{fmt}: shape ({M}, {K}) with BM={BM}, BK={BK}, bm={bm}"
+    if M <= 0 or K <= 0:
+        raise FormatError(f"{where}: the matrix is empty")
+    if bm not in bms:
+        raise FormatError(f"{where}: bm must be {' or '.join(map(str, bms))} ({source})")
+    if BM <= 0 or BM % bm:
+        raise FormatError(f"{where}: BM must be a positive multiple of bm = {bm}")
+    if M % BM:
+        raise FormatError(f"{where}: M must be a multiple of BM")
+    return M, K, BM, BK, bm, where
 
 
 def resolve_params(mod, M: int, K: int, params: dict) -> dict:

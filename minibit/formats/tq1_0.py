@@ -35,9 +35,7 @@ import sys
 
 import numpy as np
 
-from .._errors import FormatError
-from ._packed import check_matrix
-from .tq2_0 import QK_K, block_scales, check_shape, packed_api, round_away
+from .tq2_0 import QK_K, byte_blocks, packed_api, round_away, weight_blocks
 
 __all__ = ["quantize", "dequantize", "unpack", "encode", "decode", "pack_codes", "unpack_codes",
            "BLOCK_BYTES"]
@@ -52,12 +50,9 @@ _POW4 = np.array([81, 27, 9, 3], dtype=np.int32)        # qh: 4 trits, then the 
 
 def quantize(w):
     """float32 [rows, cols] -> uint8 [rows, cols/256 * 54], gguf-py's bytes (twinned)."""
-    w = check_matrix(w)
-    rows, cols = w.shape
-    check_shape(FMT, rows, cols)
-    nb = cols // QK_K
-    d, inv = block_scales(FMT, w)
-    t = (round_away(w.reshape(rows, nb, QK_K) * inv[..., None]) + 1).astype(np.int32)  # [rows, nb, 256]
+    x, d, inv = weight_blocks(FMT, w)                                                 # [rows, nb, 256] f32
+    rows, nb, _ = x.shape
+    t = (round_away(x * inv[..., None]) + 1).astype(np.int32)                         # [rows, nb, 256]
     a = (t[..., :160].reshape(rows, nb, 5, 32) * _POW5[:, None]).sum(axis=2)          # [rows, nb, 32]
     b = (t[..., 160:240].reshape(rows, nb, 5, 16) * _POW5[:, None]).sum(axis=2)       # [rows, nb, 16]
     h = (t[..., 240:].reshape(rows, nb, 4, 4) * _POW4[:, None]).sum(axis=2)           # [rows, nb, 4]
@@ -80,12 +75,8 @@ def unpack(data, rows, cols):
 
     Every byte decodes to valid trits, so no byte pattern is an error here.
     """
-    check_shape(FMT, rows, cols)
-    nb = cols // QK_K
-    data = np.ascontiguousarray(data, dtype=np.uint8)
-    if data.shape != (rows, nb * BLOCK_BYTES):
-        raise FormatError(f"tq1_0: data shape {data.shape}, expected {(rows, nb * BLOCK_BYTES)}")
-    blk = data.reshape(rows, nb, BLOCK_BYTES)
+    blk = byte_blocks(FMT, data, rows, cols, BLOCK_BYTES)       # [rows, nb, 54] uint8
+    nb = blk.shape[1]
     a = _trits(blk[..., :32], 5).reshape(rows, nb, 160)        # element m + 32n
     b = _trits(blk[..., 32:48], 5).reshape(rows, nb, 80)       # element 160 + m + 16n
     h = _trits(blk[..., 48:52], 4).reshape(rows, nb, 16)       # element 240 + j + 4n

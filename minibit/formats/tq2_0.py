@@ -84,14 +84,31 @@ def block_scales(fmt: str, w: np.ndarray):
     return d, inv
 
 
-def quantize(w):
-    """float32 [rows, cols] -> uint8 [rows, cols/256 * 66], gguf-py's bytes (twinned)."""
+def weight_blocks(fmt: str, w):
+    """float32 [rows, cols] -> (x [rows, nb, 256] float32, d, inv): the checked matrix in
+    blocks, with each block's scale and the float32 1/d it is quantized with (block_scales)."""
     w = check_matrix(w)
     rows, cols = w.shape
-    check_shape(FMT, rows, cols)
+    check_shape(fmt, rows, cols)
+    d, inv = block_scales(fmt, w)
+    return w.reshape(rows, cols // QK_K, QK_K), d, inv
+
+
+def byte_blocks(fmt: str, data, rows: int, cols: int, block_bytes: int) -> np.ndarray:
+    """The bytes [rows, nb * block_bytes] as blocks [rows, nb, block_bytes] uint8 (the values
+    are taken as bytes, as the twins take them), or FormatError for another shape."""
+    check_shape(fmt, rows, cols)
     nb = cols // QK_K
-    d, inv = block_scales(FMT, w)
-    x = w.reshape(rows, nb, QK_K)                                       # [rows, nb, 256] f32
+    data = np.ascontiguousarray(data, dtype=np.uint8)
+    if data.shape != (rows, nb * block_bytes):
+        raise FormatError(f"{fmt}: data shape {data.shape}, expected {(rows, nb * block_bytes)}")
+    return data.reshape(rows, nb, block_bytes)
+
+
+def quantize(w):
+    """float32 [rows, cols] -> uint8 [rows, cols/256 * 66], gguf-py's bytes (twinned)."""
+    x, d, inv = weight_blocks(FMT, w)                                   # [rows, nb, 256] f32
+    rows, nb, _ = x.shape
     codes = (round_away(x * inv[..., None]) + 1).astype(np.uint8)       # {0,1,2}
     c = codes.reshape(rows, nb, 2, 4, 32)                               # [.., half, n, m]
     qs = c[:, :, :, 0] | (c[:, :, :, 1] << 2) | (c[:, :, :, 2] << 4) | (c[:, :, :, 3] << 6)
@@ -103,12 +120,8 @@ def quantize(w):
 
 def unpack(data, rows, cols):
     """uint8 [rows, nb*66] -> (int8 codes [rows, cols] in {-1,0,1}, float32 d [rows, nb]) (twinned)."""
-    check_shape(FMT, rows, cols)
-    nb = cols // QK_K
-    data = np.ascontiguousarray(data, dtype=np.uint8)
-    if data.shape != (rows, nb * BLOCK_BYTES):
-        raise FormatError(f"tq2_0: data shape {data.shape}, expected {(rows, nb * BLOCK_BYTES)}")
-    blk = data.reshape(rows, nb, BLOCK_BYTES)
+    blk = byte_blocks(FMT, data, rows, cols, BLOCK_BYTES)              # [rows, nb, 66] uint8
+    nb = blk.shape[1]
     qs = blk[:, :, :64].reshape(rows, nb, 2, 1, 32)
     c = (qs >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(4, 1)) & np.uint8(3)  # [.., 2, 4, 32]
     if (c == 3).any():
