@@ -197,7 +197,7 @@ def test_inspect_damaged_gguf(kind, gguf_file, tmp_path):
 @pytest.mark.parametrize("fmt", ["tl1", "tl2", "i2_s"])
 def test_inspect_valid_gguf(fmt, tmp_path):
     """A fresh process lists a TL1/TL2 file (GGUFFile used formats.tl1 before any import of
-    it: AttributeError; fixed in io/gguf.py)."""
+    it: AttributeError; fixed in io/gguf/reader.py)."""
     pytest.importorskip("gguf")
     import minibit as mb
     d = write_checkpoint(str(tmp_path / "c"), hidden=256, heads=2, kv_heads=1, intermediate=256,

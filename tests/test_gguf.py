@@ -447,9 +447,9 @@ def test_corrupt_i2_s_code_raises(gfile, tmp_path):
 
 def test_main_convert_and_inspect(ckpt, tmp_path, capsys):
     out = str(tmp_path / "c.gguf")
-    from minibit.cli.convert import main as main_convert
-    assert main_convert([ckpt("bitnet-b1.58"), out, "--to", "i2_s", "--no-progress",
-                         "--model-name", "tiny"]) == 0
+    from minibit.cli import run_command
+    assert run_command("convert", [ckpt("bitnet-b1.58"), out, "--to", "i2_s", "--no-progress",
+                                   "--model-name", "tiny"]) == 0
     lines = mg.inspect_lines(out)
     text = "\n".join(lines)
     assert "general.name (STRING) = 'tiny'" in text

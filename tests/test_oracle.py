@@ -18,10 +18,7 @@ import minibit
 from minibit import FormatError, _backend, formats, kernels
 from minibit.formats import Packed
 from minibit.io.synthetic import write_checkpoint
-from minibit.cli.compare import main as main_compare
-from minibit.cli.dump import main as main_dump
-from minibit.cli.perplexity import main as main_perplexity
-from minibit.cli.vectors import main as main_vectors
+from minibit.cli import run_command
 from minibit.oracle import compare, dump, perplexity, vectors
 from minibit.oracle.dump import entry_order_key
 
@@ -457,6 +454,22 @@ def test_perplexity_rejects_bad_input(model, tmp_path):
 
 
 # ---- CLI entry points (minibit/cli/) ----------------------------------------------------------------------
+
+def main_dump(argv):
+    return run_command("dump", argv)
+
+
+def main_compare(argv):
+    return run_command("compare", argv)
+
+
+def main_vectors(argv):
+    return run_command("vectors", argv)
+
+
+def main_perplexity(argv):
+    return run_command("perplexity", argv)
+
 
 def test_main_functions(ckpt, dump_a, tmp_path, capsys):
     d, man = dump_a

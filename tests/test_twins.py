@@ -9,7 +9,6 @@ draws the buffers.  The example inputs below are small and valid; each is built 
 each side so no call can see the other's writes.
 """
 
-import importlib
 import inspect
 
 import numpy as np

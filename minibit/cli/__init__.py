@@ -1,10 +1,11 @@
 """The `minibit` command (also `python -m minibit`): the face, and the only place that parses
 arguments.  Everything below it is plain functions; the library never prints.
 
-One module per subcommand: ``minibit/cli/NAME.py`` holds ``HELP`` (one line for ``--help``)
-and ``main(argv) -> int`` (parse, call the library, print, return the exit code).  To add a
-subcommand, write that module and add NAME to ``COMMANDS``.  Shared options and the parser
-live in ``_common``.  Bad arguments exit 2 with one line on stderr; a FormatError exits 1
+One module per subcommand: ``minibit/cli/NAME.py`` holds ``HELP`` (one line for ``--help``),
+``DESCRIPTION``, ``add_arguments(ap)`` and ``run(args, ap) -> int`` (call the library, print,
+return the exit code); a subcommand that parses in stages (``bench``) defines
+``main(argv) -> int`` instead.  To add a subcommand, write that module and add NAME to
+``COMMANDS``.  Shared options and the parser live in ``_common``.  Bad arguments exit 2 with one line on stderr; a FormatError exits 1
 with its message.
 """
 
@@ -18,7 +19,7 @@ import warnings
 from .._errors import FormatError
 from ._common import Parser
 
-__all__ = ["main", "COMMANDS", "Parser"]
+__all__ = ["main", "run_command", "command", "COMMANDS", "Parser"]
 
 # The subcommands, in the order `minibit --help` lists them: NAME -> module minibit.cli.NAME
 COMMANDS = ("generate", "chat", "convert", "bench", "dump", "compare", "vectors", "perplexity",
@@ -28,6 +29,17 @@ COMMANDS = ("generate", "chat", "convert", "bench", "dump", "compare", "vectors"
 def command(name: str):
     """The module of subcommand ``name`` (imported on first use: `minibit --help` stays fast)."""
     return importlib.import_module(f"{__name__}.{name}")
+
+
+def run_command(name: str, argv) -> int:
+    """Parse ``argv`` for subcommand ``name`` and run it; FormatError propagates (``main``
+    turns it into one line and exit 1)."""
+    mod = command(name)
+    if hasattr(mod, "main"):
+        return mod.main(list(argv))
+    ap = Parser(prog=f"minibit {name}", description=mod.DESCRIPTION)
+    mod.add_arguments(ap)
+    return mod.run(ap.parse_args(list(argv)), ap)
 
 
 def main(argv=None) -> int:
@@ -50,7 +62,7 @@ def main(argv=None) -> int:
     show = warnings.showwarning
     warnings.showwarning = _one_line_warning
     try:
-        return command(args.command).main(argv[1:])
+        return run_command(args.command, argv[1:])
     except FormatError as e:
         print(f"minibit {args.command}: error: {e}", file=sys.stderr)
         return 1

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import sys
 
-from ._common import Parser, load_model, model_args
+from ._common import load_model, model_args
 from .generate import stream
 
 HELP = "chat through the model's template"
 
 
-def main(argv) -> int:
-    ap = Parser(prog="minibit chat",
-                description="Chat with a model through its chat template. Type a message per "
-                            "line; an empty line or EOF ends.")
+DESCRIPTION = ("Chat with a model through its chat template. Type a message per line; an "
+               "empty line or EOF ends.")
+
+
+def add_arguments(ap) -> None:
     ap.add_argument("--system", default=None, help="a system message")
     model_args(ap)
-    args = ap.parse_args(argv)
+
+
+def run(args, ap) -> int:
     model = load_model(args)
     from ..generate import render_chat
     messages = [{"role": "system", "content": args.system}] if args.system else []

@@ -5,18 +5,17 @@ from __future__ import annotations
 import json
 import sys
 
-from ._common import Parser
 
 HELP = "compare two dumps: first diverging tensor, logits KL"
 
 EXIT_ABOVE_THRESHOLD = 3      # `minibit compare --fail-above X` when a tensor is above X
 
 
-def main(argv) -> int:
-    ap = Parser(
-        prog="minibit compare",
-        description="Compare two dumps tensor by tensor (B against the reference A): max|diff|, "
-                    "relative error, cosine, the first diverging tensor, logits top-1 and KL.")
+DESCRIPTION = ("Compare two dumps tensor by tensor (B against the reference A): max|diff|, "
+               "relative error, cosine, the first diverging tensor, logits top-1 and KL.")
+
+
+def add_arguments(ap) -> None:
     ap.add_argument("a", help="reference dump directory")
     ap.add_argument("b", help="dump directory to check")
     ap.add_argument("--fail-above", type=float, default=None, metavar="X",
@@ -24,7 +23,9 @@ def main(argv) -> int:
                          f"(also the divergence threshold; default: any difference diverges)")
     ap.add_argument("--only-diff", action="store_true", help="list only tensors that differ")
     ap.add_argument("--json", default=None, metavar="PATH", help="also write the report as JSON")
-    args = ap.parse_args(argv)
+
+
+def run(args, ap) -> int:
     from ..oracle import compare
     rep = compare(args.a, args.b, fail_above=args.fail_above, out=sys.stdout,
                   only_diff=args.only_diff)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ._common import Parser, gen_kwargs, load_model, model_args
+from ._common import gen_kwargs, load_model, model_args
 
 HELP = "continue a prompt, streaming"
 
@@ -39,11 +39,15 @@ def stream(model, prompt: str, args, out=sys.stdout):
     return res
 
 
-def main(argv) -> int:
-    ap = Parser(prog="minibit generate", description="Continue a prompt, streaming to stdout.")
+DESCRIPTION = "Continue a prompt, streaming to stdout."
+
+
+def add_arguments(ap) -> None:
     ap.add_argument("prompt")
     model_args(ap)
-    args = ap.parse_args(argv)
+
+
+def run(args, ap) -> int:
     model = load_model(args)
     sys.stdout.write(args.prompt)
     stream(model, args.prompt, args)

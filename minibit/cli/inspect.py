@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from ._common import Parser
-
 HELP = "show the tensors of a checkpoint"
 
 
@@ -16,12 +14,15 @@ def human(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
-def main(argv) -> int:
-    ap = Parser(prog="minibit inspect",
-                description="Show what a checkpoint holds: tensors, types, sizes.")
+DESCRIPTION = "Show what a checkpoint holds: tensors, types, sizes."
+
+
+def add_arguments(ap) -> None:
     ap.add_argument("file", help="a .safetensors file, a HF snapshot directory, a .gguf file, "
                                  "'demo' or a cached repo id")
-    args = ap.parse_args(argv)
+
+
+def run(args, ap) -> int:
     from ..io.inspect import describe
     lines, rows = describe(args.file)
     for line in lines:

@@ -5,23 +5,25 @@ from __future__ import annotations
 import pathlib
 
 from .._errors import FormatError
-from ._common import Parser, load_model, model_args
+from ._common import load_model, model_args
 
 HELP = "perplexity and bits per byte of a text file"
 
 
-def main(argv) -> int:
-    ap = Parser(
-        prog="minibit perplexity",
-        description="Perplexity and bits per byte of a model on a UTF-8 text file "
-                    "(non-overlapping windows of --ctx tokens unless --stride is smaller).")
+DESCRIPTION = ("Perplexity and bits per byte of a model on a UTF-8 text file (non-overlapping "
+               "windows of --ctx tokens unless --stride is smaller).")
+
+
+def add_arguments(ap) -> None:
     ap.add_argument("file", help="a UTF-8 text file")
     ap.add_argument("--ctx", type=int, default=None, help="tokens per window (default 512)")
     ap.add_argument("--stride", type=int, default=None,
                     help="tokens between window starts (default: ctx, no overlap)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     model_args(ap, generation=False)
-    args = ap.parse_args(argv)
+
+
+def run(args, ap) -> int:
     path = pathlib.Path(args.file)
     if not path.is_file():
         raise FormatError(f"{args.file}: no such file")

@@ -82,7 +82,7 @@ import numpy as np
 
 from .._errors import FormatError
 from . import _tiled
-from ._packed import Packed, check_codes
+from ._packed import check_codes, check_data
 
 __all__ = ["PRESETS", "default_params", "check_params", "split_k", "nbytes", "pack", "unpack", "pack_codes", "unpack_codes",
            "encode", "decode"]
@@ -96,23 +96,8 @@ BK_MAX = 240         # int16 block sums: 80 triplet lookups * 381 still fit
 BK2 = 32             # K block of the pair part (fixed in the converter)
 CHUNK = (0, 2, 1, 3)  # stored order of the 8-row chunks of a 32-row block (self-inverse)
 
-# (M, K) -> tiling, from microsoft/BitNet@16da220 preset_kernels/<model>/kernel_config_tl2.ini
-# (the ini keys are m, k, bm = BM, bk = BK, bmm = bm).
-PRESETS: dict[tuple[int, int], dict] = {
-    # bitnet_b1_58-large/kernel_config_tl2.ini
-    (1536, 4096): {"BM": 256, "BK": 96, "bm": 32},
-    (1536, 1536): {"BM": 128, "BK": 192, "bm": 32},
-    (4096, 1536): {"BM": 256, "BK": 96, "bm": 32},   # ini says bmm = 64: IndexError in bitnet.cpp
-    # bitnet_b1_58-3B/kernel_config_tl2.ini
-    (3200, 8640): {"BM": 160, "BK": 96, "bm": 32},
-    (3200, 3200): {"BM": 320, "BK": 96, "bm": 32},
-    (8640, 3200): {"BM": 320, "BK": 96, "bm": 32},
-    # Llama3-8B-1.58-100B-tokens/kernel_config_tl2.ini
-    (14336, 4096): {"BM": 256, "BK": 96, "bm": 32},
-    (4096, 14336): {"BM": 128, "BK": 96, "bm": 32},
-    (1024, 4096): {"BM": 256, "BK": 96, "bm": 32},
-    (4096, 4096): {"BM": 128, "BK": 96, "bm": 32},
-}
+# (M, K) -> tiling: bitnet.cpp's kernel_config_tl2.ini presets (formats/_tiled.py).
+PRESETS: dict[tuple[int, int], dict] = _tiled.presets(1)
 
 
 def _as_int(name: str, v) -> int:
@@ -142,18 +127,9 @@ def check_params(M: int, K: int, BM: int, BK: int, bm: int) -> None:
     stricter than the converter: BK % 24 == 0 is required even when K < BK, where the
     converter has no triplets to tile and would accept any BK.
     """
-    M, K = _as_int("M", M), _as_int("K", K)
-    BM, BK, bm = _as_int("BM", BM), _as_int("BK", BK), _as_int("bm", bm)
-    where = f"{FMT}: shape ({M}, {K}) with BM={BM}, BK={BK}, bm={bm}"
-    if M <= 0 or K <= 0:
-        raise FormatError(f"{where}: the matrix is empty")
-    if bm != 32:
-        raise FormatError(f"{where}: bm must be 32 (bitnet.cpp's codegen_tl2.py; its converter "
-                          f"fails for other values)")
-    if BM <= 0 or BM % bm:
-        raise FormatError(f"{where}: BM must be a positive multiple of bm = 32")
-    if M % BM:
-        raise FormatError(f"{where}: M must be a multiple of BM")
+    M, K, BM, BK, bm, where = _tiled.check_tiles(
+        FMT, M, K, BM, BK, bm, (32,), "bitnet.cpp's codegen_tl2.py; its converter fails for "
+        "other values")
     if BK <= 0 or BK % 24:
         raise FormatError(f"{where}: BK must be a positive multiple of 24")
     if (K % BK) % BK2:
@@ -245,13 +221,7 @@ def unpack(data, M, K, BM, BK, bm) -> np.ndarray:
 
     The padding bytes are not read.  A sign bit on a zero magnitude decodes to 0.
     """
-    check_params(M, K, BM, BK, bm)
-    d = np.asarray(data)
-    if d.dtype != np.uint8 or d.ndim != 1:
-        raise FormatError(f"{FMT}: data must be a 1-D uint8 array, got {d.dtype} {d.shape}")
-    if d.size != nbytes(M, K):
-        raise FormatError(f"{FMT}: {d.size} bytes, expected {nbytes(M, K)} for a ({M}, {K}) "
-                          f"matrix")
+    d = check_data(data, FMT, M, K, {"BM": BM, "BK": BK, "bm": bm})    # tiling and byte count
     three_k, two_k = split_k(K, BK)
     n1, n2, n3 = M * three_k // 6, M * three_k // 24, M * two_k // 4
     d1, d2, d3 = d[:n1], d[n1:n1 + n2], d[n1 + n2:n1 + n2 + n3]
@@ -284,45 +254,8 @@ def unpack(data, M, K, BM, BK, bm) -> np.ndarray:
     return codes
 
 
-def _impl():
-    return _tiled.impl(sys.modules[__name__])
-
-
 SCALE_OUTSIDE = True     # the separate F32 "<name>_scale" tensor
 
-
-def resolve_params(M: int, K: int, params: dict) -> dict:
-    """All three of BM, BK, bm from the caller, or default_params for none of them."""
-    return _tiled.resolve_params(sys.modules[__name__], M, K, params)
-
-
-def data_shape(M: int, K: int, params: dict) -> tuple:
-    """uint8 [nbytes(M, K)], one flat array (the tiling is in params, not in the bytes)."""
-    return (nbytes(M, K),)
-
-
-def pack_codes(codes, scale, **params) -> Packed:
-    """int8 ternary codes [M, K] and the tensor scale -> Packed (``params``: BM, BK, bm, or
-    default_params(M, K))."""
-    return _tiled.pack_codes(sys.modules[__name__], codes, scale, params)
-
-
-def encode(w, **params) -> Packed:
-    """float32 [M, K] -> Packed: absmean ternarization, then the TL2 bytes.
-
-    ``params`` are BM, BK, bm (all three), else default_params(M, K).  The scale is what
-    bitnet.cpp stores in ``<name>_scale``: max |w| of the ternarized tensor, i.e. the
-    absmean scale, or 0 when every code is 0.
-    """
-    return _tiled.encode(sys.modules[__name__], w, params)
-
-
-def unpack_codes(p: Packed):
-    """Packed -> (int8 codes [M, K], float32 scale)."""
-    return _tiled.unpack_codes(sys.modules[__name__], p)
-
-
-def decode(p: Packed) -> np.ndarray:
-    """Packed -> float32 [M, K] = codes * scale."""
-    codes, scale = unpack_codes(p)
-    return codes.astype(np.float32) * scale            # [M, K] float32
+# the Packed-level functions, shared with the other TL layout (formats/_tiled.py)
+_impl, resolve_params, data_shape, pack_codes, encode, unpack_codes, decode = \
+    _tiled.packed_api(sys.modules[__name__])

@@ -31,15 +31,11 @@ Worked example: trits (2, 0, 1, 2, 2) in one qs byte::
 
 from __future__ import annotations
 
-import functools
 import sys
 
 import numpy as np
 
-from .. import _backend
-from .._errors import FormatError
-from ._packed import Packed, check_codes, check_matrix, no_params
-from .tq2_0 import QK_K, block_scales, check_shape, round_away
+from .tq2_0 import QK_K, byte_blocks, packed_api, round_away, weight_blocks
 
 __all__ = ["quantize", "dequantize", "unpack", "encode", "decode", "pack_codes", "unpack_codes",
            "BLOCK_BYTES"]
@@ -52,24 +48,11 @@ _POW5 = np.array([81, 27, 9, 3, 1], dtype=np.int32)     # most significant trit 
 _POW4 = np.array([81, 27, 9, 3], dtype=np.int32)        # qh: 4 trits, then the x3
 
 
-SCALE_OUTSIDE = False    # fp16 d closes every block
-resolve_params = functools.partial(no_params, FMT)
-
-
-def data_shape(rows: int, cols: int, params: dict) -> tuple:
-    """uint8 [rows, cols/256 * 54]: each row its own run of blocks."""
-    check_shape(FMT, rows, cols)
-    return (rows, cols // QK_K * BLOCK_BYTES)
-
-
 def quantize(w):
     """float32 [rows, cols] -> uint8 [rows, cols/256 * 54], gguf-py's bytes (twinned)."""
-    w = check_matrix(w)
-    rows, cols = w.shape
-    check_shape(FMT, rows, cols)
-    nb = cols // QK_K
-    d, inv = block_scales(FMT, w)
-    t = (round_away(w.reshape(rows, nb, QK_K) * inv[..., None]) + 1).astype(np.int32)  # [rows, nb, 256]
+    x, d, inv = weight_blocks(FMT, w)                                                 # [rows, nb, 256] f32
+    rows, nb, _ = x.shape
+    t = (round_away(x * inv[..., None]) + 1).astype(np.int32)                         # [rows, nb, 256]
     a = (t[..., :160].reshape(rows, nb, 5, 32) * _POW5[:, None]).sum(axis=2)          # [rows, nb, 32]
     b = (t[..., 160:240].reshape(rows, nb, 5, 16) * _POW5[:, None]).sum(axis=2)       # [rows, nb, 16]
     h = (t[..., 240:].reshape(rows, nb, 4, 4) * _POW4[:, None]).sum(axis=2)           # [rows, nb, 4]
@@ -92,12 +75,8 @@ def unpack(data, rows, cols):
 
     Every byte decodes to valid trits, so no byte pattern is an error here.
     """
-    check_shape(FMT, rows, cols)
-    nb = cols // QK_K
-    data = np.ascontiguousarray(data, dtype=np.uint8)
-    if data.shape != (rows, nb * BLOCK_BYTES):
-        raise FormatError(f"tq1_0: data shape {data.shape}, expected {(rows, nb * BLOCK_BYTES)}")
-    blk = data.reshape(rows, nb, BLOCK_BYTES)
+    blk = byte_blocks(FMT, data, rows, cols, BLOCK_BYTES)       # [rows, nb, 54] uint8
+    nb = blk.shape[1]
     a = _trits(blk[..., :32], 5).reshape(rows, nb, 160)        # element m + 32n
     b = _trits(blk[..., 32:48], 5).reshape(rows, nb, 80)       # element 160 + m + 16n
     h = _trits(blk[..., 48:52], 4).reshape(rows, nb, 16)       # element 240 + j + 4n
@@ -113,26 +92,8 @@ def dequantize(data, rows, cols):
     return (codes.reshape(rows, nb, QK_K).astype(np.float32) * d[..., None]).reshape(rows, cols)
 
 
-def _impl():
-    return _backend.select("tq1_0", sys.modules[__name__])
+SCALE_OUTSIDE = False    # fp16 d closes every block
 
-
-def encode(w) -> Packed:
-    """float32 [rows, cols] -> Packed; data.tobytes() equals gguf.quants.quantize(w, TQ1_0)."""
-    w = check_matrix(w)
-    return Packed(FMT, w.shape, _impl().quantize(w), None)
-
-
-def pack_codes(codes, scale) -> Packed:
-    codes = check_codes(codes)
-    return encode(codes.astype(np.float32) * np.float32(scale))
-
-
-def unpack_codes(p: Packed):
-    """Packed -> (int8 codes [rows, cols], float32 d [rows, nb])."""
-    return _impl().unpack(p.data, *p.shape)
-
-
-def decode(p: Packed) -> np.ndarray:
-    """Packed -> float32 [rows, cols] = (trit - 1) * d per block, as dequantize_row_tq1_0."""
-    return _impl().dequantize(p.data, *p.shape)
+# the Packed-level functions, shared with TQ2_0 (formats/tq2_0.py packed_api)
+_impl, resolve_params, data_shape, encode, pack_codes, unpack_codes, decode = \
+    packed_api(sys.modules[__name__])

@@ -66,16 +66,6 @@ def check_shape(fmt: str, rows: int, cols: int) -> None:
                           f"(ggml's TQ blocks hold 256 values of one row)")
 
 
-SCALE_OUTSIDE = False    # fp16 d closes every block
-resolve_params = functools.partial(no_params, FMT)
-
-
-def data_shape(rows: int, cols: int, params: dict) -> tuple:
-    """uint8 [rows, cols/256 * 66]: each row its own run of blocks."""
-    check_shape(FMT, rows, cols)
-    return (rows, cols // QK_K * BLOCK_BYTES)
-
-
 def block_scales(fmt: str, w: np.ndarray):
     """Per-block d = max|x| and id = 1/d (0 for an empty block or when 1/d overflows),
     both float32 [rows, nb]."""
@@ -94,14 +84,31 @@ def block_scales(fmt: str, w: np.ndarray):
     return d, inv
 
 
-def quantize(w):
-    """float32 [rows, cols] -> uint8 [rows, cols/256 * 66], gguf-py's bytes (twinned)."""
+def weight_blocks(fmt: str, w):
+    """float32 [rows, cols] -> (x [rows, nb, 256] float32, d, inv): the checked matrix in
+    blocks, with each block's scale and the float32 1/d it is quantized with (block_scales)."""
     w = check_matrix(w)
     rows, cols = w.shape
-    check_shape(FMT, rows, cols)
+    check_shape(fmt, rows, cols)
+    d, inv = block_scales(fmt, w)
+    return w.reshape(rows, cols // QK_K, QK_K), d, inv
+
+
+def byte_blocks(fmt: str, data, rows: int, cols: int, block_bytes: int) -> np.ndarray:
+    """The bytes [rows, nb * block_bytes] as blocks [rows, nb, block_bytes] uint8 (the values
+    are taken as bytes, as the twins take them), or FormatError for another shape."""
+    check_shape(fmt, rows, cols)
     nb = cols // QK_K
-    d, inv = block_scales(FMT, w)
-    x = w.reshape(rows, nb, QK_K)                                       # [rows, nb, 256] f32
+    data = np.ascontiguousarray(data, dtype=np.uint8)
+    if data.shape != (rows, nb * block_bytes):
+        raise FormatError(f"{fmt}: data shape {data.shape}, expected {(rows, nb * block_bytes)}")
+    return data.reshape(rows, nb, block_bytes)
+
+
+def quantize(w):
+    """float32 [rows, cols] -> uint8 [rows, cols/256 * 66], gguf-py's bytes (twinned)."""
+    x, d, inv = weight_blocks(FMT, w)                                   # [rows, nb, 256] f32
+    rows, nb, _ = x.shape
     codes = (round_away(x * inv[..., None]) + 1).astype(np.uint8)       # {0,1,2}
     c = codes.reshape(rows, nb, 2, 4, 32)                               # [.., half, n, m]
     qs = c[:, :, :, 0] | (c[:, :, :, 1] << 2) | (c[:, :, :, 2] << 4) | (c[:, :, :, 3] << 6)
@@ -113,12 +120,8 @@ def quantize(w):
 
 def unpack(data, rows, cols):
     """uint8 [rows, nb*66] -> (int8 codes [rows, cols] in {-1,0,1}, float32 d [rows, nb]) (twinned)."""
-    check_shape(FMT, rows, cols)
-    nb = cols // QK_K
-    data = np.ascontiguousarray(data, dtype=np.uint8)
-    if data.shape != (rows, nb * BLOCK_BYTES):
-        raise FormatError(f"tq2_0: data shape {data.shape}, expected {(rows, nb * BLOCK_BYTES)}")
-    blk = data.reshape(rows, nb, BLOCK_BYTES)
+    blk = byte_blocks(FMT, data, rows, cols, BLOCK_BYTES)              # [rows, nb, 66] uint8
+    nb = blk.shape[1]
     qs = blk[:, :, :64].reshape(rows, nb, 2, 1, 32)
     c = (qs >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(4, 1)) & np.uint8(3)  # [.., 2, 4, 32]
     if (c == 3).any():
@@ -135,28 +138,44 @@ def dequantize(data, rows, cols):
     return (codes.reshape(rows, nb, QK_K).astype(np.float32) * d[..., None]).reshape(rows, cols)
 
 
-def _impl():
-    return _backend.select("tq2_0", sys.modules[__name__])
+def packed_api(mod):
+    """The Packed-level functions of a TQ format, bound to its reference module ``mod``:
+    (_impl, resolve_params, data_shape, encode, pack_codes, unpack_codes, decode).  TQ1_0 and
+    TQ2_0 differ only in their block bytes (mod.quantize / unpack / dequantize, BLOCK_BYTES)."""
+
+    def impl():
+        return _backend.select(mod.FMT, mod)           # the Cython twin, or mod itself
+
+    def data_shape(rows: int, cols: int, params: dict) -> tuple:
+        """uint8 [rows, cols/256 * BLOCK_BYTES]: each row its own run of blocks."""
+        check_shape(mod.FMT, rows, cols)
+        return (rows, cols // QK_K * mod.BLOCK_BYTES)
+
+    def encode(w) -> Packed:
+        """float32 [rows, cols] -> Packed; data.tobytes() equals gguf.quants.quantize(w, TQx_0)."""
+        w = check_matrix(w)
+        return Packed(mod.FMT, w.shape, impl().quantize(w), None)
+
+    def pack_codes(codes, scale) -> Packed:
+        """Ternary codes and a per-tensor scale -> Packed (each block's d = scale, as the
+        converters write codes * scale and quantize that)."""
+        codes = check_codes(codes)
+        return encode(codes.astype(np.float32) * np.float32(scale))
+
+    def unpack_codes(p: Packed):
+        """Packed -> (int8 codes [rows, cols], float32 d [rows, nb])."""
+        return impl().unpack(p.data, *p.shape)
+
+    def decode(p: Packed) -> np.ndarray:
+        """Packed -> float32 [rows, cols] = (code - 1) * d per block, as dequantize_row_tqx_0."""
+        return impl().dequantize(p.data, *p.shape)
+
+    return (impl, functools.partial(no_params, mod.FMT), data_shape, encode, pack_codes,
+            unpack_codes, decode)
 
 
-def encode(w) -> Packed:
-    """float32 [rows, cols] -> Packed; data.tobytes() equals gguf.quants.quantize(w, TQ2_0)."""
-    w = check_matrix(w)
-    return Packed(FMT, w.shape, _impl().quantize(w), None)
+SCALE_OUTSIDE = False    # fp16 d closes every block
 
-
-def pack_codes(codes, scale) -> Packed:
-    """Ternary codes and a per-tensor scale -> Packed (each block's d = scale, as the
-    converters write codes * scale and quantize that)."""
-    codes = check_codes(codes)
-    return encode(codes.astype(np.float32) * np.float32(scale))
-
-
-def unpack_codes(p: Packed):
-    """Packed -> (int8 codes [rows, cols], float32 d [rows, nb])."""
-    return _impl().unpack(p.data, *p.shape)
-
-
-def decode(p: Packed) -> np.ndarray:
-    """Packed -> float32 [rows, cols] = (code - 1) * d per block, as dequantize_row_tq2_0."""
-    return _impl().dequantize(p.data, *p.shape)
+# the Packed-level functions, shared with TQ1_0
+_impl, resolve_params, data_shape, encode, pack_codes, unpack_codes, decode = \
+    packed_api(sys.modules[__name__])

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import json
 import mmap
-import os
 
 import numpy as np
 
 from .._errors import FormatError
+from ._file import check_disjoint, open_file
 
 __all__ = ["SafetensorsFile", "as_float32", "DTYPES"]
 
@@ -44,15 +44,8 @@ class SafetensorsFile:
     """One safetensors file: ``names``, ``info(name)``, ``get(name)`` (a read-only memmap view)."""
 
     def __init__(self, path: str):
-        self.path = os.fspath(path)
+        self.path, self._fh, size = open_file(path, 8, "safetensors")
         try:
-            self._fh = open(self.path, "rb")
-        except OSError as e:
-            raise FormatError(f"{self.path}: cannot open ({e.strerror})") from None
-        try:
-            size = os.fstat(self._fh.fileno()).st_size
-            if size < 8:
-                raise FormatError(f"{self.path}: {size} bytes, too short for a safetensors header")
             n = int.from_bytes(self._fh.read(8), "little")
             if n > MAX_HEADER or n > size - 8:
                 raise FormatError(f"{self.path}: header length {n} exceeds the file "
@@ -71,11 +64,8 @@ class SafetensorsFile:
             self._start = 8 + n
             self._datalen = size - self._start
             self._info = {name: self._check(name, entry) for name, entry in header.items()}
-            spans = sorted((b, e, name) for name, (_, _, b, e) in self._info.items() if e > b)
-            for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
-                if b1 < e0:
-                    raise FormatError(f"{self.path}: tensors {n0!r} and {n1!r} overlap "
-                                      f"([{b0}, {e0}) and [{b1}, {e1}))")
+            check_disjoint(self.path, ((b, e, name) for name, (_, _, b, e) in self._info.items()
+                                       if e > b))
             self._mm = (mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
                         if size > 0 else None)
         except BaseException:

@@ -13,7 +13,7 @@ gives the same bits for the same (format, profile)::
     v0   decode the codes, float matmul (exact: small integers)   every format; the yardstick
     mad  int8 multiply-add on the packed bytes (bitnet.cpp's MAD) hf_packed, i2_s
     tq   per-256-block dot products (llama.cpp's TQ x Q8_K)       tq1_0, tq2_0
-    lut  lookup tables (bitnet.cpp's TL1/TL2)                     tl1, tl2 (when lut.py exists)
+    lut  lookup tables (bitnet.cpp's TL1/TL2)                     tl1, tl2
 
 (format, profile) pairs and what they compute (R = integer part, s = activation scale)::
 
@@ -41,9 +41,7 @@ order, so the result does not depend on the thread count.
 
 from __future__ import annotations
 
-import functools
 import importlib
-import importlib.util
 import os
 from dataclasses import dataclass
 
@@ -53,11 +51,11 @@ from .. import _backend, quant
 from .._errors import FormatError
 from ..formats import FORMATS, Packed
 
-__all__ = ["available", "linear", "resolve", "kernel_module", "check_activations", "quantize_acts", "int16_lane_overflow", "LaneOverflow", "set_threads",
-           "get_threads", "profiles", "natural_profile", "KERNELS", "PAIRS"]
+__all__ = ["available", "linear", "resolve", "kernel_module", "check_activations", "quantize_acts",
+           "int16_lane_overflow", "LaneOverflow", "set_threads", "get_threads", "profiles",
+           "natural_profile", "KERNELS", "PAIRS"]
 
-# name -> (module, formats it runs on).  "lut" is listed before it exists: available()
-# offers a kernel only when its module imports.
+# name -> (module, formats it runs on)
 KERNELS = {
     "v0": ("minibit.kernels.v0", FORMATS),
     "mad": ("minibit.kernels.mad", ("hf_packed", "i2_s")),
@@ -125,21 +123,10 @@ def _check_fmt(fmt: str) -> None:
         raise FormatError(f"unknown weight format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
-@functools.lru_cache(maxsize=None)
-def _kernel_exists(name: str) -> bool:
-    """True when the kernel's module imports and has the protocol's ``apply`` (cached)."""
-    try:
-        if importlib.util.find_spec(KERNELS[name][0]) is None:
-            return False
-        return callable(getattr(_module(name), "apply", None))
-    except Exception:            # a kernel module that does not import is not available
-        return False
-
-
 def available(fmt: str) -> list[str]:
     """Kernel names usable on format ``fmt``, in version order ("v0" first, always)."""
     _check_fmt(fmt)
-    return [k for k, (_, fmts) in KERNELS.items() if fmt in fmts and _kernel_exists(k)]
+    return [k for k, (_, fmts) in KERNELS.items() if fmt in fmts]
 
 
 def profiles(fmt: str) -> list[str]:

@@ -112,10 +112,10 @@ import numpy as np
 
 from .. import _backend
 from .._errors import FormatError
-from ..formats import tl1 as _tl1
 from ..formats import tl2 as _tl2
 from ..formats._packed import Packed, check_codes
 from ..quant import quantize_act_tl
+from .mad import wrap_int16
 
 __all__ = [
     # twinned in _fast/lut.pyx: same names, signatures and bits
@@ -208,11 +208,6 @@ def _lookup(L: np.ndarray, idx: np.ndarray) -> np.ndarray:
     n = L.shape[0]
     flat = np.arange(n) * SLOTS + idx                      # [M, n] positions in the [n*16] planes
     return join_bytes(lo.reshape(-1)[flat], hi.reshape(-1)[flat])   # [M, n] int16
-
-
-def _wrap_int16(block_sums: np.ndarray) -> np.ndarray:
-    """int32 block sums -> the int16 lane value (modulo 2**16, signed), widened back to int32."""
-    return block_sums.astype(np.int16).astype(np.int32)   # astype wraps, like the C lanes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,7 +309,7 @@ def tl1_integer(q, p) -> np.ndarray:
         L = pair_table(q[t:t + 1])[0]                      # [K/2, 16] int16
         v = _lookup(L, idx)                                # [M, K/2] int16
         blocks = v.reshape(M, K // BK, BK // 2).sum(axis=2, dtype=np.int32)   # [M, K/BK] int32
-        R[t] = _wrap_int16(blocks).sum(axis=1, dtype=np.int32)               # [M] int32
+        R[t] = wrap_int16(blocks).sum(axis=1, dtype=np.int32)               # [M] int32
     return R
 
 
@@ -338,13 +333,13 @@ def tl2_integer(q, p) -> np.ndarray:
             v = _lookup(L3, mag)                           # [M, three_k/3] int16, |v| <= 384
             v = (v + sign) ^ sign                          # negate where the sign bit is set
             blocks = v.reshape(M, three_k // BK, BK // 3).sum(axis=2, dtype=np.int32)
-            R3 = _wrap_int16(blocks).sum(axis=1, dtype=np.int32)             # [M] int32
+            R3 = wrap_int16(blocks).sum(axis=1, dtype=np.int32)             # [M] int32
         R2 = np.zeros(M, dtype=np.int32)
         if two_k:
             L2 = pair_table(q[t:t + 1, three_k:])[0]       # [two_k/2, 16] int16
             v = _lookup(L2, pairs)                         # [M, two_k/2] int16
             blocks = v.reshape(M, two_k // TL2_BK2, TL2_BK2 // 2).sum(axis=2, dtype=np.int32)
-            R2 = _wrap_int16(blocks).sum(axis=1, dtype=np.int32)
+            R2 = wrap_int16(blocks).sum(axis=1, dtype=np.int32)
         R[t] = R3 + R2                                     # int32 (C writes three, adds two)
     return R
 

@@ -62,7 +62,7 @@ from ..formats import Packed
 from ..formats._packed import check_data
 
 __all__ = ["integer_product", "lane_product", "linear_hf", "linear_i2s", "lane_sums",
-           "code_matrix", "check_args", "packed_args", "apply", "TWINNED"]
+           "code_matrix", "check_args", "packed_args", "apply", "wrap_int16", "TWINNED"]
 
 TWINNED = ("integer_product", "lane_product", "linear_hf", "linear_i2s")
 LAYOUTS = ("i2_s", "hf_packed")
@@ -165,6 +165,13 @@ def lane_sums(data, rows, cols, layout, q):
     return out
 
 
+def wrap_int16(x) -> np.ndarray:
+    """What an int16 lane holds after adding up exact integer sums ``x`` (ints, or floats that
+    are whole numbers): x modulo 2^16 read as signed, widened to int32.  NumPy's astype wraps
+    exactly as the C lanes do.  The one place minibit emulates an int16 lane (mad, lut, v0)."""
+    return np.asarray(x).astype(np.int32).astype(np.int16).astype(np.int32)
+
+
 def lane_product(data, rows, cols, layout, q):
     """R' = sum code * q through bitnet.cpp's AVX2 int16 lanes -> int32 [T, rows] (twinned).
 
@@ -172,8 +179,8 @@ def lane_product(data, rows, cols, layout, q):
     ``_mm256_add_epi16`` chain leaves it; then everything adds in int32 (wrapping too).
     """
     lanes = lane_sums(data, rows, cols, layout, q)                          # [T, N, G, 16] int32
-    wrapped = lanes.astype(np.int16).astype(np.int64)                      # mod 2^16, sign-extended
-    return wrapped.sum(axis=(2, 3)).astype(np.int32)                       # [T, N] (int32 wrap)
+    wrapped = wrap_int16(lanes)                                            # mod 2^16, sign-extended
+    return wrapped.sum(axis=(2, 3), dtype=np.int64).astype(np.int32)       # [T, N] (int32 wrap)
 
 
 # ---- back to float ------------------------------------------------------------------------

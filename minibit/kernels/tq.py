@@ -126,6 +126,12 @@ def linear_q8k(data, rows, cols, fmt, q, d):
     data, q, d = check_args(data, rows, cols, fmt, q, d)
     sumi = block_sums(data, rows, cols, fmt, q)                             # [T, N, nb] int32
     dw = weight_scales(data, rows, cols, fmt)                               # [N, nb] float32
+    return scale_blocks(sumi, d, dw)
+
+
+def scale_blocks(sumi, d, dw) -> np.ndarray:
+    """The float part of every TQ x Q8_K product (llama.cpp's order; v0 uses it too):
+    int32 sumi [T, N, nb], float32 d [T, nb], d_w [N, nb] -> float32 [T, N]."""
     T, N, nb = sumi.shape
     sumf = np.zeros((T, N), dtype=np.float32)
     for b in range(nb):                                                     # block order

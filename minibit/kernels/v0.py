@@ -36,6 +36,8 @@ import numpy as np
 
 from .._errors import FormatError
 from ..formats import Packed, unpack_codes
+from .mad import wrap_int16
+from .tq import scale_blocks
 
 __all__ = ["integer_product", "lane_product", "block_sums", "apply"]
 
@@ -85,8 +87,8 @@ def lane_product(codes: np.ndarray, q: np.ndarray) -> np.ndarray:
         spread[k, :, col] = q[rest].T                                      # q[t, k] -> its lane
         lanes = (w + 1) @ spread.reshape(K, Tr * G * LANES)                # [N, K] · [K, t·16G] -> exact
         lanes = lanes.reshape(N, Tr, G * LANES).transpose(1, 0, 2)         # [t, N, 16G] float32
-        wrapped = lanes.astype(np.int32).astype(np.int16)                 # int16 wrap, as the kernel
-        out[rest] = wrapped.astype(np.int64).sum(axis=2).astype(np.int32)  # [t, N] int32
+        wrapped = wrap_int16(lanes)                                        # int16 wrap, as the kernel
+        out[rest] = wrapped.sum(axis=2, dtype=np.int64).astype(np.int32)   # [t, N] int32
     return out
 
 
@@ -109,11 +111,7 @@ def apply(p: Packed, profile: str, acts: dict) -> np.ndarray:
             raise FormatError(f"v0: {p.fmt} runs the 'llama.cpp' profile, not {profile!r}")
         sumi = block_sums(codes, q)                                        # [T, N, nb] int32
         d = acts["d"]                                                      # [T, nb] float32
-        sumf = np.zeros((q.shape[0], rows), dtype=np.float32)
-        for b in range(sumi.shape[2]):                                     # block order
-            dd = d[:, b, None] * scale[None, :, b]                         # [T, N] d_act * d_w
-            sumf = sumf + sumi[:, :, b].astype(np.float32) * dd            # [T, N] float32
-        return sumf
+        return scale_blocks(sumi, d, scale)                                # tq.py's block order
     s = acts["s"]                                                          # [T] float32
     if profile == "bitnet.cpp" and p.fmt in ("i2_s", "hf_packed"):
         if cols % 128:

@@ -91,6 +91,16 @@ class Transformer:
         c = self.config
         return KVCache(c.num_layers, max_len or c.max_position, c.num_kv_heads, c.head_dim, kv)
 
+    def _out(self, x, sub_norm, proj: BitLinear, norm_name: str, out_name: str, li: int, tr):
+        """The end of a half-block: the sub-norm (when the architecture has one), then the
+        output projection (o or down), each traced: [T, n] -> [T, hidden]."""
+        if sub_norm is not None:
+            x = _ops().rms_norm(x, sub_norm, self.config.rms_norm_eps)
+            tr(f"{norm_name}-{li}", x)
+        x = proj(x)
+        tr(f"{out_name}-{li}", x)
+        return x
+
     def forward(self, ids, cache: KVCache | None = None, trace=None, last_only: bool = False):
         """Logits float32 [T, vocab] for token ids [T] appended after the cache's contents.
 
@@ -127,22 +137,12 @@ class Transformer:
             ops.store_kv(cache.v[li], start, v)
             o = attention(q, cache.k[li, :, :start + T], cache.v[li, :, :start + T], start)
             tr(f"kqv_out-{li}", o)
-            if L.attn_sub_norm is not None:
-                o = rms_norm(o, L.attn_sub_norm, c.rms_norm_eps)
-                tr(f"attn_sub_norm-{li}", o)
-            o = L.o(o)
-            tr(f"attn_out-{li}", o)
-            h = h + o
+            h = h + self._out(o, L.attn_sub_norm, L.o, "attn_sub_norm", "attn_out", li, tr)
             tr(f"ffn_inp-{li}", h)
             m = rms_norm(h, L.ffn_norm, c.rms_norm_eps)
             tr(f"ffn_norm-{li}", m)
             f = ffn_act(*linear_group((L.gate, L.up), m), c.hidden_act)
-            if L.ffn_sub_norm is not None:
-                f = rms_norm(f, L.ffn_sub_norm, c.rms_norm_eps)
-                tr(f"ffn_sub_norm-{li}", f)
-            f = L.down(f)
-            tr(f"ffn_out-{li}", f)
-            h = h + f
+            h = h + self._out(f, L.ffn_sub_norm, L.down, "ffn_sub_norm", "ffn_out", li, tr)
             tr(f"l_out-{li}", h)
         cache.len = start + T
         h = rms_norm(h, self.final_norm, c.rms_norm_eps)

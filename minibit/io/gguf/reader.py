@@ -44,7 +44,6 @@ compiles it in from its kernel_config.ini, so minibit uses ``formats.tl1/tl2.def
 from __future__ import annotations
 
 import mmap
-import os
 import struct
 from dataclasses import dataclass
 
@@ -52,6 +51,7 @@ import numpy as np
 
 from ... import formats
 from ..._errors import FormatError
+from .._file import check_disjoint, open_file
 
 __all__ = ["GGUFFile", "TensorInfo", "gguf_package", "tensor_rows", "metadata_lines",
            "inspect_lines", "I2_S", "TL1", "TL2", "FTYPE_I2_S", "FTYPE_TQ1_0", "FTYPE_TQ2_0"]
@@ -176,15 +176,8 @@ class GGUFFile:
     """
 
     def __init__(self, path):
-        self.path = os.fspath(path)
+        self.path, self._fh, self.size = open_file(path, 24, "GGUF")
         try:
-            self._fh = open(self.path, "rb")
-        except OSError as e:
-            raise FormatError(f"{self.path}: cannot open ({e.strerror})") from None
-        try:
-            self.size = os.fstat(self._fh.fileno()).st_size
-            if self.size < 24:
-                raise FormatError(f"{self.path}: {self.size} bytes, too short for a GGUF header (24)")
             self._mm = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
             self._parse()
         except BaseException:
@@ -261,12 +254,8 @@ class GGUFFile:
         self.tensors: dict[str, TensorInfo] = {}
         for name, ne, type_id, offset in infos:
             self.tensors[name] = self._tensor_info(name, ne, type_id, offset, seen, names, sizes)
-        spans = sorted((t.offset, t.offset + t.nbytes, t.name) for t in self.tensors.values()
-                       if t.nbytes)
-        for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
-            if b1 < e0:
-                raise FormatError(f"{self.path}: tensors {n0!r} and {n1!r} overlap "
-                                  f"([{b0}, {e0}) and [{b1}, {e1}))")
+        check_disjoint(self.path, ((t.offset, t.offset + t.nbytes, t.name)
+                                   for t in self.tensors.values() if t.nbytes))
 
     def _value(self, c: _Cursor, vtype: int, key: str, depth: int):
         where = f"metadata {key!r}"
