@@ -166,3 +166,12 @@ def test_soak_300_requests_memory_steady(model):
     growth = (rss_end - rss_start) / 1024
     print(f"soak: {SOAK_REQUESTS} requests, RSS {rss_start / 1024:.1f} -> {rss_end / 1024:.1f} MiB")
     assert growth < 16, f"RSS grew by {growth:.1f} MiB over {SOAK_REQUESTS - 60} requests"
+
+
+def test_without_the_server_extra_one_line_says_what_to_install():
+    code = ("import sys; sys.modules['uvicorn'] = None\n"      # `import uvicorn` now fails
+            "from minibit.cli import main; sys.exit(main(['serve', '--port', '0']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "pip install 'minibit[server]'" in r.stderr and "uvicorn" in r.stderr

@@ -192,31 +192,33 @@ class Scheduler:
                 self._step(job, pieces)
 
     def _step(self, job: Job, pieces) -> None:
-        """One turn of one job: start it, or take its next piece, or retire it."""
-        outcome = None
+        """One turn of one job: start it, or take its next piece, or retire it.  A finished
+        job is retired (no longer active, counted) before its last event is posted, so a
+        client that has its answer never sees its job in stats()."""
+        final = None
         try:
             if job.cancelled:
                 outcome = "dropped"  # counted as "cancelled" when cancel() was called
             elif pieces is None:     # admitted on this turn: build its iterator (no decoding yet)
                 pieces = self.model.generate(job.prompt, stream=True, result=job.result, **job.kwargs)
                 self._replace(job, pieces)
+                return
             else:
                 try:
                     piece = next(pieces)
                 except StopIteration:
-                    job.finished = True
-                    job._post(("done", job.result))
-                    outcome = "completed"
+                    outcome, final = "completed", ("done", job.result)
                 else:
                     job._post(("piece", piece))
+                    return
         except Exception as e:       # a bad request that slipped through, or a bug: this job only
-            job.finished = True
-            job._post(("error", e))
-            outcome = "failed"
-        if outcome is not None:
-            if pieces is not None:
-                pieces.close()       # runs the generators' cleanup; frees the KV cache
-            self._retire(job, outcome)
+            outcome, final = "failed", ("error", e)
+        if pieces is not None:
+            pieces.close()           # runs the generators' cleanup; frees the KV cache
+        job.finished = final is not None
+        self._retire(job, outcome)
+        if final is not None:
+            job._post(final)
 
     def _replace(self, job, pieces) -> None:
         with self._cv:
