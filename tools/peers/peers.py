@@ -37,7 +37,8 @@ sys.path.insert(0, REPO) if REPO not in sys.path else None
 from minibit import _llama_build as lb  # noqa: E402
 
 __all__ = ["Peer", "PeerUnavailable", "bitnet_cpp", "llama_cpp", "get", "harness", "evaluate",
-           "quantize", "to_dump", "PEER_NAMES", "FTYPES"]
+           "quantize", "to_dump", "PEER_NAMES", "FTYPES", "RUNS", "PROFILE_OF", "token_ids",
+           "synthetic_models", "minibit_logits", "agreement", "meets_done_when"]
 
 PEER_NAMES = ("bitnet.cpp", "llama.cpp")
 # llama_ftype numbers (llama.h): what `quantize` writes
@@ -174,9 +175,14 @@ def _run(peer: Peer, args: list, what: str) -> None:
         raise RuntimeError(f"{peer.label}: {what} failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
 
 
-def quantize(peer: Peer, src: str, dst: str, fmt: str, nthread: int = 1) -> str:
-    """The peer's own quantizer (llama_model_quantize): src (F32/F16 GGUF) -> dst in fmt."""
-    _run(peer, ["quantize", src, dst, str(FTYPES[fmt]), str(nthread)], f"quantize to {fmt}")
+def quantize(peer: Peer, src: str, dst: str, fmt: str, nthread: int = 1,
+             f16_embeddings: bool = False) -> str:
+    """The peer's own quantizer (llama_model_quantize): src (F32/F16 GGUF) -> dst in fmt.
+    nthread 0 is the library's default (all cores).  f16_embeddings keeps token_embd/output
+    F16 (llama-quantize --token-embedding-type f16 --output-tensor-type f16); llama.cpp's
+    default for TQ file types is Q4_K, bitnet.cpp forces F16 for I2_S anyway."""
+    args = ["quantize", src, dst, str(FTYPES[fmt]), str(nthread)] + (["1"] if f16_embeddings else [])
+    _run(peer, args, f"quantize to {fmt}")
     return dst
 
 
@@ -292,6 +298,85 @@ def evaluate(peer: Peer, model: str, tokens, mode: str = "batch", threads: int =
     return {"logits": logits, "info": info, "dump": dump_dir}
 
 
+# ---- the models and the measures the tests and table.py share ---------------------------
+
+# Well-conditioned synthetic models (minibit.io.synthetic: projections ~ 1/sqrt(fan_in), norms
+# near 1), small enough for a fast test: 3 layers, hidden 256, FFN 512, 4 heads of 64.
+MODEL_SHAPE = dict(hidden=256, intermediate=512, layers=3, heads=4, vocab=300)
+ARCH_KV_HEADS = {"bitnet": 4, "llama": 2}            # 1bitLLM has no GQA; Falcon3 has
+ARCH_SEED = {"bitnet": 11, "llama": 12}
+# what each engine runs (GGUF arch x ternary type); bitnet.cpp 2024 has no "bitnet-b1.58"
+RUNS = {"bitnet.cpp": [(a, f) for a in ("bitnet", "llama") for f in ("i2_s", "tq2_0", "tq1_0")],
+        "llama.cpp": [(a, f) for a in ("bitnet", "llama") for f in ("tq2_0", "tq1_0")]}
+PROFILE_OF = {"i2_s": "bitnet.cpp", "tq1_0": "llama.cpp", "tq2_0": "llama.cpp"}
+N_POSITIONS = 40
+
+
+def token_ids(n: int = N_POSITIONS, seed: int = 5) -> list:
+    """BOS (256) and n-1 byte tokens: the synthetic byte-level vocabulary's ids."""
+    rng = np.random.default_rng(seed)
+    return [256] + [int(x) for x in rng.integers(0, 256, n - 1)]
+
+
+def synthetic_models(root: str) -> dict:
+    """{(arch, fmt): path} for arch "bitnet"/"llama" and fmt i2_s, tq1_0, tq2_0 (minibit's own
+    writer) and "f32" (the pre-quantization twin the peers' quantizers read); written once."""
+    import minibit
+    from minibit.io.synthetic import write_checkpoint
+    sys.path.insert(0, HERE) if HERE not in sys.path else None
+    from f32_twin import write_f32_twin
+
+    out = {}
+    for arch in ("bitnet", "llama"):
+        d = os.path.join(root, f"{arch}-v1")
+        paths = {f: os.path.join(d, f"model.{f}.gguf") for f in ("i2_s", "tq1_0", "tq2_0", "f32")}
+        if not all(os.path.exists(p) for p in paths.values()):
+            write_checkpoint(os.path.join(d, "hf"), arch=arch, kv_heads=ARCH_KV_HEADS[arch],
+                             seed=ARCH_SEED[arch], **MODEL_SHAPE)
+            m = minibit.load(os.path.join(d, "hf"))
+            for f in ("i2_s", "tq1_0", "tq2_0"):
+                minibit.save_gguf(m, paths[f], weight_format=f, progress=False)
+            write_f32_twin(minibit.load(paths["i2_s"]), paths["tq2_0"], paths["f32"])
+        out.update({(arch, f): p for f, p in paths.items()})
+    return out
+
+
+def minibit_logits(path: str, ids, mode: str = "batch", kv: str = "f16",
+                   profile: str | None = None) -> np.ndarray:
+    """minibit's logits for ids on a GGUF file: one forward (batch) or one token per step
+    through the KV cache (seq), with the engines' default F16 KV cache."""
+    import minibit
+    m = minibit.load(path, profile=profile)
+    m.kv_cache = kv
+    if mode == "batch":
+        return m.logits(ids)
+    cache = m.new_cache(len(ids))
+    return np.concatenate([m.forward([t], cache, last_only=True)[-1:] for t in ids])
+
+
+def agreement(mine: np.ndarray, engine: np.ndarray) -> dict:
+    """Per position (row): bit-identical?, same argmax?, relative error ||a - b|| / ||b||
+    (float64, the engine as reference).  Returns counts and the median / max error."""
+    a, b = np.asarray(mine, np.float32), np.asarray(engine, np.float32)
+    if a.shape != b.shape:
+        raise ValueError(f"logits shapes differ: {a.shape} vs {b.shape}")
+    d = a.astype(np.float64) - b.astype(np.float64)
+    rel = np.linalg.norm(d, axis=1) / np.linalg.norm(b.astype(np.float64), axis=1)
+    same = np.array([x.tobytes() == y.tobytes() for x, y in zip(a, b)])
+    return dict(positions=int(a.shape[0]), identical=int(same.sum()),
+                argmax=int((a.argmax(1) == b.argmax(1)).sum()), rel_median=float(np.median(rel)),
+                rel_max=float(rel.max()), rel=rel)
+
+
+def meets_done_when(agr: dict, exact: bool) -> bool:
+    """Issue 17's bar: bit-identical at every position where the engine's float order is
+    copied (exact), else argmax at every position, median rel err <= 1e-6, max <= 1e-4."""
+    if exact:
+        return agr["identical"] == agr["positions"]
+    return (agr["argmax"] == agr["positions"] and agr["rel_median"] <= 1e-6
+            and agr["rel_max"] <= 1e-4)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="tools/peers/peers.py", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -313,6 +398,7 @@ def main(argv=None) -> int:
     q.add_argument("dst")
     q.add_argument("fmt", choices=sorted(FTYPES))
     q.add_argument("--nthread", type=int, default=1)
+    q.add_argument("--f16-embeddings", action="store_true")
     a = ap.parse_args(argv)
     try:
         if a.cmd == "build":
@@ -330,7 +416,7 @@ def main(argv=None) -> int:
             print(f"{p.label}: {len(ids)} tokens ({a.mode}) -> {a.out}; logits {res['logits'].shape}")
         else:
             p = get(a.peer, build=False)
-            quantize(p, a.src, a.dst, a.fmt, a.nthread)
+            quantize(p, a.src, a.dst, a.fmt, a.nthread, a.f16_embeddings)
             print(f"{p.label}: wrote {a.dst}")
     except (PeerUnavailable, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
