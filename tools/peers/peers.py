@@ -190,7 +190,8 @@ def quantize(peer: Peer, src: str, dst: str, fmt: str, nthread: int = 1,
 
 # the same tensor under the engine's name (first occurrence in a decode call); Qcur/Kcur are
 # named twice (projection, then after RoPE): the first is Qcur, the last Qcur_rope
-RENAME = {"attn_o_out": "attn_out", "ffn_sub_out": "ffn_gate_par", "ffn_down": "ffn_out"}
+RENAME = {"attn_o_out": "attn_out", "ffn_sub_out": "ffn_gate_par", "ffn_swiglu": "ffn_gate_par",
+          "ffn_down": "ffn_out"}
 MINIBIT_STAGES = {"inp_embd", "attn_norm", "Qcur", "Kcur", "Vcur", "kqv_out", "attn_sub_norm",
                   "attn_out", "ffn_inp", "ffn_norm", "ffn_gate", "ffn_up", "ffn_gate_par",
                   "ffn_sub_norm", "ffn_out", "l_out", "result_norm", "result_output"}
