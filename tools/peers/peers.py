@@ -32,7 +32,10 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, REPO) if REPO not in sys.path else None
+try:                                   # the installed minibit (CI), else this checkout's
+    import minibit  # noqa: F401
+except ImportError:
+    sys.path.insert(0, REPO)
 
 from minibit import _llama_build as lb  # noqa: E402
 
