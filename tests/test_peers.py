@@ -165,12 +165,12 @@ def test_multithreaded_i2s_quantizer_file_is_refused(models, tmp_path):
 
 # ---- dumps and compare ------------------------------------------------------------------
 
-def _dumps(tmp_path, models, peer="bitnet.cpp", fmt="i2_s", arch="bitnet", act=None):
+def _dumps(tmp_path, models, peer="bitnet.cpp", fmt="i2_s", arch="bitnet", act=None, mode="batch"):
     from minibit.oracle import dump
     ids = peers.token_ids(16)
     path = models[(arch, fmt)]
     eng = str(tmp_path / "engine")
-    peers.evaluate(_peer(peer), path, ids, "batch", 1, dump_dir=eng)
+    peers.evaluate(_peer(peer), path, ids, mode, 1, dump_dir=eng)
     m = minibit.load(path, profile=peers.PROFILE_OF[fmt])
     m.kv_cache = "f16"
     if act:
@@ -180,14 +180,16 @@ def _dumps(tmp_path, models, peer="bitnet.cpp", fmt="i2_s", arch="bitnet", act=N
     return ref, eng
 
 
-@pytest.mark.parametrize("peer,arch,fmt", [("bitnet.cpp", "bitnet", "i2_s"),
-                                           ("llama.cpp", "bitnet", "tq2_0"),
-                                           ("llama.cpp", "llama", "tq2_0")])
-def test_engine_dump_lines_up_with_minibit_dump(peer, arch, fmt, models, tmp_path):
-    """Every float tensor minibit dumps has its engine twin under the same name and shape;
-    the embedding rows are the same bits."""
+@pytest.mark.parametrize("peer,arch,fmt,mode", [("bitnet.cpp", "bitnet", "i2_s", "batch"),
+                                                ("bitnet.cpp", "llama", "i2_s", "seq"),
+                                                ("llama.cpp", "bitnet", "tq2_0", "batch"),
+                                                ("llama.cpp", "llama", "tq2_0", "seq")])
+def test_engine_dump_lines_up_with_minibit_dump(peer, arch, fmt, mode, models, tmp_path):
+    """Every float tensor minibit dumps has its engine twin under the same name and shape
+    (token by token: the decode calls stacked along positions); the embedding rows are the
+    same bits."""
     from minibit.oracle import compare
-    ref, eng = _dumps(tmp_path, models, peer, fmt, arch)
+    ref, eng = _dumps(tmp_path, models, peer, fmt, arch, mode=mode)
     rep = compare(ref, eng, out=None)
     got = {d.name: d for d in rep.rows}
     from minibit.oracle.dump import read_manifest

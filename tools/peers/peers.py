@@ -168,6 +168,9 @@ def harness(peer: Peer) -> str:
         raise PeerUnavailable(f"{peer.label}: the harness did not compile:\n{' '.join(cmd)}\n"
                               f"{r.stdout[-3000:]}")
     os.replace(exe + ".tmp", exe)
+    for old in os.listdir(peer.cache):                        # harnesses of older sources
+        if old.startswith("mb_peer_harness-") and os.path.join(peer.cache, old) != exe:
+            os.remove(os.path.join(peer.cache, old))
     return exe
 
 
@@ -224,6 +227,14 @@ def to_dump(raw: str, out: str, tokens: list, mode: str, model: str, peer_label:
     seen_in_call: dict = {}
     for r in rows:                            # how often each name occurs per call
         seen_in_call.setdefault((r["call"], r["name"]), []).append(r)
+    # bitnet.cpp 2024's llama graph multiplies by wo inside its attention helper: there
+    # "kqv_out" is o_proj's output and "kqv_merged_cont" its input (minibit's kqv_out)
+    layer_names: dict = {}
+    for call, name in seen_in_call:
+        base, _, layer = name.rpartition("-")
+        layer_names.setdefault((call, layer), set()).add(base)
+    wo_inside = {k for k, v in layer_names.items()
+                 if "kqv_merged_cont" in v and "kqv_out" in v and not v & {"attn_o_out", "attn_out"}}
     parts: dict = {}                           # minibit name -> [(call, array)]
     order: list = []
     raw_names: dict = {}
@@ -233,6 +244,8 @@ def to_dump(raw: str, out: str, tokens: list, mode: str, model: str, peer_label:
             base, layer = name, None
         for k, r in enumerate(occ):
             stage = RENAME.get(base, base)
+            if (call, layer) in wo_inside and base in ("kqv_out", "kqv_merged_cont"):
+                stage = "attn_out" if base == "kqv_out" else "kqv_out"
             if stage in ("Qcur", "Kcur") and len(occ) > 1 and k == len(occ) - 1:
                 stage, dims = stage + "_rope", 3
             elif stage in MINIBIT_STAGES and k == 0:
