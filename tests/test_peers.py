@@ -104,12 +104,12 @@ def test_logits_match_engine(peer, arch, fmt, mode, models):
 
 
 @pytest.mark.parametrize("mode", ["batch", "seq"])
-@pytest.mark.parametrize("arch", ["bitnet", "llama"])
-def test_bitnet_cpp_threads_do_not_change_logits(arch, mode, models):
-    """bitnet.cpp splits rows across threads, not sums: 1 and 2 threads give the same bits,
-    so one profile serves every thread count."""
-    one = _engine("bitnet.cpp", models[(arch, "i2_s")], mode, 1)
-    two = _engine("bitnet.cpp", models[(arch, "i2_s")], mode, 2)
+@pytest.mark.parametrize("peer,arch,fmt", RUN_CASES, ids=_ids)
+def test_engine_threads_do_not_change_logits(peer, arch, fmt, mode, models):
+    """The engines split rows across threads, not sums: 1 and 2 threads give the same bits
+    (bitnet.cpp's I2_S included), so one profile serves every thread count."""
+    one = _engine(peer, models[(arch, fmt)], mode, 1)
+    two = _engine(peer, models[(arch, fmt)], mode, 2)
     assert one.tobytes() == two.tobytes()
 
 

@@ -219,9 +219,10 @@ def to_dump(raw: str, out: str, tokens: list, mode: str, model: str, peer_label:
 
     Tensors minibit also dumps get minibit's names (RENAME; Qcur/Kcur's last occurrence is
     Qcur_rope/Kcur_rope), token positions first, the decode calls of a token-by-token run
-    concatenated along positions.  With ``extra`` (batch mode only), the engine's other named
-    tensors are kept as ``ggml.<name>`` (``ggml.<name>.<k>`` for the k-th repeat), e.g.
-    ``ggml.kq_soft_max_ext-0``, so compare lists them too."""
+    concatenated along positions.  With ``extra``, the engine's other named tensors are kept
+    as ``ggml.<name>`` (``ggml.<name>.<k>`` for the k-th repeat; token by token, one per
+    decode call: ``ggml.<name>@<position>``), e.g. ``ggml.kq_soft_max_ext-0``, so compare
+    lists them too."""
     rows = _read_tsv(raw)
     blob = np.fromfile(os.path.join(raw, "tensors.bin"), dtype="<f4")
     seen_in_call: dict = {}
@@ -250,8 +251,8 @@ def to_dump(raw: str, out: str, tokens: list, mode: str, model: str, peer_label:
                 stage, dims = stage + "_rope", 3
             elif stage in MINIBIT_STAGES and k == 0:
                 dims = 2
-            elif extra and mode == "batch":
-                stage = f"ggml.{base}" + (f".{k}" if k else "")
+            elif extra:
+                stage = f"ggml.{base}" + (f".{k}" if k else "") + (f"@{call}" if mode == "seq" else "")
                 dims = 4
             else:
                 continue
