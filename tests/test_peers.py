@@ -170,7 +170,9 @@ def _dumps(tmp_path, models, peer="bitnet.cpp", fmt="i2_s", arch="bitnet", act=N
     ids = peers.token_ids(16)
     path = models[(arch, fmt)]
     eng = str(tmp_path / "engine")
-    peers.evaluate(_peer(peer), path, ids, mode, 1, dump_dir=eng)
+    res = peers.evaluate(_peer(peer), path, ids, mode, 1, dump_dir=eng)
+    # the callback's last tensor is what llama_get_logits returns
+    assert np.load(os.path.join(eng, "result_output.npy")).tobytes() == res["logits"].tobytes()
     m = minibit.load(path, profile=peers.PROFILE_OF[fmt])
     m.kv_cache = "f16"
     if act:
