@@ -8,8 +8,10 @@
   (issue 17's bar, ``peers.meets_done_when``);
 * the harness dump lines up with ``minibit dump`` and ``compare`` names a planted fault.
 
-Without a compiler or a buildable peer these skip; with MINIBIT_REQUIRE_PEERS=1 (CI) a peer
-that cannot be built fails the run.  Builds are cached (tools/peers/README.md).
+The engines are located in their caches (tools/peers/README.md); they are built (about 6-8
+minutes each on 2 cores, once) when MINIBIT_BUILD_PEERS=1 or MINIBIT_REQUIRE_PEERS=1, or
+beforehand with ``python tools/peers/peers.py build``.  Without them the tests skip; with
+MINIBIT_REQUIRE_PEERS=1 (CI) a peer that cannot be built fails the run.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tools", "peers"))
 import peers  # noqa: E402
 
 REQUIRE = os.environ.get("MINIBIT_REQUIRE_PEERS") == "1"
+BUILD = REQUIRE or os.environ.get("MINIBIT_BUILD_PEERS") == "1"
 
 # (engine, format, mode) whose float order minibit's profile copies, so the logits must be
 # bit-identical at every position.  Every other run is held to argmax at every position and
@@ -41,7 +44,15 @@ _peers: dict = {}
 def _peer(name: str):
     if name not in _peers:
         try:
-            _peers[name] = peers.get(name, build=True, log=lambda *a: None)
+            try:
+                _peers[name] = peers.get(name, build=False)
+            except peers.PeerUnavailable:
+                if not BUILD:
+                    raise peers.PeerUnavailable(
+                        f"{name} is not built (python tools/peers/peers.py build {name}, or "
+                        "MINIBIT_BUILD_PEERS=1)") from None
+            if BUILD:               # cmake / the build script's stamp: seconds when up to date
+                _peers[name] = peers.get(name, build=True, log=lambda *a: None)
             peers.harness(_peers[name])
         except peers.PeerUnavailable as e:
             _peers[name] = e
