@@ -87,13 +87,16 @@ def _build_script() -> str:
                           "shared/peers/build-bitnetcpp)")
 
 
-def bitnet_cpp(build: bool = True, log=print) -> Peer:
-    """bitnet.cpp's Oct-2024 release, AVX2 build with libllama (target llama-quantize)."""
-    out = os.path.expanduser(os.environ.get("MINIBIT_BITNET_CACHE")
-                             or "~/.cache/bitnet-peers/2024-avx2")
+def bitnet_cpp(build: bool = True, log=print, tl2: bool = False) -> Peer:
+    """bitnet.cpp's Oct-2024 release, AVX2 build with libllama (target llama-quantize).
+    tl2: the build with its TL2 kernels (-DBITNET_X86_TL2=ON), generated for the
+    bitnet_b1_58-large preset's shapes only (1536x4096, 1536x1536, 4096x1536)."""
+    out = os.path.expanduser(os.environ.get("MINIBIT_BITNET_CACHE") or "~/.cache/bitnet-peers/2024-avx2")
+    if tl2:
+        out += "-tl2"
     if build:
         env = dict(os.environ, JOBS=_jobs(), BITNET_TARGETS="llama-quantize",
-                   BITNET_CMAKE_ARGS=BITNET_AVX2_CMAKE)
+                   BITNET_CMAKE_ARGS=BITNET_AVX2_CMAKE + (" -DBITNET_X86_TL2=ON" if tl2 else ""))
         r = subprocess.run([_build_script(), "2024", out], env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
         if r.returncode != 0:
@@ -104,7 +107,8 @@ def bitnet_cpp(build: bool = True, log=print) -> Peer:
         raise PeerUnavailable(f"bitnet.cpp: no build in {out}")
     fork = os.path.join(out, srcs[0], "3rdparty", "llama.cpp")
     bld = os.path.join(out, "build", "3rdparty", "llama.cpp")
-    p = Peer("bitnet.cpp", "2024", [os.path.join(fork, "include"), os.path.join(fork, "ggml", "include")],
+    p = Peer("bitnet.cpp", "2024" + (" TL2" if tl2 else ""),
+             [os.path.join(fork, "include"), os.path.join(fork, "ggml", "include")],
              [os.path.join(bld, "src"), os.path.join(bld, "ggml", "src")], ["llama", "ggml"],
              ["-DMB_API_2024"], os.path.join(out, "minibit-harness"))
     if not os.path.exists(os.path.join(p.libdirs[0], "libllama.so")):
@@ -137,9 +141,11 @@ def llama_cpp(build: bool = True, log=print) -> Peer:
 def get(name: str, build: bool = True, log=print) -> Peer:
     if name == "bitnet.cpp":
         return bitnet_cpp(build, log)
+    if name == "bitnet.cpp-tl2":
+        return bitnet_cpp(build, log, tl2=True)
     if name == "llama.cpp":
         return llama_cpp(build, log)
-    raise ValueError(f"unknown peer {name!r}; one of {PEER_NAMES}")
+    raise ValueError(f"unknown peer {name!r}; one of {PEER_NAMES + ('bitnet.cpp-tl2',)}")
 
 
 def _cxx() -> str:
