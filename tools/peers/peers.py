@@ -173,10 +173,7 @@ def harness(peer: Peer) -> str:
     if r.returncode != 0:
         raise PeerUnavailable(f"{peer.label}: the harness did not compile:\n{' '.join(cmd)}\n"
                               f"{r.stdout[-3000:]}")
-    os.replace(exe + ".tmp", exe)
-    for old in os.listdir(peer.cache):                        # harnesses of older sources
-        if old.startswith("mb_peer_harness-") and os.path.join(peer.cache, old) != exe:
-            os.remove(os.path.join(peer.cache, old))
+    os.replace(exe + ".tmp", exe)      # (older harnesses stay: another checkout may use one)
     return exe
 
 
