@@ -167,13 +167,13 @@ def harness(peer: Peer) -> str:
         return exe
     os.makedirs(peer.cache, exist_ok=True)
     cmd = [cxx, "-O2", "-std=c++17", *peer.defines, *[f"-I{d}" for d in peer.include], src,
-           "-o", exe + ".tmp", *[f"-L{d}" for d in peer.libdirs], *[f"-l{x}" for x in peer.libs],
+           "-o", f"{exe}.{os.getpid()}.tmp", *[f"-L{d}" for d in peer.libdirs], *[f"-l{x}" for x in peer.libs],
            "-Wl,-rpath," + ":".join(peer.libdirs)]
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if r.returncode != 0:
         raise PeerUnavailable(f"{peer.label}: the harness did not compile:\n{' '.join(cmd)}\n"
                               f"{r.stdout[-3000:]}")
-    os.replace(exe + ".tmp", exe)      # (older harnesses stay: another checkout may use one)
+    os.replace(f"{exe}.{os.getpid()}.tmp", exe)   # (older harnesses stay: another checkout may use one)
     return exe
 
 
