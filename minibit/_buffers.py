@@ -19,14 +19,14 @@ def check_output(a, what: str, dtypes, ndim: int | None = None, shape=None) -> n
     ``ndim`` dimensions / exactly ``shape`` when given); else FormatError naming ``what``."""
     names = "/".join(np.dtype(d).name for d in dtypes)
     if not isinstance(a, np.ndarray) or a.dtype not in [np.dtype(d) for d in dtypes]:
-        raise FormatError(f"{what}: must be a {names} array, got "
+        raise FormatError(f"{what} must be a {names} array, got "
                           f"{getattr(a, 'dtype', type(a).__name__)}")
     if (ndim is not None and a.ndim != ndim) or (shape is not None and a.shape != tuple(shape)):
         want = tuple(shape) if shape is not None else f"{ndim} dimensions"
-        raise FormatError(f"{what}: expected {want}, got shape {a.shape}")
+        raise FormatError(f"{what} must be of shape {want}, got {a.shape}")
     if not a.flags.writeable:
-        raise FormatError(f"{what}: the array is read-only (a memory-mapped file opened "
-                          f"read-only, or setflags(write=False)); it must be writeable")
+        raise FormatError(f"{what} must be writeable; it is read-only (a memory-mapped file "
+                          f"opened read-only, or setflags(write=False))")
     if not a.flags.c_contiguous or not a.flags.aligned:
-        raise FormatError(f"{what}: must be C-contiguous and aligned (strides {a.strides})")
+        raise FormatError(f"{what} must be C-contiguous and aligned (strides {a.strides})")
     return a
