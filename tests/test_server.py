@@ -312,6 +312,35 @@ def test_disconnect_while_waiting_for_a_whole_answer(gated, model):
     assert r.json()["choices"][0]["text"] == model.generate(PROMPTS[2], max_new_tokens=5, temperature=0.0)
 
 
+def test_stopping_the_worker_ends_streams_and_waiting_requests_with_503(model):
+    """Scheduler.stop() (the app's shutdown) cancels what runs and what waits: a stream gets
+    an error event and [DONE], a waiting request a 503, and so does any later one."""
+    import threading
+    gate = GatedModel(model)
+    with LiveServer(create_app(gate, model_id="demo", slots=1)) as s:
+        c, r, lines = _stream_request(s.url, {"model": "demo", "prompt": PROMPTS[0],
+                                              "max_tokens": 20, "temperature": 0, "stream": True})
+        events = sse_events(lines)
+        gate.release(1)
+        assert next(events)["choices"][0]["text"]
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            whole = pool.submit(httpx.post, s.url + "/v1/completions", timeout=120,
+                                json={"model": "demo", "prompt": "x", "max_tokens": 3})
+            assert s.scheduler.wait_until(lambda st: st["queued"] == 1)
+            stopper = threading.Thread(target=s.scheduler.stop)
+            stopper.start()
+            assert s.scheduler.wait_until(lambda st: st["cancelled"] == 2)
+            gate.release(1000)
+            stopper.join(30)
+            rest = list(events)
+            r.close()
+            c.close()
+            assert whole.result(timeout=60).status_code == 503
+        assert rest[-1] == "[DONE]" and rest[-2]["error"]["code"] == "server_busy"
+        later = httpx.post(s.url + "/v1/completions", json={"model": "demo", "prompt": "x"}, timeout=60)
+        assert later.status_code == 503 and later.json()["error"]["code"] == "server_busy"
+
+
 class BrokenModel(GatedModel):
     """The demo model, whose forward pass fails for prompts that mention "boom"."""
 
