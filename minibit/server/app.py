@@ -269,7 +269,9 @@ class JobResponse:
         if self.chat:                # OpenAI's first chat chunk names the role
             await event(self._envelope([{"index": 0, "delta": {"role": "assistant", "content": ""},
                                          "logprobs": None, "finish_reason": None}], True))
+        ended = False
         async for kind, value in job:
+            ended = kind in ("done", "error")
             if kind == "piece":
                 await event(self._envelope([self._choice(value, None)], True))
             elif kind == "done":
@@ -282,6 +284,8 @@ class JobResponse:
                 err = _job_error(value)
                 await event(error_body(err.message, err.type, err.param, err.code))
         if not self.disconnected:
+            if not ended:            # cancelled by a shutdown, not by the client: say so
+                await event(error_body("the server is shutting down", "server_error", None, "server_busy"))
             await event(b"[DONE]")
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
