@@ -17,9 +17,9 @@ __all__ = ["check_output"]
 def check_output(a, what: str, dtypes, ndim: int | None = None, shape=None) -> np.ndarray:
     """``a`` when it is a writeable, aligned, C-contiguous ndarray of one of ``dtypes`` (with
     ``ndim`` dimensions / exactly ``shape`` when given); else FormatError naming ``what``."""
-    names = "/".join(np.dtype(d).name for d in dtypes)
+    names = " or ".join(np.dtype(d).name for d in dtypes)
     if not isinstance(a, np.ndarray) or a.dtype not in [np.dtype(d) for d in dtypes]:
-        raise FormatError(f"{what} must be a {names} array, got "
+        raise FormatError(f"{what} must be a C-contiguous {names} array, got "
                           f"{getattr(a, 'dtype', type(a).__name__)}")
     if (ndim is not None and a.ndim != ndim) or (shape is not None and a.shape != tuple(shape)):
         want = tuple(shape) if shape is not None else f"{ndim} dimensions"
