@@ -23,8 +23,9 @@ def save_gguf(model, path, weight_format: str = "tq2_0", progress: bool = True):
 def load(source: str = "demo", profile: str | None = None, threads: int | None = None):
     """Load a ternary model: "demo", a HF snapshot dir, a .gguf file, or a cached repo id.
 
-    profile: "hf" | "bitnet.cpp" | "llama.cpp"; None picks the source's natural one (HF dir
-    -> "hf", I2_S/TL GGUF -> "bitnet.cpp", TQ GGUF -> "llama.cpp").  threads: kernel threads
+    profile: "hf" | "bitnet.cpp" | "llama.cpp" | "a4.8" | "trilm"; None picks the source's
+    natural one (HF dir -> "hf", or the profile its config.json names as "minibit_profile";
+    a TriLM LLaMA dir -> "trilm"; I2_S/TL GGUF -> "bitnet.cpp", TQ GGUF -> "llama.cpp").  threads: kernel threads
     (default: MINIBIT_THREADS, else every core).  Never downloads.
     """
     import os
@@ -43,12 +44,21 @@ def load(source: str = "demo", profile: str | None = None, threads: int | None =
             raise FormatError(f"{path}: GGUF models cannot be loaded by this version of "
                               f"minibit yet; convert the HF checkpoint instead") from None
         return load_gguf(path, profile)
-    from .io.hf import HFCheckpoint
+    from .io.hf import HFCheckpoint, read_json
     from .model.model import build_from_hf
     from .tokenizer import Tokenizer
 
+    raw = read_json(os.path.join(path, "config.json"))
+    if isinstance(raw, dict):
+        from .io.trilm import is_float_llama, load_trilm
+        if is_float_llama(raw):                 # TriLM (ternary per shard) or a float LLaMA
+            return load_trilm(path, raw, profile)
     ckpt = HFCheckpoint(path)
-    prof = profile or "hf"
+    # a config may name the numerics it was trained for (data/demo-a4.8: "a4.8")
+    named = raw.get("minibit_profile") if isinstance(raw, dict) else None
+    if named is not None and not isinstance(named, str):
+        raise FormatError(f"{path}/config.json: minibit_profile must be a string, got {named!r}")
+    prof = profile or named or "hf"
     transformer = build_from_hf(ckpt, prof)
     cfg = ckpt.config
     tok = None

@@ -81,9 +81,9 @@ def in_features(cfg: Config, key: str) -> int:
 class HFCheckpoint:
     """The tensors of a snapshot directory, across shards, by name."""
 
-    def __init__(self, snapshot: str):
+    def __init__(self, snapshot: str, config: Config | None = None):
         self.dir = snapshot
-        self.config = read_config(snapshot)
+        self.config = config if config is not None else read_config(snapshot)   # (io/trilm.py passes one)
         index = os.path.join(snapshot, "model.safetensors.index.json")
         single = os.path.join(snapshot, "model.safetensors")
         self.files: dict[str, SafetensorsFile] = {}

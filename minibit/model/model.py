@@ -11,7 +11,7 @@ from .transformer import Layer, Transformer
 
 __all__ = ["Model", "build_from_hf", "PROFILES"]
 
-PROFILES = ("hf", "bitnet.cpp", "llama.cpp")
+PROFILES = ("hf", "bitnet.cpp", "llama.cpp", "a4.8", "trilm")   # the last two: minibit/profiles.py
 
 
 class Model:
