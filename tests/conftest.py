@@ -44,6 +44,8 @@ REFERENCES = {
     "sampling": "minibit.sampling",
     "dense": "minibit.kernels.dense",
     "layers": "minibit.model.layers",
+    "quant_a48": "minibit.quant_a48",
+    "float_ternary": "minibit.kernels.float_ternary",
 }
 
 

@@ -62,8 +62,12 @@ def split_ternary(w: np.ndarray, axis: int, shards: int | None, name: str):
     mag = lines.max(axis=1)                                      # the line's only non-zero |w|
     bad = ~((lines == mag[:, None]) | (lines == 0)).all(axis=1)
     distinct = np.unique(mag[mag > 0])
+    nmag = np.unique(a[a > 0]).size if bad.any() else distinct.size
+    if bad.any() and nmag <= MAX_SHARDS:
+        raise FormatError(f"{name}: its {nmag} magnitudes do not fall into equal "
+                          f"{'row' if axis == 0 else 'column'} blocks (one scale per model-parallel "
+                          f"shard); not a TriLM ternary matrix")
     if bad.any() or distinct.size > MAX_SHARDS:
-        nmag = np.unique(a[a > 0]).size
         raise FormatError(f"{name}: not ternary: {nmag} distinct magnitudes (a TriLM matrix has "
                           f"one per model-parallel shard); a float LLaMA without "
                           f"quantization_config is not a ternary model, and minibit runs only "
