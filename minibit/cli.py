@@ -128,15 +128,17 @@ def cmd_inspect(argv) -> int:
 
 def _model_args(ap, generation=True):
     ap.add_argument("--model", default="demo",
-                    help="'demo' (bundled), a HF snapshot directory, a .gguf file or a cached repo id")
-    ap.add_argument("--profile", choices=["hf", "bitnet.cpp", "llama.cpp"], default=None,
+                    help="'demo' or 'demo-a4.8' (bundled), a HF snapshot directory, a .gguf file "
+                         "or a cached repo id")
+    ap.add_argument("--profile", choices=["hf", "bitnet.cpp", "llama.cpp", "a4.8", "trilm"], default=None,
                     help="numerics to reproduce (default: the model's natural one)")
     ap.add_argument("--threads", type=_number(int, "--threads", lambda v: v >= 1, "an integer >= 1"),
                     default=None, help="kernel threads (default: all cores)")
     if generation:
-        ap.add_argument("--kv-cache", choices=["f32", "f16"], default="f32",
+        ap.add_argument("--kv-cache", choices=["f32", "f16", "int3"], default="f32",
                         help="KV cache type: f32 (default) or f16 (half the memory, as llama.cpp "
-                             "keeps it; keys and values rounded to float16)")
+                             "keeps it; keys and values rounded to float16); int3: BitNet a4.8's "
+                             "3-bit cache (absmax per token and head)")
         # every option is checked here, before anything loads (exit 2 with one line)
         ap.add_argument("-n", "--max-new-tokens", default=128,
                         type=_number(int, "-n", lambda v: v >= 0, "an integer >= 0"))
