@@ -47,8 +47,10 @@ MAX_SHARDS = 64
 def is_float_llama(cfg: dict) -> bool:
     """A LLaMA config.json without a quantization_config (TriLM's, or a float model's)."""
     archs = cfg.get("architectures") or []
-    llama = cfg.get("model_type") == "llama" or (isinstance(archs, list) and "LlamaForCausalLM" in archs)
-    return bool(llama) and not cfg.get("quantization_config")
+    if not isinstance(archs, list) or any(a in ("BitnetForCausalLM", "BitNetForCausalLM") for a in archs):
+        return False                    # 1bitLLM's configs say model_type "llama" too
+    llama = "LlamaForCausalLM" in archs or (not archs and cfg.get("model_type") == "llama")
+    return llama and not cfg.get("quantization_config")
 
 
 def split_ternary(w: np.ndarray, axis: int, shards: int | None, name: str):
