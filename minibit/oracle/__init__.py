@@ -36,9 +36,9 @@ EXIT_ABOVE_THRESHOLD = 3      # `minibit compare --fail-above X` when a tensor i
 
 def _model_args(ap) -> None:
     ap.add_argument("--model", default="demo",
-                    help="'demo' (bundled), a HF snapshot directory, a .gguf file or a cached "
-                         "repo id")
-    ap.add_argument("--profile", choices=["hf", "bitnet.cpp", "llama.cpp"], default=None,
+                    help="'demo' or 'demo-a4.8' (bundled), a HF snapshot directory, a .gguf file "
+                         "or a cached repo id")
+    ap.add_argument("--profile", choices=["hf", "bitnet.cpp", "llama.cpp", "a4.8", "trilm"], default=None,
                     help="numerics to reproduce (default: the model's natural one)")
     ap.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
 
@@ -128,6 +128,8 @@ def main_perplexity(argv) -> int:
     ap.add_argument("--stride", type=int, default=None,
                     help="tokens between window starts (default: ctx, no overlap)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--kv-cache", choices=["f32", "f16", "int3"], default="f32",
+                    help="KV cache type (int3: BitNet a4.8's 3-bit cache)")
     _model_args(ap)
     args = ap.parse_args(argv)
     import pathlib
@@ -135,6 +137,7 @@ def main_perplexity(argv) -> int:
     if not path.is_file():
         raise FormatError(f"{args.file}: no such file")
     model = _load(args)
+    model.kv_cache = args.kv_cache
     res = perplexity(model, path, ctx=args.ctx, stride=args.stride, progress=not args.no_progress)
     print(f"perplexity {res.ppl:.4f}  bits/byte {res.bits_per_byte:.4f}  "
           f"({res.tokens_scored} tokens scored, {res.bytes_scored} bytes, {res.windows} windows "
