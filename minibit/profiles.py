@@ -31,9 +31,10 @@ EXTRA = ("a4.8", "trilm")
 def role(name: str) -> str:
     """a4.8's treatment of a projection's input, from its tensor name: "a8k" (o_proj: TopK +
     INT8), "a8" (down_proj: INT8), "a4" (q, k, v, gate, up: INT4)."""
-    if name.endswith("o_proj") or name.endswith("attn_output"):
+    base = name[:-len(".weight")] if name.endswith(".weight") else name
+    if base.endswith("o_proj") or base.endswith("attn_output"):      # HF / GGUF names
         return "a8k"
-    if name.endswith("down_proj") or name.endswith("ffn_down"):
+    if base.endswith("down_proj") or base.endswith("ffn_down"):
         return "a8"
     return "a4"
 

@@ -190,3 +190,22 @@ def test_demo_a48_within_ten_percent_of_b158_on_held_out_text():
     b158 = perplexity(minibit.load("demo"), text, ctx=256, progress=False).bits_per_byte
     a48 = perplexity(minibit.load("demo-a4.8"), text, ctx=256, progress=False).bits_per_byte
     assert 1.0 < b158 < 2.5 and a48 <= 1.10 * b158, (b158, a48)
+
+
+def test_roles_from_hf_and_gguf_names():
+    from minibit.profiles import role
+    assert role("model.layers.3.self_attn.o_proj") == role("blk.3.attn_output.weight") == "a8k"
+    assert role("model.layers.0.mlp.down_proj") == role("blk.0.ffn_down.weight") == "a8"
+    assert {role(n) for n in ("blk.1.attn_q.weight", "model.layers.1.mlp.up_proj",
+                              "blk.1.ffn_gate.weight")} == {"a4"}
+
+
+def test_demo_a48_through_i2s_gguf_keeps_its_numerics(tmp_path):
+    pytest.importorskip("gguf")
+    m = minibit.load("demo-a4.8")
+    path = minibit.save_gguf(m, str(tmp_path / "a48.gguf"), weight_format="i2_s", progress=False)
+    g = minibit.load(path, profile="a4.8")
+    ids = m.tokenizer.encode(IDS_TEXT)
+    a, b = m.logits(ids), g.logits(ids)
+    # same codes and float32 scales; only the embedding's bf16 -> F16 storage may differ
+    assert np.abs(a - b).max() <= 1e-3 * np.abs(a).max()
