@@ -81,8 +81,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None)
     ap.add_argument("--ctx", type=int, default=256)
     ap.add_argument("--a48", default="demo-a4.8", help="the a4.8 model (default: the bundled one)")
+    ap.add_argument("--rows", default=None,
+                    help="comma-separated row names to measure (default: all), e.g. "
+                         "'demo @ hf,demo-a4.8 @ a4.8'")
+    ap.add_argument("--no-sparsity", action="store_true")
     args = ap.parse_args(argv)
     import minibit
+    wanted = None if args.rows is None else {r.strip() for r in args.rows.split(",")}
 
     with open(args.text, encoding="utf-8") as f:
         text = f.read()
@@ -93,12 +98,15 @@ def main(argv=None) -> int:
                                 ("demo-a4.8 @ a4.8", args.a48, "a4.8", "f32"),
                                 ("demo-a4.8 @ a4.8 + int3 KV", args.a48, "a4.8", "int3"),
                                 ("demo-a4.8 @ hf", args.a48, "hf", "f32")):
+        if wanted is not None and name not in wanted:
+            continue
         m = minibit.load(src, profile=prof)
         m.kv_cache = kv
         rows[name] = bpb(m, text, args.ctx)
         print(f"{name:30s} {rows[name]:.4f} bits/byte", flush=True)
-    sp = {"demo-a4.8 @ a4.8": sparsity(minibit.load(args.a48), text, args.ctx),
-          "demo @ a4.8": sparsity(minibit.load("demo", profile="a4.8"), text, args.ctx)}
+    sp = {} if args.no_sparsity else {
+        "demo-a4.8 @ a4.8": sparsity(minibit.load(args.a48), text, args.ctx),
+        "demo @ a4.8": sparsity(minibit.load("demo", profile="a4.8"), text, args.ctx)}
     for k, v in sp.items():
         print(k, {a: round(b, 4) for a, b in v.items()})
     out = {"text": args.text, "bytes": len(text.encode("utf-8")), "ctx": args.ctx,
