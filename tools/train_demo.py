@@ -16,6 +16,14 @@ tokenizer_config.json with a chat template), so minibit loads it through the sam
 as microsoft/bitnet-b1.58-2B-4T.  At the end the script loads the directory with minibit and
 checks that its logits equal the PyTorch model's quantized forward.
 
+``--recipe a4.8`` trains BitNet a4.8 (arXiv:2411.04965) with the paper's two stages: INT8
+activations first (the b1.58 forward above), then, for the last ``1 - --stage1-fraction``
+of the budget (the paper: 5% of the tokens), the hybrid forward -- INT4 absmean inputs for
+q/k/v/gate/up, TopK 50% + INT8 for o_proj, INT8 for down_proj (minibit/quant_a48.py has the
+formulas).  ``--init-from DIR`` starts stage 2 from an exported b1.58 directory instead,
+reusing that run as stage 1 (how data/demo-a4.8 was made).  The export's config.json then
+names ``"minibit_profile": "a4.8"``, and the closing check runs minibit under that profile.
+
 Never run in CI: it takes most of an hour on two cores.
 """
 
