@@ -37,6 +37,8 @@ TWINS = {
     "dense": "minibit.kernels.dense",
     "layers": "minibit.model.layers",
     "sampling": "minibit.sampling",
+    "quant_a48": "minibit.quant_a48",
+    "float_ternary": "minibit.kernels.float_ternary",
 }
 
 

@@ -16,6 +16,14 @@ tokenizer_config.json with a chat template), so minibit loads it through the sam
 as microsoft/bitnet-b1.58-2B-4T.  At the end the script loads the directory with minibit and
 checks that its logits equal the PyTorch model's quantized forward.
 
+``--recipe a4.8`` trains BitNet a4.8 (arXiv:2411.04965) with the paper's two stages: INT8
+activations first (the b1.58 forward above), then, for the last ``1 - --stage1-fraction``
+of the budget (the paper: 5% of the tokens), the hybrid forward -- INT4 absmean inputs for
+q/k/v/gate/up, TopK 50% + INT8 for o_proj, INT8 for down_proj (minibit/quant_a48.py has the
+formulas).  ``--init-from DIR`` starts stage 2 from an exported b1.58 directory instead,
+reusing that run as stage 1 (how data/demo-a4.8 was made).  The export's config.json then
+names ``"minibit_profile": "a4.8"``, and the closing check runs minibit under that profile.
+
 Never run in CI: it takes most of an hour on two cores.
 """
 
@@ -68,14 +76,36 @@ def build_model(torch, cfg):
     F = torch.nn.functional
 
     class BitLinear(nn.Linear):
-        """Absmean ternary weights, per-token int8 activations, straight-through gradients."""
+        """Absmean ternary weights, per-token quantized activations, straight-through gradients.
+
+        ``act`` picks the activation quantizer (the a4.8 recipe switches it between stages):
+        "int8"  b1.58: s = 127 / max(max|x|, 1e-5), round, clamp [-128, 127]
+        "a4"    a4.8 attention/FFN inputs: s = sqrt(7) / (mean|x| + 1e-5), clamp [-8, 7]
+        "a8"    a4.8 down_proj input: s = 127 / (max|x| + 1e-5), clamp [-128, 127]
+        "a8k"   a4.8 o_proj input: keep the top 50% of |x| per token, then as "a8"
+        (minibit/quant_a48.py holds the same formulas for inference, with their sources.)
+        """
+
+        act = "int8"
+        role = "a4"           # what this projection's input becomes in the a4.8 stage
 
         def forward(self, x):
             w = self.weight
             s = 1.0 / w.abs().mean().clamp(min=1e-5)
             wq = w + ((w * s).round().clamp(-1, 1) / s - w).detach()
-            a = 127.0 / x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)
-            xq = x + ((x * a).round().clamp(-128, 127) / a - x).detach()
+            if self.act == "int8":
+                a = 127.0 / x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)
+                xq = x + ((x * a).round().clamp(-128, 127) / a - x).detach()
+            elif self.act == "a4":
+                a = 7.0 ** 0.5 / (x.abs().mean(dim=-1, keepdim=True) + 1e-5)
+                xq = x + ((x * a).round().clamp(-8, 7) / a - x).detach()
+            else:
+                if self.act == "a8k":
+                    k = max(1, x.shape[-1] // 2)
+                    thr = x.abs().topk(k, dim=-1).values[..., -1:]
+                    x = x * (x.abs() >= thr).to(x.dtype)       # gradient flows to kept entries
+                a = 127.0 / (x.abs().amax(dim=-1, keepdim=True) + 1e-5)
+                xq = x + ((x * a).round().clamp(-128, 127) / a - x).detach()
             return F.linear(xq, wq)
 
     class RMSNorm(nn.Module):
@@ -99,6 +129,7 @@ def build_model(torch, cfg):
             self.post_attention_layernorm = RMSNorm(d, cfg["eps"])
             self.gate_proj, self.up_proj = BitLinear(d, f, bias=False), BitLinear(d, f, bias=False)
             self.down_proj = BitLinear(f, d, bias=False)
+            self.o_proj.role, self.down_proj.role = "a8k", "a8"
             self.ffn_sub_norm = RMSNorm(f, cfg["eps"])
 
         def forward(self, h, cos, sin):
@@ -143,7 +174,46 @@ def build_model(torch, cfg):
     return Model()
 
 
-def export(torch, model, tk, cfg, out: str) -> None:
+def set_recipe_stage(model, stage: str) -> None:
+    """"int8": every BitLinear quantizes its input to int8 (b1.58, and a4.8's stage 1);
+    "a4.8": each takes its a4.8 role (int4 for q/k/v/gate/up, top-K + int8 for o, int8 for down)."""
+    for mod in model.modules():
+        if hasattr(mod, "role"):
+            mod.act = "int8" if stage == "int8" else mod.role
+
+
+def load_exported(torch, model, src: str) -> None:
+    """Initialise ``model`` from an exported demo directory (continued training).
+
+    Norms and the embedding are copied; each projection's latent float weight is set to
+    codes * scale / f, with f the fraction of non-zero codes, so that absmean ternarization
+    of the latent weight (mean|W| = scale) gives back exactly the stored codes and scale.
+    """
+    import minibit
+    from minibit.formats import unpack_codes
+
+    m = minibit.load(src)
+    t = m.transformer
+    sd = {}
+    from minibit.kernels.dense import widen
+    sd["embed_tokens.weight"] = torch.from_numpy(widen(np.asarray(t.embed), t.embed_dtype).copy())
+    sd["norm.weight"] = torch.from_numpy(np.array(t.final_norm))
+    names = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "gate": "gate_proj",
+             "up": "up_proj", "down": "down_proj"}
+    for i, L in enumerate(t.layers):
+        for key, name in names.items():
+            codes, scale = unpack_codes(getattr(L, key).packed)
+            codes = codes.astype(np.float32)
+            f = max(float(np.abs(codes).mean()), 1e-6)
+            sd[f"layers.{i}.{name}.weight"] = torch.from_numpy(codes * (float(np.asarray(scale).reshape(-1)[0]) / f))
+        sd[f"layers.{i}.input_layernorm.weight"] = torch.from_numpy(np.array(L.attn_norm))
+        sd[f"layers.{i}.post_attention_layernorm.weight"] = torch.from_numpy(np.array(L.ffn_norm))
+        sd[f"layers.{i}.attn_sub_norm.weight"] = torch.from_numpy(np.array(L.attn_sub_norm))
+        sd[f"layers.{i}.ffn_sub_norm.weight"] = torch.from_numpy(np.array(L.ffn_sub_norm))
+    model.load_state_dict(sd)
+
+
+def export(torch, model, tk, cfg, out: str, profile: str | None = None) -> None:
     """Write the packed HF snapshot directory minibit (and transformers) load."""
     from safetensors.torch import save_file
     from minibit.formats import hf_packed
@@ -182,6 +252,8 @@ def export(torch, model, tk, cfg, out: str) -> None:
         "quantization_config": {"quant_method": "bitnet", "linear_class": "autobitlinear",
                                 "quantization_mode": "offline"},
     }
+    if profile is not None:             # the numerics minibit.load runs this model with
+        config["minibit_profile"] = profile
     with open(os.path.join(out, "config.json"), "w", encoding="utf-8") as f:
         json.dump(config, f, indent=2)
     tk.save(os.path.join(out, "tokenizer.json"))
@@ -207,6 +279,19 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--patience", type=int, default=4, help="evaluations without improvement before stopping")
+    ap.add_argument("--recipe", choices=("b1.58", "a4.8"), default="b1.58",
+                    help="a4.8: BitNet a4.8's two stages, int8 activations first, then the hybrid "
+                         "int4 / top-K int8 scheme (the exported config names profile a4.8)")
+    ap.add_argument("--stage1-fraction", type=float, default=0.95,
+                    help="a4.8 from scratch: the share of the budget trained with int8 activations "
+                         "(the paper: 95B of 100B tokens)")
+    ap.add_argument("--init-from", default=None,
+                    help="a4.8: start stage 2 from this exported b1.58 directory (its tokenizer and "
+                         "weights), i.e. reuse that run as stage 1")
+    ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: no limit)")
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--save-state", default=None, help="also save the torch state_dict here")
+    ap.add_argument("--eval-every", type=int, default=200)
     args = ap.parse_args(argv)
 
     import torch
@@ -219,13 +304,22 @@ def main(argv=None) -> int:
                heads=args.heads, kv_heads=args.kv_heads, ctx=args.ctx, eps=1e-5, rope_theta=10000.0)
 
     t0 = time.time()
-    tk = train_tokenizer(os.path.join(args.corpus, "train.txt"), args.vocab)
+    if args.init_from:
+        from tokenizers import Tokenizer
+        tk = Tokenizer.from_file(os.path.join(args.init_from, "tokenizer.json"))
+    else:
+        tk = train_tokenizer(os.path.join(args.corpus, "train.txt"), args.vocab)
     train = encode_docs(tk, os.path.join(args.corpus, "train.txt"))
     valid = encode_docs(tk, os.path.join(args.corpus, "valid.txt"))
     print(f"tokenizer: {tk.get_vocab_size()} tokens; train {len(train):,} tokens, valid {len(valid):,} "
           f"({time.time() - t0:.0f} s)", flush=True)
 
     model = build_model(torch, cfg)
+    if args.init_from:
+        load_exported(torch, model, args.init_from)
+    stage1 = 0.0 if args.recipe == "b1.58" or args.init_from else args.stage1_fraction
+    set_recipe_stage(model, "int8" if args.recipe == "b1.58" or stage1 > 0 else "a4.8")
+    stage, stage1_steps = ("int8" if args.recipe == "b1.58" or stage1 > 0 else "a4.8"), None
     nparams = sum(p.numel() for p in model.parameters())
     print(f"model: {nparams:,} parameters", flush=True)
     decay = [p for n, p in model.named_parameters() if p.dim() == 2]
@@ -247,16 +341,28 @@ def main(argv=None) -> int:
         return float(np.mean(losses))
 
     budget = args.minutes * 60
-    warmup = 100
+    warmup = args.warmup
+    init_vl = None
+    if args.init_from:
+        init_vl = evaluate()
+        print(f"continued from {args.init_from}: valid loss {init_vl:.4f} under the "
+              f"{'a4.8' if args.recipe == 'a4.8' else 'int8'} scheme before any step", flush=True)
     step, seen, best, bad = 0, 0, float("inf"), 0
     best_state = None
     start = time.time()
     bar = tqdm(total=int(budget), unit="s", desc="training", mininterval=5)
     while True:
         elapsed = time.time() - start
-        if elapsed > budget:
+        if elapsed > budget or (args.max_steps and step >= args.max_steps):
             break
         frac = elapsed / budget
+        if args.max_steps:
+            frac = max(frac, step / args.max_steps)
+        if stage == "int8" and args.recipe == "a4.8" and frac >= stage1:
+            stage, stage1_steps = "a4.8", step            # the paper's second stage
+            set_recipe_stage(model, "a4.8")
+            best, bad, best_state = float("inf"), 0, None
+            tqdm.write(f"step {step}: stage 2 (a4.8 activations) begins")
         lr = args.lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
@@ -272,7 +378,7 @@ def main(argv=None) -> int:
         seen += args.batch * T
         bar.update(int(time.time() - start) - bar.n)
         bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{seen / (time.time() - start):.0f}", refresh=False)
-        if step % 200 == 0:
+        if step % args.eval_every == 0:
             vl = evaluate()
             tqdm.write(f"step {step}: {seen:,} tokens, train loss {loss.item():.3f}, valid loss {vl:.4f}, "
                        f"lr {lr:.2e}, {time.time() - start:.0f} s")
@@ -296,7 +402,9 @@ def main(argv=None) -> int:
     with torch.no_grad():       # the file keeps the embedding in bf16: make the model agree
         w = model.embed_tokens.weight
         w.copy_(w.to(torch.bfloat16).float())
-    export(torch, model, tk, cfg, args.out)
+    if args.save_state:
+        torch.save(model.state_dict(), args.save_state)
+    export(torch, model, tk, cfg, args.out, profile="a4.8" if args.recipe == "a4.8" else None)
     # the exported directory must give minibit the same logits as this model's forward
     import minibit
     m = minibit.load(args.out)
@@ -308,13 +416,24 @@ def main(argv=None) -> int:
     diff = float(np.abs(ours - ref).max())
     rel = diff / float(np.abs(ref).max())
     print(f"minibit vs torch logits: max|diff| {diff:.3g}, relative {rel:.3g}")
+    rec = {"parameters": nparams, "steps": step, "tokens": seen, "minutes": train_s / 60,
+           "valid_loss_nats": vl, "seed": args.seed, "config": cfg,
+           "minibit_vs_torch_max_abs_diff": diff}
+    if args.recipe == "a4.8":
+        rec["recipe"] = {
+            "name": "a4.8", "lr": args.lr, "warmup": args.warmup, "batch": args.batch,
+            "threads": args.threads,
+            "stage1": (f"reused: the training run of {args.init_from} (int8 activations); "
+                       f"its TRAINING.json gives its steps" if args.init_from else
+                       f"int8 activations for {stage1_steps} steps"),
+            "stage2_steps": step - (stage1_steps or 0),
+            "valid_loss_nats_before_stage2": init_vl,
+        }
+    with open(os.path.join(args.out, "TRAINING.json"), "w", encoding="utf-8") as f:
+        json.dump(rec, f, indent=2)
     if rel > 1e-3:
         print("ERROR: the exported model does not reproduce the trained one", file=sys.stderr)
         return 1
-    with open(os.path.join(args.out, "TRAINING.json"), "w", encoding="utf-8") as f:
-        json.dump({"parameters": nparams, "steps": step, "tokens": seen, "minutes": train_s / 60,
-                   "valid_loss_nats": vl, "seed": args.seed, "config": cfg,
-                   "minibit_vs_torch_max_abs_diff": diff}, f, indent=2)
     return 0
 
 

@@ -20,7 +20,8 @@ EXAMPLES = """examples:
   minibit serve --port 8080          OpenAI-compatible API and a chat page on 127.0.0.1
 """
 
-PROFILE_CHOICES = ["hf", "bitnet.cpp", "llama.cpp"]
+KV_CHOICES = ["f32", "f16", "int3"]
+PROFILE_CHOICES = ["hf", "bitnet.cpp", "llama.cpp", "a4.8", "trilm"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -54,16 +55,18 @@ def number(kind, name, ok, what):
 def model_args(ap, generation: bool = True) -> None:
     """--model, --profile, --threads; with generation also the KV cache and sampling flags."""
     ap.add_argument("--model", default="demo",
-                    help="'demo' (bundled), a HF snapshot directory, a .gguf file or a cached repo id")
+                    help="'demo' or 'demo-a4.8' (bundled), a HF snapshot directory, a .gguf file "
+                         "or a cached repo id")
     ap.add_argument("--profile", choices=PROFILE_CHOICES, default=None,
                     help="numerics to reproduce (default: the model's natural one)")
     ap.add_argument("--threads", type=number(int, "--threads", lambda v: v >= 1, "an integer >= 1"),
                     default=None, help="kernel threads (default: all cores)")
+    ap.add_argument("--kv-cache", choices=KV_CHOICES, default="f32",
+                    help="KV cache type: f32 (default) or f16 (half the memory, as llama.cpp "
+                         "keeps it; keys and values rounded to float16); int3: BitNet a4.8's "
+                         "3-bit cache (absmax per token and head)")
     if not generation:
         return
-    ap.add_argument("--kv-cache", choices=["f32", "f16"], default="f32",
-                    help="KV cache type: f32 (default) or f16 (half the memory, as llama.cpp "
-                         "keeps it; keys and values rounded to float16)")
     # every option is checked here, before anything loads (exit 2 with one line)
     ap.add_argument("-n", "--max-new-tokens", default=128,
                     type=number(int, "-n", lambda v: v >= 0, "an integer >= 0"))

@@ -10,7 +10,7 @@ import ipaddress
 import sys
 
 from .._errors import FormatError
-from ._common import PROFILE_CHOICES, Parser, number
+from ._common import KV_CHOICES, PROFILE_CHOICES, Parser, number
 
 HELP = "an OpenAI-compatible HTTP server with a chat page"
 
@@ -45,7 +45,7 @@ def parser() -> Parser:
     ap.add_argument("--ctx", type=_positive(int, "--ctx"), default=None,
                     help="tokens of context per request, prompt + completion (default and "
                          "maximum: the model's)")
-    ap.add_argument("--kv-cache", choices=["f32", "f16"], default="f32", help="KV cache type")
+    ap.add_argument("--kv-cache", choices=KV_CHOICES, default="f32", help="KV cache type")
     ap.add_argument("--slots", type=_positive(int, "--slots"), default=4,
                     help="generations running at once, taking turns token by token (default 4; "
                          "each holds one KV cache)")

@@ -87,9 +87,9 @@ def in_features(cfg: Config, key: str) -> int:
 class HFCheckpoint:
     """The tensors of a snapshot directory, across shards, by name."""
 
-    def __init__(self, snapshot: str):
+    def __init__(self, snapshot: str, config: Config | None = None):
         self.dir = snapshot
-        self.config = read_config(snapshot)
+        self.config = config if config is not None else read_config(snapshot)   # (io/trilm.py passes one)
         index = os.path.join(snapshot, "model.safetensors.index.json")
         single = os.path.join(snapshot, "model.safetensors")
         self.files: dict[str, SafetensorsFile] = {}
@@ -199,9 +199,24 @@ def _layer(ckpt: HFCheckpoint, i: int) -> LayerWeights:
     return lw
 
 
-def load_hf(path: str, profile: str | None = None):
-    """A minibit Model from a HF snapshot directory (profile None: "hf")."""
-    ckpt = HFCheckpoint(path)
+def load_hf(path: str, profile: str | None = None, ckpt: HFCheckpoint | None = None):
+    """A minibit Model from a HF snapshot directory.
+
+    profile None: the profile config.json names as ``minibit_profile`` (data/demo-a4.8 says
+    "a4.8"), else "hf".  A LLaMA directory without quantization_config goes to io/trilm.py
+    (TriLM's per-shard ternary weights, or a FormatError for a float model).  ``ckpt``: a
+    checkpoint prepared by such a loader (its ``ternary`` already checked).
+    """
+    cfg_path = os.path.join(path, "config.json")
+    raw = read_json(cfg_path)
+    if ckpt is None and isinstance(raw, dict):
+        from .trilm import is_float_llama, load_trilm
+        if is_float_llama(raw):
+            return load_trilm(path, raw, profile)
+    named = raw.get("minibit_profile") if isinstance(raw, dict) else None
+    if named is not None and not isinstance(named, str):
+        raise FormatError(f"{cfg_path}: minibit_profile must be a string, got {named!r}")
+    ckpt = ckpt if ckpt is not None else HFCheckpoint(path)
     cfg = ckpt.config
     hid = cfg.hidden_size
     embed, edt = ckpt.matrix("model.embed_tokens.weight", (cfg.vocab_size, hid))
@@ -221,5 +236,5 @@ def load_hf(path: str, profile: str | None = None):
     if os.path.exists(tc):
         t = read_json(tc).get("chat_template")
         template = t if isinstance(t, str) else None
-    return assemble(cfg, layers, embed, edt, final, lm_head, ldt, tok, profile or "hf", path,
-                    template)
+    return assemble(cfg, layers, embed, edt, final, lm_head, ldt, tok, profile or named or "hf",
+                    path, template)

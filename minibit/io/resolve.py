@@ -15,10 +15,13 @@ from .._errors import FormatError
 __all__ = ["resolve", "demo_dir", "hf_cache_dir"]
 
 
-def demo_dir() -> str:
-    """The bundled demo model's directory (package data minibit.data/demo)."""
+DEMOS = ("demo", "demo-a4.8")      # bundled models: package data minibit.data/<name>
+
+
+def demo_dir(name: str = "demo") -> str:
+    """A bundled demo model's directory (package data minibit.data/demo, .../demo-a4.8)."""
     from .. import data
-    return os.path.join(os.path.dirname(os.path.abspath(data.__file__)), "demo")
+    return os.path.join(os.path.dirname(os.path.abspath(data.__file__)), name)
 
 
 def hf_cache_dir() -> str:
@@ -49,11 +52,11 @@ def resolve(source: str) -> tuple[str, str]:
     if not isinstance(source, (str, os.PathLike)):
         raise FormatError(f"model source must be a path or name, got {type(source).__name__}")
     source = os.fspath(source)
-    if source == "demo":
-        d = demo_dir()
+    if source in DEMOS:
+        d = demo_dir(source)
         if not os.path.exists(os.path.join(d, "config.json")):
-            raise FormatError("the bundled demo model is not installed (data/demo is missing); "
-                              "pass --model DIR or a .gguf file")
+            raise FormatError(f"the bundled model {source!r} is not installed (data/{source} is "
+                              f"missing); pass --model DIR or a .gguf file")
         return "hf", d
     if os.path.isdir(source):
         if not os.path.exists(os.path.join(source, "config.json")):

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..formats import hf_packed
 
-__all__ = ["write_checkpoint", "byte_tokenizer_json", "SHAPES"]
+__all__ = ["write_checkpoint", "write_trilm_checkpoint", "byte_tokenizer_json", "SHAPES"]
 
 SHAPES = {
     # BitNet-b1.58-2B-4T
@@ -143,6 +143,61 @@ def write_checkpoint(path: str, arch: str = "bitnet-b1.58", hidden: int = 64, in
     t["model.norm.weight"] = norm(hidden)
     if not tied:
         t["lm_head.weight"] = (0.5 * rng.standard_normal((vocab, hidden))).astype(embed_dtype)
+    save_file(t, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(cfg, f, indent=1)
+    with open(os.path.join(path, "tokenizer.json"), "w", encoding="utf-8") as f:
+        f.write(byte_tokenizer_json())
+    return path
+
+
+def write_trilm_checkpoint(path: str, shards: int = 2, hidden: int = 64, intermediate: int = 128,
+                           layers: int = 2, heads: int = 4, kv_heads: int = 2, vocab: int = 300,
+                           tied: bool = False, dtype: str = "float16", seed: int = 0,
+                           ternary: bool = True, rope_theta: float = 10000.0) -> str:
+    """A random Spectra-TriLM-form checkpoint: a plain LlamaForCausalLM directory (no
+    quantization_config) whose every projection is ternary codes times one scale per
+    model-parallel shard -- row blocks for q/k/v/gate/up, column blocks for o/down (see
+    minibit.io.trilm) -- stored unpacked in ``dtype`` ("float16" as the released
+    checkpoints, or "float32"); ``pretraining_model_parallel`` = shards in config.json.
+    ternary=False writes ordinary float weights instead (a float LLaMA, not ternary)."""
+    from safetensors.numpy import save_file
+
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"dtype must be float16 or float32, got {dtype!r}")
+    os.makedirs(path, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    hd = hidden // heads
+    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+           "hidden_size": hidden, "intermediate_size": intermediate, "num_hidden_layers": layers,
+           "num_attention_heads": heads, "num_key_value_heads": kv_heads, "vocab_size": vocab,
+           "rope_theta": rope_theta, "rms_norm_eps": 1e-5, "hidden_act": "silu",
+           "max_position_embeddings": 256, "tie_word_embeddings": tied, "bos_token_id": 256,
+           "eos_token_id": 257, "torch_dtype": dtype, "attention_bias": False, "mlp_bias": False,
+           "pretraining_model_parallel": shards}
+    dims = {"self_attn.q_proj": (heads * hd, hidden, 0), "self_attn.k_proj": (kv_heads * hd, hidden, 0),
+            "self_attn.v_proj": (kv_heads * hd, hidden, 0), "self_attn.o_proj": (hidden, heads * hd, 1),
+            "mlp.gate_proj": (intermediate, hidden, 0), "mlp.up_proj": (intermediate, hidden, 0),
+            "mlp.down_proj": (hidden, intermediate, 1)}
+    t = {"model.embed_tokens.weight": (0.5 * rng.standard_normal((vocab, hidden))).astype(dtype)}
+    for i in range(layers):
+        pre = f"model.layers.{i}."
+        for n in ("input_layernorm.weight", "post_attention_layernorm.weight"):
+            t[pre + n] = (1.0 + 0.1 * rng.standard_normal(hidden)).astype(dtype)
+        for name, (o, k, axis) in dims.items():
+            if not ternary:
+                t[pre + name + ".weight"] = (rng.standard_normal((o, k)) / np.sqrt(k)).astype(dtype)
+                continue
+            codes = rng.integers(-1, 2, size=(o, k)).astype(np.float32)
+            scales = (rng.uniform(0.5, 2.0, size=shards) / np.sqrt(k)).astype(dtype).astype(np.float32)
+            if axis == 0:
+                w = codes * np.repeat(scales, o // shards)[:, None]
+            else:
+                w = codes * np.repeat(scales, k // shards)[None, :]
+            t[pre + name + ".weight"] = w.astype(dtype)             # exact: scales are dtype values
+    t["model.norm.weight"] = (1.0 + 0.1 * rng.standard_normal(hidden)).astype(dtype)
+    if not tied:
+        t["lm_head.weight"] = (0.5 * rng.standard_normal((vocab, hidden))).astype(dtype)
     save_file(t, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
         json.dump(cfg, f, indent=1)

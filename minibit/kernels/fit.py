@@ -43,7 +43,8 @@ def fit_profile(p: formats.Packed, profile: str, name: str = "weight") -> format
     """``p`` when the profile runs its format, else the repack described above."""
     from . import PAIRS
 
-    if (p.fmt, profile) in PAIRS:
+    from ..profiles import EXTRA
+    if (p.fmt, profile) in PAIRS or profile in EXTRA:     # "a4.8"/"trilm" fit it themselves
         return p
     codes, scale = formats.unpack_codes(p)
     single = tensor_scale(codes, scale)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _backend, kernels
+from .. import _backend, kernels, profiles
 from .._buffers import check_output
 from ..kernels.dense import lane_dot
 from ..formats import Packed
@@ -75,7 +75,9 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     return x * cos[:, None, :] + rot * sin[:, None, :]
 
 
-KV_DTYPES = {"f32": np.float32, "f16": np.float16}
+# "int3": BitNet a4.8's 3-bit cache, held as float32 values q / s (transformer.forward
+# quantizes k and v with minibit.quant_a48.quantize_kv_int3 before storing them)
+KV_DTYPES = {"f32": np.float32, "f16": np.float16, "int3": np.float32}
 
 
 class KVCache:
@@ -320,15 +322,21 @@ class BitLinear:
     def quantizer(self) -> str:
         """The name of the activation quantizer this weight's profile uses: two BitLinears
         with the same quantizer can share one quantize() of the same input."""
+        if self.profile in profiles.EXTRA:              # "a4.8", "trilm": minibit/profiles.py
+            return profiles.quantizer(self)
         return self._plan()[3]
 
     def quantize(self, x: np.ndarray) -> dict:
         """Step 1 of kernels.linear: the profile's int8 activations and scales for x [T, in]."""
+        if self.profile in profiles.EXTRA:
+            return profiles.quantize(self, x)
         p, prof, _, _ = self._plan()
         return kernels.quantize_acts(kernels.check_activations(x, p.shape[1]), p.fmt, prof)
 
     def apply(self, acts: dict) -> np.ndarray:
         """Steps 2-3 of kernels.linear on quantized activations -> float32 [T, out]."""
+        if self.profile in profiles.EXTRA:
+            return profiles.apply(self, acts)
         p, prof, mod, _ = self._plan()
         return mod.apply(p, prof, acts)
 

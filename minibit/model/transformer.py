@@ -37,6 +37,11 @@ def _ops():
     return _backend.select("layers", _layers)
 
 
+def _kv_int3(x):
+    from .. import quant_a48
+    return _backend.select("quant_a48", quant_a48).quantize_kv_int3(x)
+
+
 @dataclass
 class Layer:
     """One block's weights: float32 norm vectors and packed ternary projections."""
@@ -133,6 +138,8 @@ class Transformer:
             tr(f"Vcur-{li}", v)
             q = apply_rope(q, cos, sin)
             k = apply_rope(k, cos, sin)
+            if cache.dtype == "int3":                                      # a4.8's 3-bit cache
+                k, v = _kv_int3(k), _kv_int3(v)
             ops.store_kv(cache.k[li], start, k)                             # -> [G, S, D]
             ops.store_kv(cache.v[li], start, v)
             o = attention(q, cache.k[li, :, :start + T], cache.v[li, :, :start + T], start)

@@ -184,7 +184,8 @@ def save_gguf(model, path, weight_format: str = "tq2_0", progress: bool = True,
             w.add_tensor(pre + "ffn_sub_norm.weight", np.ascontiguousarray(L.ffn_sub_norm, np.float32))
         for gname, field in PROJ.items():
             name = pre + gname + ".weight"
-            p = getattr(L, field).packed
+            lin = getattr(L, field)     # a TriLM weight with shard scales gives its TQ form
+            p = lin.gguf_packed() if hasattr(lin, "gguf_packed") else lin.packed
             if arch == "llama" and gname in ("attn_q", "attn_k"):
                 nh = cfg.num_heads if gname == "attn_q" else cfg.num_kv_heads
                 p = permute_packed(p, row_permutation(p.shape[0], nh, inverse=False))

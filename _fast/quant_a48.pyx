@@ -1,0 +1,151 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Twin of minibit/quant_a48.py: BitNet a4.8's activation quantizers in C, same bits.
+
+Arguments are validated by the reference's helpers (FormatError) first; each row is one
+thread's loop.  mean|x| adds |x| into 32 lanes by index and reduces them with mbd_tree, the
+reference's lane_dot order; rintf rounds half to even (the default rounding mode), as
+np.rint; TopK finds the K-th largest |x| by sorting a copy and keeps ties by position.
+"""
+
+import numpy as np
+cimport numpy as cnp
+from cython.parallel cimport prange
+from libc.stdint cimport int64_t, int8_t
+from libc.math cimport fabsf, rintf
+from libc.stdlib cimport malloc, free, qsort
+
+from minibit import quant_a48 as _ref
+from minibit.quant import _activations
+
+cnp.import_array()
+
+cdef extern from "mb_dense.h" nogil:
+    float mbd_tree(const float *acc)
+
+topk_count = _ref.topk_count
+SQRT7, EPS, TOPK_RATIO = _ref.SQRT7, _ref.EPS, _ref.TOPK_RATIO
+
+
+cdef inline float _clampf(float v, float lo, float hi) noexcept nogil:
+    return lo if v < lo else (hi if v > hi else v)
+
+
+cdef float _abs_lane_sum(const float *x, int64_t K) noexcept nogil:
+    cdef float acc[32]
+    cdef int l
+    cdef int64_t k = 0
+    cdef float p
+    for l in range(32):
+        acc[l] = 0.0
+    while k < K:
+        for l in range(32):
+            if k + l < K:
+                p = fabsf(x[k + l]) * 1.0
+            else:
+                p = 0.0 * 0.0
+            acc[l] = acc[l] + p
+        k += 32
+    return mbd_tree(acc)
+
+
+def quantize_act_a4(x):
+    """INT4 absmean per token -> (int8 q in [-8, 7], float32 s [T]); see the reference."""
+    x = _activations(x)
+    cdef int64_t T = x.shape[0], K = x.shape[1], t, k
+    q = np.empty((T, K), np.int8)
+    s = np.empty(T, np.float32)
+    cdef const float[:, ::1] X = x
+    cdef int8_t[:, ::1] Q = q
+    cdef float[::1] S = s
+    cdef float beta, sc, v
+    cdef float sq7 = SQRT7, eps = EPS
+    for t in prange(T, nogil=True, schedule="static"):
+        beta = _abs_lane_sum(&X[t, 0], K) / <float>K
+        sc = sq7 / (beta + eps)
+        S[t] = sc
+        for k in range(K):
+            v = X[t, k] * sc
+            Q[t, k] = <int8_t>_clampf(rintf(v), -8.0, 7.0)
+    return q, s
+
+
+def quantize_act_a8(x):
+    """INT8 absmax per token -> (int8 q, float32 s [T]); see the reference."""
+    x = _activations(x)
+    cdef int64_t T = x.shape[0], K = x.shape[1], t, k
+    q = np.empty((T, K), np.int8)
+    s = np.empty(T, np.float32)
+    cdef const float[:, ::1] X = x
+    cdef int8_t[:, ::1] Q = q
+    cdef float[::1] S = s
+    cdef float g, sc, v, eps = EPS, c127 = 127.0
+    for t in prange(T, nogil=True, schedule="static"):
+        g = 0.0
+        for k in range(K):
+            if fabsf(X[t, k]) > g:
+                g = fabsf(X[t, k])
+        sc = c127 / (g + eps)      # float32 division, as the reference
+        S[t] = sc
+        for k in range(K):
+            v = X[t, k] * sc
+            Q[t, k] = <int8_t>_clampf(rintf(v), -128.0, 127.0)
+    return q, s
+
+
+cdef int _desc(const void *a, const void *b) noexcept nogil:
+    cdef float fa = (<const float *>a)[0], fb = (<const float *>b)[0]
+    return -1 if fa > fb else (1 if fa < fb else 0)
+
+
+def topk_sparsify(x, ratio=TOPK_RATIO):
+    """Keep the topk_count(K) entries of largest |x| per row (ties: earlier first)."""
+    x = _activations(x)
+    cdef int64_t T = x.shape[0], K = x.shape[1], t, k, n_gt, take
+    cdef int64_t kk = topk_count(K, ratio)
+    out = np.zeros((T, K), np.float32)
+    cdef const float[:, ::1] X = x
+    cdef float[:, ::1] O = out
+    cdef float *buf
+    cdef float thr, a
+    for t in prange(T, nogil=True, schedule="static"):
+        buf = <float *>malloc(K * sizeof(float))
+        for k in range(K):
+            buf[k] = fabsf(X[t, k])
+        qsort(buf, K, sizeof(float), _desc)
+        thr = buf[kk - 1]
+        free(buf)
+        n_gt = 0
+        for k in range(K):
+            if fabsf(X[t, k]) > thr:
+                n_gt = n_gt + 1
+        take = kk - n_gt                    # entries equal to thr kept, by position
+        for k in range(K):
+            a = fabsf(X[t, k])
+            if a > thr:
+                O[t, k] = X[t, k]
+            elif a == thr and take > 0:
+                O[t, k] = X[t, k]
+                take = take - 1
+    return out
+
+
+def quantize_kv_int3(x):
+    """The 3-bit cache values q / s per (token, head); see the reference."""
+    a = np.ascontiguousarray(x, dtype=np.float32)
+    if a.ndim != 3:
+        raise ValueError(f"quantize_kv_int3: expected [T, G, D], got shape {a.shape}")
+    cdef int64_t T = a.shape[0], G = a.shape[1], D = a.shape[2], i, k
+    out = np.empty_like(a)
+    cdef const float[:, :, ::1] X = a
+    cdef float[:, :, ::1] O = out
+    cdef float g, sc, eps = EPS, qv, c3 = 3.0
+    for i in prange(T * G, nogil=True, schedule="static"):
+        g = 0.0
+        for k in range(D):
+            if fabsf(X[i // G, i % G, k]) > g:
+                g = fabsf(X[i // G, i % G, k])
+        sc = c3 / (g + eps)
+        for k in range(D):
+            qv = _clampf(rintf(X[i // G, i % G, k] * sc), -4.0, 3.0)
+            O[i // G, i % G, k] = qv / sc
+    return out
