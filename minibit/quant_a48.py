@@ -58,6 +58,8 @@ from .quant import _activations
 __all__ = ["quantize_act_a4", "quantize_act_a8", "topk_sparsify", "topk_count",
            "quantize_kv_int3", "SQRT7", "EPS", "TOPK_RATIO"]
 
+TWINNED = ("quantize_act_a4", "quantize_act_a8", "topk_sparsify", "quantize_kv_int3")
+
 SQRT7 = np.float32(np.sqrt(7.0))     # 2.6457512 in float32
 EPS = np.float32(1e-5)
 TOPK_RATIO = 0.5

@@ -118,6 +118,15 @@ EXAMPLES = {
         "ffn_act": lambda: (_f32(2, 16), _f32(2, 16), "silu"),
         "store_kv": lambda: (np.zeros((2, 6, 8), np.float32), 1, _f32(3, 2, 8)),
     },
+    "quant_a48": {
+        "quantize_act_a4": lambda: (_f32(3, 64),),
+        "quantize_act_a8": lambda: (_f32(3, 64),),
+        "topk_sparsify": lambda: (_f32(3, 64),),
+        "quantize_kv_int3": lambda: (_f32(3, 2, 8),),
+    },
+    "float_ternary": {
+        "matmul": lambda: (_f32(2, 64), _HFP.data.copy(), 10, 64, np.abs(_f32(10, 2)), 32),
+    },
     "sampling": {
         "candidates": lambda: (_f32(50), np.array([1, 2, 3]), SamplingParams(top_k=10)),
         "sample": lambda: (_f32(50), np.array([1, 2, 3]), SamplingParams(top_k=10),
