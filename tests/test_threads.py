@@ -20,9 +20,6 @@ from minibit import _backend, formats, kernels
 from minibit.kernels import dense
 from minibit.model import layers
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-
 needs_twins = pytest.mark.skipif(_backend.fast_module("_rt") is None,
                                  reason="the Cython twins are not built")
 
@@ -71,11 +68,12 @@ print("fork ok")
 
 
 @needs_twins
-def test_forked_child_runs_multithreaded_kernels():
-    env = dict(os.environ, MINIBIT_PUREPYTHON="0", PYTHONPATH=ROOT)
+def test_forked_child_runs_multithreaded_kernels(tmp_path):
+    # the same interpreter and environment, so it imports the minibit this test imports
+    env = dict(os.environ, MINIBIT_PUREPYTHON="0")
     try:
         r = subprocess.run([sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True,
-                           env=env, timeout=180, cwd=ROOT)
+                           env=env, timeout=180, cwd=str(tmp_path))
     except subprocess.TimeoutExpired:
         pytest.fail("a forked child hung in a kernel call after the parent used 2 threads")
     assert r.returncode == 0, r.stderr[-2000:]
