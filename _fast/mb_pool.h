@@ -2,7 +2,8 @@
  *
  * Persistent workers, created on first use and kept: after a job a worker spins for
  * MB_SPIN_NS (the decode loop calls again within microseconds), then sleeps on a condition
- * variable until the next job.  The caller is thread 0 of every job.
+ * variable until the next job; a worker a job did not ask for (after a call with more
+ * threads) sleeps at once.  The caller is thread 0 of every job.
  *
  * A job is a range of items [0, n) cut into C chunks (about 8 per thread).  Thread t owns the
  * chunks [t C / nth, (t+1) C / nth), a contiguous run of rows, and takes them front to back;
@@ -109,15 +110,16 @@ static void mb_pool_work(int id, uint32_t g, int nth) {
 static void *mb_pool_worker(void *arg) {
     const int id = (int)(intptr_t)arg & 0xFFFF;
     uint32_t seen = (uint32_t)((uintptr_t)arg >> 16);      /* the generation at creation */
+    int spin = 1;               /* spin only after a job this worker took part in */
     for (;;) {
         uint32_t g = atomic_load_explicit(&mb_pool.gen, memory_order_acquire);
         if (g == seen) {                                  /* spin, then sleep */
-            const int64_t until = mb_now_ns() + MB_SPIN_NS;
+            const int64_t until = spin ? mb_now_ns() + MB_SPIN_NS : 0;
             for (unsigned i = 1;; i++) {
                 MB_PAUSE();
                 g = atomic_load_explicit(&mb_pool.gen, memory_order_acquire);
                 if (g != seen) break;
-                if ((i & 1023) == 0 && mb_now_ns() > until) {
+                if (!spin || ((i & 1023) == 0 && mb_now_ns() > until)) {
                     pthread_mutex_lock(&mb_pool.mu);
                     atomic_fetch_add(&mb_pool.sleepers, 1);
                     while ((g = atomic_load(&mb_pool.gen)) == seen)
@@ -130,7 +132,8 @@ static void *mb_pool_worker(void *arg) {
         }
         seen = g;
         const int nth = atomic_load_explicit(&mb_pool.nth, memory_order_relaxed);
-        if (id < nth) mb_pool_work(id, g, nth);
+        spin = id < nth;        /* a worker beyond this job's threads goes back to sleep */
+        if (spin) mb_pool_work(id, g, nth);
     }
     return 0;
 }
