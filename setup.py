@@ -1,7 +1,8 @@
 """Build minibit: the NumPy package, plus a Cython twin for every _fast/NAME.pyx.
 
-Every ``_fast/NAME.pyx`` becomes the extension ``minibit._fast.NAME``, compiled with -O3 and
-OpenMP when the compiler accepts ``-fopenmp``.  ``MINIBIT_NATIVE=1`` adds -march=native (the
+Every ``_fast/NAME.pyx`` becomes the extension ``minibit._fast.NAME``, compiled with -O3.
+Threads come from minibit's own pool (``_fast/mb_pool.h``, pthreads; not OpenMP, whose
+worker pool deadlocks a forked child).  ``MINIBIT_NATIVE=1`` adds -march=native (the
 wheel then runs only on CPUs like the build machine).  If Cython or the C compiler is missing
 or a module fails to compile, the install still succeeds with a warning and minibit runs on
 its NumPy references (``minibit.backend()`` says which).
@@ -9,32 +10,13 @@ its NumPy references (``minibit.backend()`` says which).
 
 import glob
 import os
-import subprocess
 import sys
-import sysconfig
-import tempfile
 import warnings
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _compiler_accepts(flag):
-    """True when the C compiler builds and links a tiny OpenMP program with FLAG."""
-    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
-    cc = cc.split()
-    with tempfile.TemporaryDirectory() as tmp:
-        src = os.path.join(tmp, "t.c")
-        with open(src, "w") as f:
-            f.write("#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n")
-        try:
-            r = subprocess.run(cc + [flag, src, "-o", os.path.join(tmp, "t")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
-        except (OSError, subprocess.SubprocessError):
-            return False
-        return r.returncode == 0
 
 
 def _extensions():
@@ -45,15 +27,14 @@ def _extensions():
     except ImportError as e:  # no Cython or NumPy at build time: NumPy path only
         warnings.warn(f"minibit: building without Cython twins ({e}); the NumPy path will run")
         return []
-    openmp = _compiler_accepts("-fopenmp")
     # -ffp-contract=off: no product is fused into an add (the twins match NumPy to the bit)
     cflags = ["-O3", "-fno-strict-aliasing", "-ffp-contract=off", "-Wno-unused-function", "-Wno-unreachable-code"]
     if os.environ.get("MINIBIT_NATIVE") == "1":
         cflags.append("-march=native")
     lflags = []
-    if openmp:
-        cflags.append("-fopenmp")
-        lflags.append("-fopenmp")
+    if os.name == "posix":
+        cflags.append("-pthread")
+        lflags.append("-pthread")
     exts = []
     for pyx in sorted(glob.glob(os.path.join("_fast", "*.pyx"))):
         name = os.path.splitext(os.path.basename(pyx))[0]
@@ -61,8 +42,7 @@ def _extensions():
             f"minibit._fast.{name}", [pyx],
             include_dirs=[numpy.get_include(), "_fast"],
             extra_compile_args=cflags, extra_link_args=lflags,
-            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
-                           ("MINIBIT_OPENMP", "1" if openmp else "0")],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         ))
     built = []
     for ext in exts:  # one at a time: a module that does not translate loses only its twin
@@ -122,7 +102,7 @@ setup(
               "minibit.data"],
     package_dir={"minibit": "minibit", "minibit._fast": "_fast", "minibit.data": "data"},
     package_data={"minibit.data": ["*.json", "*.safetensors", "*.txt", "*.md", "*/*"],
-                  "minibit._fast": ["*.h", "*.pyx"], "minibit.server": ["*.html"]},
+                  "minibit._fast": ["*.h", "*.pyx", "*.pxi"], "minibit.server": ["*.html"]},
     include_package_data=False,
     ext_modules=_extensions(),
     cmdclass={"build_ext": OptionalBuildExt},

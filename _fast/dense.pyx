@@ -3,22 +3,21 @@
 
 The arrays are validated by the reference's ``check_args`` (FormatError) before the GIL is
 released; the loop lives in ``mb_dense.h`` (AVX2 + F16C at run time, portable C otherwise).
-Threads: OpenMP over tiles of output rows; each output is one thread's fixed-order dot
-product, so the thread count never changes a bit.
+Threads: the shared pool of ``mb_rt.h`` over tiles of output rows; each output is one
+thread's fixed-order dot product, so the thread count never changes a bit.
 """
 
 import numpy as np
 cimport numpy as cnp
-from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 
 from minibit.kernels import dense as _ref
 
 cnp.import_array()
 
+include "mb_rt.pxi"
+
 cdef extern from "mb_dense.h" nogil:
-    int mbd_simd_allowed
-    int mbd_use_simd()
     void mbd_rows(const float *x, int64_t T, int64_t K, const void *W, int dtype,
                   int64_t N, int64_t n0, int64_t n1, float *y)
 
@@ -29,16 +28,18 @@ cdef enum:
 _CODES = {"F32": 0, "F16": 1, "BF16": 2}
 
 
-def _set_simd(on):
-    """Allow (True) or forbid (False) the AVX2 code; returns the previous setting (tests)."""
-    global mbd_simd_allowed
-    old = bool(mbd_simd_allowed)
-    mbd_simd_allowed = 1 if on else 0
-    return old
+ctypedef struct Job:
+    const float *x
+    const void *w
+    float *y
+    int64_t T, K, N
+    int code
 
 
-def _simd():
-    return "avx2" if mbd_use_simd() else "scalar"
+cdef void _tiles(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
+    """Work items [i0, i1) of the job at ctx; item i: output rows [64 i, 64 i + 64)."""
+    cdef const Job *j = <const Job *>ctx
+    mbd_rows(j.x, j.T, j.K, j.w, j.code, j.N, i0 * TILE, min(i1 * TILE, j.N), j.y)
 
 
 def matmul_t(x, W, dtype, out=None):
@@ -58,21 +59,13 @@ def matmul_t(x, W, dtype, out=None):
     cdef const void *wp = <const void *>cnp.PyArray_DATA(Wa)
     cdef const float *xp = &X[0, 0]
     cdef float *yp = &Y[0, 0]
-    import minibit.kernels as kernels
     cdef int64_t ntiles = (N + TILE - 1) // TILE
-    cdef int nth = max(1, min(kernels.get_threads(), ntiles)) if T * N * K >= MIN_PARALLEL_MAC else 1
-    cdef int64_t chunk = max(1, ntiles // (8 * nth))
-    cdef int64_t i, n1
+    cdef int nth = max(1, min(_threads(), ntiles)) if T * N * K >= MIN_PARALLEL_MAC else 1
     if K == 0:
         out[...] = 0
         return out
-    if nth == 1:        # no parallel region: entering one costs microseconds per call
-        with nogil:
-            mbd_rows(xp, T, K, wp, code, N, 0, N, yp)
-        return out
-    for i in prange(ntiles, nogil=True, num_threads=nth, schedule="dynamic", chunksize=chunk):
-        n1 = (i + 1) * TILE
-        if n1 > N:
-            n1 = N
-        mbd_rows(xp, T, K, wp, code, N, i * TILE, n1, yp)
+    cdef Job job
+    job.x, job.w, job.y, job.T, job.K, job.N, job.code = xp, wp, yp, T, K, N, code
+    with nogil:
+        mb_parallel(_tiles, &job, ntiles, nth)
     return out

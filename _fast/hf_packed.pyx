@@ -7,7 +7,6 @@ loops run only on arrays whose shapes were proven to match.
 
 import numpy as np
 cimport numpy as cnp
-from cython.parallel cimport prange
 
 from minibit.formats._packed import check_codes
 from minibit.formats import hf_packed as _ref
@@ -24,14 +23,15 @@ def pack(codes):
     out = np.zeros((R, cols), dtype=np.uint8)
     cdef cnp.uint8_t[:, ::1] o = out
     cdef cnp.uint8_t byte
-    for p in prange(R, nogil=True, schedule="static"):
-        for j in range(cols):
-            byte = 0
-            for i in range(4):
-                r = i * R + p
-                if r < rows:
-                    byte = byte | <cnp.uint8_t>((c[r, j] + 1) << (2 * i))
-            o[p, j] = byte
+    with nogil:
+        for p in range(R):
+            for j in range(cols):
+                byte = 0
+                for i in range(4):
+                    r = i * R + p
+                    if r < rows:
+                        byte = byte | <cnp.uint8_t>((c[r, j] + 1) << (2 * i))
+                o[p, j] = byte
     return out
 
 
@@ -45,12 +45,13 @@ def unpack(data, Py_ssize_t rows):
     out = np.empty((rows, cols), dtype=np.int8)
     cdef cnp.int8_t[:, ::1] o = out
     cdef int bad = 0, code
-    for r in prange(rows, nogil=True, schedule="static"):
-        for j in range(cols):
-            code = (d[r % R, j] >> (2 * (r // R))) & 3
-            if code == 3:
-                bad += 1
-            o[r, j] = <cnp.int8_t>(code - 1)
+    with nogil:
+        for r in range(rows):
+            for j in range(cols):
+                code = (d[r % R, j] >> (2 * (r // R))) & 3
+                if code == 3:
+                    bad += 1
+                o[r, j] = <cnp.int8_t>(code - 1)
     if bad:
         return _ref.unpack(data, rows)        # same error, same position
     return out

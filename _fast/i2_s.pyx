@@ -5,7 +5,6 @@ import struct
 
 import numpy as np
 cimport numpy as cnp
-from cython.parallel cimport prange
 
 from minibit.formats._packed import check_codes
 from minibit.formats import i2_s as _ref
@@ -21,10 +20,11 @@ def pack(codes, scale):
     cdef Py_ssize_t n = codes.size, nblk = n // 128, b, p
     out = np.zeros(n // 4 + 32, dtype=np.uint8)
     cdef cnp.uint8_t[::1] o = out
-    for b in prange(nblk, nogil=True, schedule="static"):
-        for p in range(32):
-            o[32 * b + p] = <cnp.uint8_t>(((c[128 * b + p] + 1) << 6) | ((c[128 * b + 32 + p] + 1) << 4)
-                                          | ((c[128 * b + 64 + p] + 1) << 2) | (c[128 * b + 96 + p] + 1))
+    with nogil:
+        for b in range(nblk):
+            for p in range(32):
+                o[32 * b + p] = <cnp.uint8_t>(((c[128 * b + p] + 1) << 6) | ((c[128 * b + 32 + p] + 1) << 4)
+                                              | ((c[128 * b + 64 + p] + 1) << 2) | (c[128 * b + 96 + p] + 1))
     out[n // 4:n // 4 + 4] = np.frombuffer(struct.pack("<f", float(np.float32(scale))), dtype=np.uint8)
     return out
 
@@ -40,13 +40,14 @@ def unpack(data, Py_ssize_t rows, Py_ssize_t cols):
     out = np.empty(n, dtype=np.int8)
     cdef cnp.int8_t[::1] o = out
     cdef int bad = 0, code
-    for b in prange(nblk, nogil=True, schedule="static"):
-        for g in range(4):
-            for p in range(32):
-                code = (d[32 * b + p] >> (6 - 2 * g)) & 3
-                if code == 3:
-                    bad += 1
-                o[128 * b + 32 * g + p] = <cnp.int8_t>(code - 1)
+    with nogil:
+        for b in range(nblk):
+            for g in range(4):
+                for p in range(32):
+                    code = (d[32 * b + p] >> (6 - 2 * g)) & 3
+                    if code == 3:
+                        bad += 1
+                    o[128 * b + 32 * g + p] = <cnp.int8_t>(code - 1)
     if bad:
         return _ref.unpack(data, rows, cols)
     scale = data[n // 4:n // 4 + 4].view("<f4")[0]

@@ -4,23 +4,23 @@ gated activations and expf, in C, to the same bits as the NumPy reference.
 
 Each function takes its arguments through the reference's checks (ValueError naming the
 argument) before any GIL-free code runs; the loops live in ``mb_layers.h``.  Attention
-runs its (token, head) pairs on ``minibit.kernels.get_threads()`` OpenMP threads when the
-work is large enough (prefill); each pair is one thread's fixed-order arithmetic, so the
-thread count never changes a bit.
+runs its (token, head) pairs on ``minibit.kernels.get_threads()`` threads of the shared
+pool (``mb_rt.h``) when the work is large enough; each pair is one thread's fixed-order
+arithmetic, so the thread count never changes a bit.
 """
 
 import numpy as np
 cimport numpy as cnp
-from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
+from libc.stdlib cimport malloc, free
 
 from minibit.model import layers as _ref
 
 cnp.import_array()
 
+include "mb_rt.pxi"
+
 cdef extern from "mb_layers.h" nogil:
-    int mbd_simd_allowed
-    int mbd_use_simd()
     void mbl_exp(const float *x, float *y, int64_t n)
     void mbl_rms_row(const float *x, const float *w, int64_t n, float eps, float *y)
     void mbl_rope_row(const float *x, const float *c, const float *s, int64_t D, float *y)
@@ -32,18 +32,6 @@ cdef extern from "mb_layers.h" nogil:
 
 cdef enum:
     MIN_PARALLEL_MAC = 1 << 18   # attention multiply-adds below which one thread runs
-
-
-def _set_simd(on):
-    """Allow (True) or forbid (False) the AVX2 code; returns the previous setting (tests)."""
-    global mbd_simd_allowed
-    old = bool(mbd_simd_allowed)
-    mbd_simd_allowed = 1 if on else 0
-    return old
-
-
-def _simd():
-    return "avx2" if mbd_use_simd() else "scalar"
 
 
 def expf(x):
@@ -92,6 +80,36 @@ def apply_rope(x, cos, sin):
     return out
 
 
+ctypedef struct AttnJob:
+    const float *q
+    const char *k
+    const char *v
+    const float *ones
+    float *o
+    int64_t H, D, rep, start, S, kg, vg
+    int dt
+    float scale
+    int failed
+
+
+cdef void _attend(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
+    """(token, head) pairs [i0, i1) of the job at ctx, with their own score scratch."""
+    cdef AttnJob *j = <AttnJob *>ctx
+    cdef float *sc = <float *>malloc(j.S * sizeof(float))
+    cdef int64_t i, t, h, g
+    if sc == NULL:
+        j.failed = 1
+        return
+    for i in range(i0, i1):
+        t = i // j.H
+        h = i % j.H
+        g = h // j.rep
+        mbl_attend(j.q + (t * j.H + h) * j.D, j.k + g * j.kg, j.v + g * j.vg,
+                   j.dt, j.D, j.start + t + 1, j.scale, sc, j.ones,
+                   j.o + (t * j.H + h) * j.D)
+    free(sc)
+
+
 def attention(q, k, v, start):
     """Causal grouped-query attention, layers.attention's steps: q [T, H, D] float32, k, v
     [G, start + T, D] float32 or float16 (each [S, D] block contiguous) -> [T, H*D] float32."""
@@ -103,37 +121,26 @@ def attention(q, k, v, start):
         return out.reshape(T, H * D)
     cdef int nth = 1
     if T * H * S * D >= MIN_PARALLEL_MAC:
-        import minibit.kernels as kernels
-        nth = max(1, min(kernels.get_threads(), T * H))
-    scratch = np.empty((nth, S), dtype=np.float32)
+        nth = max(1, min(_threads(), T * H))
     ones = np.ones(S, dtype=np.float32)
     cdef const float[:, :, ::1] Q = q
+    cdef float[:, :, ::1] O = out
+    cdef const float[::1] ONE = ones
     # k, v: [S, D] blocks contiguous (checked), kv heads apart by their own stride
     cdef cnp.ndarray ka = k, va = v
-    cdef const char *kp = <const char *>cnp.PyArray_DATA(ka)
-    cdef const char *vp = <const char *>cnp.PyArray_DATA(va)
-    cdef int64_t kg = k.strides[0], vg = v.strides[0]         # bytes
-    cdef int dt = 1 if k.dtype == np.float16 else 0           # mb_dense.h: MBD_F16 / MBD_F32
-    cdef float[:, :, ::1] O = out
-    cdef float[:, ::1] SC = scratch
-    cdef const float[::1] ONE = ones
-    cdef float scale = <float>np.float32(int(D) ** -0.5)     # as the reference rounds it
-    cdef int64_t i, t, h, g
-    if nth == 1:
-        with nogil:
-            for i in range(T * H):
-                t = i // H
-                h = i % H
-                g = h // rep
-                mbl_attend(&Q[t, h, 0], kp + g * kg, vp + g * vg, dt, D, st + t + 1, scale,
-                           &SC[0, 0], &ONE[0], &O[t, h, 0])
-    else:
-        for i in prange(T * H, nogil=True, num_threads=nth, schedule="dynamic", chunksize=4):
-            t = i // H
-            h = i % H
-            g = h // rep
-            mbl_attend(&Q[t, h, 0], kp + g * kg, vp + g * vg, dt, D, st + t + 1, scale,
-                       &SC[threadid(), 0], &ONE[0], &O[t, h, 0])
+    cdef AttnJob job
+    job.q, job.o, job.ones = &Q[0, 0, 0], &O[0, 0, 0], &ONE[0]
+    job.k = <const char *>cnp.PyArray_DATA(ka)
+    job.v = <const char *>cnp.PyArray_DATA(va)
+    job.kg, job.vg = k.strides[0], v.strides[0]               # bytes
+    job.dt = 1 if k.dtype == np.float16 else 0                # mb_dense.h: MBD_F16 / MBD_F32
+    job.H, job.D, job.rep, job.start, job.S = H, D, rep, st, S
+    job.scale = <float>np.float32(int(D) ** -0.5)             # as the reference rounds it
+    job.failed = 0
+    with nogil:
+        mb_parallel(_attend, &job, T * H, nth)
+    if job.failed:
+        raise MemoryError("attention: no memory for the score scratch")
     return out.reshape(T, H * D)
 
 

@@ -3,16 +3,15 @@
 
 Per call: the arguments are checked by the reference's own check functions (same
 FormatError), the tables of every token are built once (int16 [n][16], plus their low/high
-byte planes for the AVX2 path), then an OpenMP loop over output tiles (TL: BM rows; T-MAC:
-32 rows) runs the C loops of ``lut_kernels.h`` without the GIL.  Each output row is computed
-by one thread from integers only, so the result is the same for any thread count and for the
-scalar and AVX2 versions.  Threads: ``minibit.kernels.get_threads()`` when it exists, else
-the OpenMP default.
+byte planes for the AVX2 path), then the shared pool of ``mb_rt.h`` runs the output tiles
+(TL: BM rows; T-MAC: 32 rows) through the C loops of ``lut_kernels.h`` without the GIL.
+Each output row is computed by one thread from integers only, so the result is the same for
+any thread count and for the scalar and AVX2 versions.  Threads:
+``minibit.kernels.get_threads()``; SIMD: the twins' shared switch.
 """
 
 import numpy as np
 cimport numpy as cnp
-from cython.parallel cimport prange
 from libc.stdint cimport int8_t, int16_t, int32_t, uint8_t, int64_t
 
 from minibit._errors import FormatError
@@ -23,8 +22,9 @@ from minibit import _backend, quant as _quant
 
 cnp.import_array()
 
+include "mb_rt.pxi"
+
 cdef extern from "lut_kernels.h" nogil:
-    int mb_default_threads()
     int mb_have_avx2()
     void mb_pair_table(const int8_t *q, int64_t n, int16_t *L)
     void mb_triplet_table(const int8_t *q, int64_t n, int16_t *L)
@@ -42,32 +42,50 @@ cdef extern from "lut_kernels.h" nogil:
 
 TWINNED = _ref.TWINNED
 
-cdef int _simd = mb_have_avx2()
+cdef inline int _simd_on() noexcept nogil:
+    """The shared switch, and the AVX2 loops compiled in (lut_kernels.h)."""
+    return mb_simd() and mb_have_avx2()
 
 
 def _use_simd(flag=None):
     """Query (no argument) or set whether the AVX2 loops run; False forces the scalar loops.
 
-    Setting True on a CPU without AVX2 keeps the scalar loops.  For tests and benchmarks.
+    The twins' shared switch (``_set_simd``); True on a CPU without AVX2 keeps the scalar
+    loops.  For tests and benchmarks.
     """
-    global _simd
     if flag is not None:
-        _simd = 1 if (flag and mb_have_avx2()) else 0
-    return bool(_simd)
+        _set_simd(bool(flag))
+    return bool(_simd_on())
 
 
-def _threads():
-    """minibit.kernels.get_threads() if that exists and is positive, else the OpenMP default."""
-    try:
-        from minibit import kernels
-        get = getattr(kernels, "get_threads", None)
-        if get is not None:
-            n = int(get())
-            if n > 0:
-                return n
-    except ImportError:
-        pass
-    return max(1, mb_default_threads())
+ctypedef struct Job:
+    int kind                 # 1: TL1, 2: TL2, 3: T-MAC
+    const uint8_t *d
+    const int16_t *L
+    const int16_t *L2
+    const uint8_t *P
+    const uint8_t *P2
+    const int32_t *sq
+    int32_t *o
+    int64_t T, M, K, BM, BK, bm, nL, nL2, nP, nP2, KB
+    int simd
+
+
+cdef void _tiles(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
+    """Output tiles [i0, i1) of the job at ctx, for every token (row t of L/P at t * n)."""
+    cdef const Job *j = <const Job *>ctx
+    cdef int64_t tile, t
+    for tile in range(i0, i1):
+        for t in range(j.T):
+            if j.kind == 1:
+                mb_tl1_tile(j.d, j.L + t * j.nL, j.P + t * j.nP, j.M, j.K, j.BM, j.BK, j.bm,
+                            tile, j.o + t * j.M, j.simd)
+            elif j.kind == 2:
+                mb_tl2_tile(j.d, j.L + t * j.nL, j.L2 + t * j.nL2, j.P + t * j.nP,
+                            j.P2 + t * j.nP2, j.M, j.K, j.BM, j.BK, tile, j.o + t * j.M, j.simd)
+            else:
+                mb_tmac_block(j.d, j.L + t * j.nL, j.P + t * j.nP, j.M, j.KB, j.sq[t], tile,
+                              j.o + t * j.M, j.simd)
 
 
 cdef object _empty16(Py_ssize_t T, Py_ssize_t n):
@@ -94,19 +112,20 @@ def tl1_integer(q, p):
     cdef int16_t[:, :, ::1] L = L_
     cdef uint8_t[:, :, ::1] P = P_
     cdef int32_t[:, ::1] o = R
-    cdef int simd = _simd, nth = _threads()
+    cdef int simd = _simd_on(), nth = _threads()
+    cdef Job job
     with nogil:
-        for t in prange(T, num_threads=nth, schedule="static"):
+        for t in range(T):
             mb_pair_table(&qv[t, 0], npair, &L[t, 0, 0])
             if simd:
                 if bm == 32:
                     mb_planes_tl1_bm32(&L[t, 0, 0], npair // 4, &P[t, 0, 0])
                 else:
                     mb_planes(&L[t, 0, 0], npair, &P[t, 0, 0])
-        for tile in prange(ntile, num_threads=nth, schedule="static"):
-            for t in range(T):
-                mb_tl1_tile(&d[0], &L[t, 0, 0], &P[t, 0, 0], M, K, BM, BK, bm, tile,
-                            &o[t, 0], simd)
+        job.kind, job.d, job.L, job.P, job.o = 1, &d[0], &L[0, 0, 0], &P[0, 0, 0], &o[0, 0]
+        job.T, job.M, job.K, job.BM, job.BK, job.bm = T, M, K, BM, BK, bm
+        job.nL, job.nP, job.simd = L.shape[1] * 16, P.shape[1] * 32, simd
+        mb_parallel(_tiles, &job, ntile, nth)
     return R
 
 
@@ -130,19 +149,22 @@ def tl2_integer(q, p):
     cdef uint8_t[:, :, ::1] P3 = P3_
     cdef uint8_t[:, :, ::1] P2 = P2_
     cdef int32_t[:, ::1] o = R
-    cdef int simd = _simd, nth = _threads()
+    cdef int simd = _simd_on(), nth = _threads()
+    cdef Job job
     with nogil:
-        for t in prange(T, num_threads=nth, schedule="static"):
+        for t in range(T):
             mb_triplet_table(&qv[t, 0], ntrip, &L3[t, 0, 0])
             if npair:
                 mb_pair_table(&qv[t, three_k], npair, &L2[t, 0, 0])
             if simd:
                 mb_planes(&L3[t, 0, 0], ntrip, &P3[t, 0, 0])
                 mb_planes(&L2[t, 0, 0], npair, &P2[t, 0, 0])
-        for tile in prange(ntile, num_threads=nth, schedule="static"):
-            for t in range(T):
-                mb_tl2_tile(&d[0], &L3[t, 0, 0], &L2[t, 0, 0], &P3[t, 0, 0], &P2[t, 0, 0],
-                            M, K, BM, BK, tile, &o[t, 0], simd)
+        job.kind, job.d, job.o = 2, &d[0], &o[0, 0]
+        job.L, job.L2, job.P, job.P2 = &L3[0, 0, 0], &L2[0, 0, 0], &P3[0, 0, 0], &P2[0, 0, 0]
+        job.nL, job.nL2 = L3.shape[1] * 16, L2.shape[1] * 16
+        job.nP, job.nP2 = P3.shape[1] * 32, P2.shape[1] * 32
+        job.T, job.M, job.K, job.BM, job.BK, job.simd = T, M, K, BM, BK, simd
+        mb_parallel(_tiles, &job, ntile, nth)
     return R
 
 
@@ -180,9 +202,9 @@ def tmac_pack(codes):
     out = np.empty((NB, 2, KB, 32), dtype=np.uint8)
     cdef uint8_t[:, :, :, ::1] o = out
     cdef Py_ssize_t nb, j, r, i, n, k
-    cdef int code, b0, b1, nth = _threads()
+    cdef int code, b0, b1
     with nogil:
-        for nb in prange(NB, num_threads=nth, schedule="static"):
+        for nb in range(NB):
             for j in range(KB):
                 for r in range(32):
                     n = 32 * nb + r
@@ -215,14 +237,15 @@ def tmac_integer(q, planes, rows):
     cdef int16_t[:, :, ::1] L = L_
     cdef uint8_t[:, :, ::1] P = P_
     cdef int32_t[:, ::1] o = R
-    cdef int simd = _simd, nth = _threads()
+    cdef int simd = _simd_on(), nth = _threads()
+    cdef Job job
     with nogil:
-        for t in prange(T, num_threads=nth, schedule="static"):
+        for t in range(T):
             mb_tmac_table(&qv[t, 0], K, G, &L[t, 0, 0])
             if simd:
                 mb_planes(&L[t, 0, 0], G, &P[t, 0, 0])
-        for nb in prange(NB, num_threads=nth, schedule="static"):
-            for t in range(T):
-                mb_tmac_block(&W[0, 0, 0, 0], &L[t, 0, 0], &P[t, 0, 0], N, KB, sq[t], nb,
-                              &o[t, 0], simd)
+        job.kind, job.d, job.L, job.P, job.sq, job.o = 3, &W[0, 0, 0, 0], &L[0, 0, 0], &P[0, 0, 0], &sq[0], &o[0, 0]
+        job.T, job.M, job.KB, job.simd = T, N, KB, simd
+        job.nL, job.nP = L.shape[1] * 16, P.shape[1] * 32
+        mb_parallel(_tiles, &job, NB, nth)
     return R

@@ -19,12 +19,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-static int mb_default_threads(void) { return omp_get_max_threads(); }
-#else
-static int mb_default_threads(void) { return 1; }
-#endif
 
 /* MINIBIT_NO_SIMD leaves the AVX2 loops out (the scalar loops must then stand alone). */
 #if !defined(MINIBIT_NO_SIMD) && (defined(__GNUC__) || defined(__clang__)) && \

@@ -3,25 +3,25 @@
 
 Same functions, same signatures, same bits as the reference.  The arrays are validated by
 the reference's ``check_args`` (FormatError) before any GIL-free code runs; the loops live
-in ``mb_ternary.h`` (AVX2 chosen at run time, portable C otherwise).  Threads: OpenMP over
-tiles of output rows, ``minibit.kernels.get_threads()`` of them; each output is summed by
-one thread in a fixed order, so the thread count never changes a bit.
+in ``mb_ternary.h`` (AVX2 chosen at run time, portable C otherwise).  Threads: the shared
+pool of ``mb_rt.h`` over tiles of output rows, ``minibit.kernels.get_threads()`` of them;
+each output is summed by one thread in a fixed order, so the thread count never changes a
+bit.
 """
 
 import numpy as np
 cimport numpy as cnp
-from cython.parallel cimport prange
 from libc.stdint cimport uint8_t, int8_t, int32_t, int64_t, uint32_t
 
 from minibit.kernels import mad as _ref
 
 cnp.import_array()
 
+include "mb_rt.pxi"
+
 cdef extern from "mb_ternary.h" nogil:
     int MB_GC_LANES
     int MB_GC_EXACT
-    int mb_simd_allowed
-    int mb_use_avx2()
     void mb_i2s(const uint8_t *data, int64_t cols, const int8_t *q, int64_t T, int64_t rows,
                 int64_t r0, int64_t r1, int gc, int32_t *raw)
     void mb_hfp(const uint8_t *data, int64_t R, int64_t cols, const int8_t *q, int64_t T,
@@ -36,24 +36,6 @@ cdef enum:
     M_LANES = 1          # lane_product:    raw
     M_HF = 2             # linear_hf
     M_I2S = 3            # linear_i2s
-
-
-def _set_simd(on):
-    """Allow (True) or forbid (False) the AVX2 code; returns the previous setting (tests)."""
-    global mb_simd_allowed
-    old = bool(mb_simd_allowed)
-    mb_simd_allowed = 1 if on else 0
-    return old
-
-
-def _simd():
-    """'avx2' or 'scalar': the code path the kernels take now."""
-    return "avx2" if mb_use_avx2() else "scalar"
-
-
-def _threads():
-    import minibit.kernels as kernels
-    return kernels.get_threads()
 
 
 ctypedef struct Job:
@@ -104,6 +86,14 @@ cdef void _tile(const Job *j, int64_t i) noexcept nogil:
                 mb_epilogue(&j.raw[t * rows + a], n, j.mode, j.qs[t], <float>j.sums[t], j.s[t],
                             j.scale, &j.y[t * rows + a])
 
+
+cdef void _tiles(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
+    """Work items [i0, i1) of the job at ctx (one pool chunk)."""
+    cdef int64_t i
+    for i in range(i0, i1):
+        _tile(<const Job *>ctx, i)
+
+
 cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str layout, q, int mode, s, sums, float scale):
     """The checked arrays -> int32 [T, rows] (modes M_INT, M_LANES) or float32 (M_HF, M_I2S)."""
     cdef int64_t T = q.shape[0], R = (rows + 3) // 4
@@ -141,22 +131,10 @@ cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str layout, q, int mode, s, su
     job.T, job.rows, job.cols, job.R = T, rows, cols, R
     job.gc, job.i2s, job.mode, job.scale = gc, i2s, mode, scale
     cdef int64_t ntiles = (rows + TILE_ROWS - 1) // TILE_ROWS if i2s else (R + 3) // 4
-    # a parallel region costs microseconds (milliseconds on a loaded machine): small
-    # products run on one thread, and one thread runs no parallel region at all.  The
-    # split never changes a bit.
+    # small products run on one thread (no pool job at all); the split never changes a bit
     cdef int nth = max(1, min(_threads(), ntiles)) if T * rows * cols >= MIN_PARALLEL_MAC else 1
-    cdef int64_t i
-    # dynamic chunks of about 1/8 of a thread's share: a thread the OS delays (a busy
-    # machine) holds back one chunk, not half the rows.  Which thread sums a row never
-    # changes its bits.
-    cdef int64_t chunk = max(1, ntiles // (8 * nth))
-    if nth == 1:
-        with nogil:
-            for i in range(ntiles):
-                _tile(&job, i)
-        return out
-    for i in prange(ntiles, nogil=True, num_threads=nth, schedule="dynamic", chunksize=chunk):
-        _tile(&job, i)
+    with nogil:
+        mb_parallel(_tiles, &job, ntiles, nth)
     return out
 
 

@@ -16,6 +16,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "mb_rt.h"
+
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #  define MBD_X86 1
 #  include <immintrin.h>
@@ -32,20 +34,8 @@ enum { MBD_F32 = 0, MBD_F16 = 1, MBD_BF16 = 2 };
 #  define MBD_PF_BYTES 12288  /* software prefetch distance while streaming a matrix */
 #endif
 
-static int mbd_simd_allowed = 1;
-
-static int mbd_use_simd(void) {
-#if MBD_X86
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) ? 1 : 0;
-    }
-    return mbd_simd_allowed && cached;
-#else
-    return 0;
-#endif
-}
+/* mbd_use_simd(): the shared SIMD switch of mb_rt.h (the name mb_layers.h calls) */
+#define mbd_use_simd mb_simd
 
 /* float16 bits -> float32, exact (subnormals and inf/nan included) */
 static inline float mbd_half(uint16_t h) {

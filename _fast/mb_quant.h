@@ -14,6 +14,8 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "mb_rt.h"
+
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #  define MBQ_X86 1
 #  include <immintrin.h>
@@ -21,21 +23,6 @@
 #else
 #  define MBQ_X86 0
 #endif
-
-static int mbq_simd_allowed = 1;
-
-static int mbq_use_simd(void) {
-#if MBQ_X86
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") ? 1 : 0;
-    }
-    return mbq_simd_allowed && cached;
-#else
-    return 0;
-#endif
-}
 
 static inline float mbq_absmax_scalar(const float *x, int64_t n) {
     float m = 0.0f;
@@ -111,14 +98,14 @@ MBQ_AVX2 static int32_t mbq_round_avx2(const float *x, int64_t n, float s, int z
 
 static float mbq_absmax(const float *x, int64_t n) {
 #if MBQ_X86
-    if (mbq_use_simd()) return mbq_absmax_avx2(x, n);
+    if (mb_simd()) return mbq_absmax_avx2(x, n);
 #endif
     return mbq_absmax_scalar(x, n);
 }
 
 static int32_t mbq_round(const float *x, int64_t n, float s, int zero_nonfinite, int8_t *q) {
 #if MBQ_X86
-    if (mbq_use_simd()) return mbq_round_avx2(x, n, s, zero_nonfinite, q);
+    if (mb_simd()) return mbq_round_avx2(x, n, s, zero_nonfinite, q);
 #endif
     return mbq_round_scalar(x, n, s, zero_nonfinite, q);
 }

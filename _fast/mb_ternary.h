@@ -28,6 +28,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "mb_rt.h"
+
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #  define MB_X86 1
 #  include <immintrin.h>
@@ -51,24 +53,7 @@
 #define MB_GC_LANES 128   /* chunks per widening: bitnet.cpp (32 blocks of 128) */
 #define MB_GC_EXACT 32    /* chunks per widening: exact */
 
-/* ---- CPU dispatch ------------------------------------------------------------------------ */
-
-static int mb_simd_allowed = 1;   /* _set_simd(False) in the twins: run the portable code */
-
-static int mb_cpu_avx2(void) {
-#if MB_X86
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) ? 1 : 0;
-    }
-    return cached;
-#else
-    return 0;
-#endif
-}
-
-static int mb_use_avx2(void) { return mb_simd_allowed && mb_cpu_avx2(); }
+/* ---- helpers (AVX2 or portable: mb_simd(), the shared switch of mb_rt.h) ----------------- */
 
 /* (exact lane sum) mod 2^16, read as a signed int16, sign-extended: what an int16 lane holds */
 static inline int32_t mb_wrap16(int32_t v) {
@@ -235,7 +220,7 @@ MB_AVX2 static void mb_i2s_avx2(const uint8_t *data, int64_t cols, const int8_t 
 static void mb_i2s(const uint8_t *data, int64_t cols, const int8_t *q, int64_t T, int64_t rows,
                    int64_t r0, int64_t r1, int gc, int32_t *raw) {
 #if MB_X86
-    if (mb_use_avx2()) { mb_i2s_avx2(data, cols, q, T, rows, r0, r1, gc, raw); return; }
+    if (mb_simd()) { mb_i2s_avx2(data, cols, q, T, rows, r0, r1, gc, raw); return; }
 #endif
     mb_i2s_scalar(data, cols, q, T, rows, r0, r1, gc, raw);
 }
@@ -357,7 +342,7 @@ MB_AVX2 static void mb_hfp_avx2(const uint8_t *data, int64_t R, int64_t cols, co
 static void mb_hfp(const uint8_t *data, int64_t R, int64_t cols, const int8_t *q, int64_t T,
                    int64_t rows, int64_t p0, int64_t p1, int gc, int32_t *raw) {
 #if MB_X86
-    if (mb_use_avx2()) { mb_hfp_avx2(data, R, cols, q, T, rows, p0, p1, gc, raw); return; }
+    if (mb_simd()) { mb_hfp_avx2(data, R, cols, q, T, rows, p0, p1, gc, raw); return; }
 #endif
     mb_hfp_scalar(data, R, cols, q, T, rows, p0, p1, gc, raw);
 }
@@ -397,7 +382,7 @@ MB_AVX2 static void mb_epilogue_avx2(const int32_t *raw, int64_t n, int mode, in
 static void mb_epilogue(const int32_t *raw, int64_t n, int mode, int32_t qsum, float fsum,
                         float s, float scale, float *y) {
 #if MB_X86
-    if (mb_use_avx2()) { mb_epilogue_avx2(raw, n, mode, qsum, fsum, s, scale, y); return; }
+    if (mb_simd()) { mb_epilogue_avx2(raw, n, mode, qsum, fsum, s, scale, y); return; }
 #endif
     mb_epilogue_scalar(raw, n, mode, qsum, fsum, s, scale, y);
 }
@@ -669,7 +654,7 @@ static void mb_tq(int fmt2, const uint8_t *data, int64_t cols, const int8_t *q,
                   int64_t r1, int32_t *sumi, float *out) {
     const int64_t nb = cols / 256, rb = nb * (fmt2 ? 66 : 54);
 #if MB_X86
-    const int avx2 = mb_use_avx2();
+    const int avx2 = mb_simd();
 #endif
     for (int64_t t0 = 0; t0 < T; t0 += 4) {
         const int64_t t1 = mb_min64(T, t0 + 4);

@@ -17,27 +17,15 @@ from minibit import quant as _ref
 
 cnp.import_array()
 
+include "mb_rt.pxi"
+
 cdef extern from "mb_quant.h" nogil:
-    int mbq_simd_allowed
-    int mbq_use_simd()
     float mbq_absmax(const float *x, Py_ssize_t n)
     int mbq_round(const float *x, Py_ssize_t n, float s, int zero_nonfinite, cnp.int8_t *q)
     void mbq_bsums16(const cnp.int8_t *q, cnp.int16_t *out)
 
 cdef enum:
     QK_K = 256
-
-
-def _set_simd(on):
-    """Allow (True) or forbid (False) the AVX2 code; returns the previous setting (tests)."""
-    global mbq_simd_allowed
-    old = bool(mbq_simd_allowed)
-    mbq_simd_allowed = 1 if on else 0
-    return old
-
-
-def _simd():
-    return "avx2" if mbq_use_simd() else "scalar"
 
 
 def _activations(x):

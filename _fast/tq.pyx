@@ -5,21 +5,20 @@ Same functions, same signatures, same bits as the reference.  Arrays are validat
 reference's ``check_args`` (FormatError) before any GIL-free code runs; the loops live in
 ``mb_ternary.h``: per 256-block an exact int32 sum straight from the packed bytes (AVX2 or
 portable C), then the float32 sum over blocks in block order, one rounding per operation.
-OpenMP over tiles of rows; the thread count never changes a bit.
+The shared pool of ``mb_rt.h`` over tiles of rows; the thread count never changes a bit.
 """
 
 import numpy as np
 cimport numpy as cnp
-from cython.parallel cimport prange
 from libc.stdint cimport uint8_t, int8_t, int32_t, int64_t
 
 from minibit.kernels import tq as _ref
 
 cnp.import_array()
 
+include "mb_rt.pxi"
+
 cdef extern from "mb_ternary.h" nogil:
-    int mb_simd_allowed
-    int mb_use_avx2()
     void mb_tq(int fmt2, const uint8_t *data, int64_t cols, const int8_t *q,
                const int32_t *ysum, const float *da, int64_t T, int64_t rows, int64_t r0,
                int64_t r1, int32_t *sumi, float *out)
@@ -29,29 +28,25 @@ cdef enum:
     TILE_ROWS = 16
 
 
-def _set_simd(on):
-    """Allow (True) or forbid (False) the AVX2 code; returns the previous setting (tests)."""
-    global mb_simd_allowed
-    old = bool(mb_simd_allowed)
-    mb_simd_allowed = 1 if on else 0
-    return old
+ctypedef struct Job:
+    const uint8_t *data
+    const int8_t *q
+    const int32_t *ysum
+    const float *da
+    int32_t *sumi
+    float *out
+    int64_t T, rows, cols
+    int fmt2
 
 
-def _simd():
-    return "avx2" if mb_use_avx2() else "scalar"
-
-
-def _threads():
-    import minibit.kernels as kernels
-    return kernels.get_threads()
-
-
-cdef inline void _tile(int64_t i, int fmt2, const uint8_t *data, int64_t cols, const int8_t *q,
-                       const int32_t *ysum, const float *da, int64_t T, int64_t rows,
-                       int32_t *sumi, float *out) noexcept nogil:
-    """Work item i: rows [16 i, 16 i + 16) of every token."""
-    cdef int64_t r0 = i * TILE_ROWS
-    mb_tq(fmt2, data, cols, q, ysum, da, T, rows, r0, min(r0 + TILE_ROWS, rows), sumi, out)
+cdef void _tiles(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
+    """Work items [i0, i1) of the job at ctx; item i: rows [16 i, 16 i + 16) of every token
+    (16 rows of weights stay in L1 while every token passes them)."""
+    cdef const Job *j = <const Job *>ctx
+    cdef int64_t i
+    for i in range(i0, i1):
+        mb_tq(j.fmt2, j.data, j.cols, j.q, j.ysum, j.da, j.T, j.rows, i * TILE_ROWS,
+              min(i * TILE_ROWS + TILE_ROWS, j.rows), j.sumi, j.out)
 
 
 cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d):
@@ -88,22 +83,14 @@ cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d):
     cdef float[:, ::1] O = out
     cdef int32_t *psumi = &SI[0, 0, 0] if want_sums else NULL
     cdef float *pout = NULL if want_sums else &O[0, 0]
+    cdef Job job
+    job.data, job.q, job.ysum, job.da, job.sumi, job.out = &D[0, 0], &Q[0, 0], &YS[0, 0], &DA[0, 0], psumi, pout
+    job.T, job.rows, job.cols, job.fmt2 = T, rows, cols, fmt2
     cdef int64_t ntiles = (rows + TILE_ROWS - 1) // TILE_ROWS
-    # a parallel region costs microseconds (milliseconds on a loaded machine): small
-    # products run on one thread.  The split never changes a bit.
+    # small products run on one thread (no pool job at all); the split never changes a bit
     cdef int nth = max(1, min(_threads(), ntiles)) if T * rows * cols >= MIN_PARALLEL_MAC else 1
-    cdef int64_t i
-    # dynamic chunks of about 1/8 of a thread's share: a thread the OS delays (a busy
-    # machine) holds back one chunk, not half the rows.  Which thread sums a row never
-    # changes its bits.
-    cdef int64_t chunk = max(1, ntiles // (8 * nth))
-    if nth == 1:        # no parallel region at all: entering one costs ~5 % of a decode step
-        with nogil:
-            for i in range(ntiles):
-                _tile(i, fmt2, &D[0, 0], cols, &Q[0, 0], &YS[0, 0], &DA[0, 0], T, rows, psumi, pout)
-        return result
-    for i in prange(ntiles, nogil=True, num_threads=nth, schedule="dynamic", chunksize=chunk):
-        _tile(i, fmt2, &D[0, 0], cols, &Q[0, 0], &YS[0, 0], &DA[0, 0], T, rows, psumi, pout)
+    with nogil:
+        mb_parallel(_tiles, &job, ntiles, nth)
     return result
 
 

@@ -3,7 +3,6 @@
 
 import numpy as np
 cimport numpy as cnp
-from cython.parallel cimport prange
 from libc.math cimport roundf, isinf
 
 from minibit.formats._packed import check_matrix
@@ -44,32 +43,33 @@ def quantize(w):
     cdef cnp.uint8_t[:, ::1] o = out
     cdef float inv
     cdef int q
-    for r in prange(rows, nogil=True, schedule="static"):
-        for b in range(nb):
-            inv = 0.0
-            if dm[r, b] != 0:
-                inv = <float>1.0 / dm[r, b]
-                if isinf(inv):                # d < 2^-128: see block_scales in formats/tq2_0.py
-                    inv = 0.0
-            base = b * QK
-            ob = b * BLK
-            for m in range(32):                       # elements m + 32n
-                q = 0
-                for n in range(5):
-                    q = q * 3 + _trit(x, r, base + m + 32 * n, inv)
-                o[r, ob + m] = _frac(q)
-            for m in range(16):                       # elements 160 + m + 16n
-                q = 0
-                for n in range(5):
-                    q = q * 3 + _trit(x, r, base + 160 + m + 16 * n, inv)
-                o[r, ob + 32 + m] = _frac(q)
-            for j in range(4):                        # elements 240 + j + 4n, then x3
-                q = 0
-                for n in range(4):
-                    q = q * 3 + _trit(x, r, base + 240 + j + 4 * n, inv)
-                o[r, ob + 48 + j] = _frac(q * 3)
-            o[r, ob + 52] = dh[r, b, 0]
-            o[r, ob + 53] = dh[r, b, 1]
+    with nogil:
+        for r in range(rows):
+            for b in range(nb):
+                inv = 0.0
+                if dm[r, b] != 0:
+                    inv = <float>1.0 / dm[r, b]
+                    if isinf(inv):                # d < 2^-128: see block_scales in formats/tq2_0.py
+                        inv = 0.0
+                base = b * QK
+                ob = b * BLK
+                for m in range(32):                       # elements m + 32n
+                    q = 0
+                    for n in range(5):
+                        q = q * 3 + _trit(x, r, base + m + 32 * n, inv)
+                    o[r, ob + m] = _frac(q)
+                for m in range(16):                       # elements 160 + m + 16n
+                    q = 0
+                    for n in range(5):
+                        q = q * 3 + _trit(x, r, base + 160 + m + 16 * n, inv)
+                    o[r, ob + 32 + m] = _frac(q)
+                for j in range(4):                        # elements 240 + j + 4n, then x3
+                    q = 0
+                    for n in range(4):
+                        q = q * 3 + _trit(x, r, base + 240 + j + 4 * n, inv)
+                    o[r, ob + 48 + j] = _frac(q * 3)
+                o[r, ob + 52] = dh[r, b, 0]
+                o[r, ob + 53] = dh[r, b, 1]
     return out
 
 
@@ -91,18 +91,19 @@ def unpack(data, Py_ssize_t rows, Py_ssize_t cols):
     cdef const cnp.uint8_t[:, ::1] d = data
     codes = np.empty((rows, cols), dtype=np.int8)
     cdef cnp.int8_t[:, ::1] c = codes
-    for r in prange(rows, nogil=True, schedule="static"):
-        for b in range(nb):
-            base = b * QK
-            ob = b * BLK
-            for n in range(5):
-                for m in range(32):
-                    c[r, base + m + 32 * n] = _digit(d[r, ob + m], n)
-                for m in range(16):
-                    c[r, base + 160 + m + 16 * n] = _digit(d[r, ob + 32 + m], n)
-            for n in range(4):
-                for j in range(4):
-                    c[r, base + 240 + j + 4 * n] = _digit(d[r, ob + 48 + j], n)
+    with nogil:
+        for r in range(rows):
+            for b in range(nb):
+                base = b * QK
+                ob = b * BLK
+                for n in range(5):
+                    for m in range(32):
+                        c[r, base + m + 32 * n] = _digit(d[r, ob + m], n)
+                    for m in range(16):
+                        c[r, base + 160 + m + 16 * n] = _digit(d[r, ob + 32 + m], n)
+                for n in range(4):
+                    for j in range(4):
+                        c[r, base + 240 + j + 4 * n] = _digit(d[r, ob + 48 + j], n)
     scales = np.ascontiguousarray(data.reshape(rows, nb, BLK)[:, :, 52:]).view("<f2")[..., 0]
     return codes, scales.astype(np.float32)
 
@@ -115,8 +116,9 @@ def dequantize(data, Py_ssize_t rows, Py_ssize_t cols):
     cdef const float[:, ::1] s = scales
     out = np.empty((rows, cols), dtype=np.float32)
     cdef float[:, ::1] o = out
-    for r in prange(rows, nogil=True, schedule="static"):
-        for b in range(nb):
-            for j in range(QK):
-                o[r, b * QK + j] = <float>c[r, b * QK + j] * s[r, b]
+    with nogil:
+        for r in range(rows):
+            for b in range(nb):
+                for j in range(QK):
+                    o[r, b * QK + j] = <float>c[r, b * QK + j] * s[r, b]
     return out

@@ -8,7 +8,6 @@ twin and the reference share one conversion.
 
 import numpy as np
 cimport numpy as cnp
-from cython.parallel cimport prange
 from libc.math cimport roundf, fabsf, isinf
 
 from minibit.formats._packed import check_matrix
@@ -27,14 +26,15 @@ def _block_max(const float[:, ::1] x, Py_ssize_t nb):
     out = np.empty((rows, nb), dtype=np.float32)
     cdef float[:, ::1] d = out
     cdef float m, a
-    for r in prange(rows, nogil=True, schedule="static"):
-        for b in range(nb):
-            m = 0.0
-            for j in range(QK):
-                a = fabsf(x[r, b * QK + j])
-                if a > m:
-                    m = a
-            d[r, b] = m
+    with nogil:
+        for r in range(rows):
+            for b in range(nb):
+                m = 0.0
+                for j in range(QK):
+                    a = fabsf(x[r, b * QK + j])
+                    if a > m:
+                        m = a
+                d[r, b] = m
     return out
 
 
@@ -57,23 +57,24 @@ def quantize(w):
     cdef int code
     cdef cnp.uint8_t byte
     cdef Py_ssize_t base
-    for r in prange(rows, nogil=True, schedule="static"):
-        for b in range(nb):
-            inv = 0.0
-            if dm[r, b] != 0:
-                inv = <float>1.0 / dm[r, b]
-                if isinf(inv):                # d < 2^-128: see block_scales in formats/tq2_0.py
-                    inv = 0.0
-            base = b * QK
-            for h in range(2):
-                for m in range(32):
-                    byte = 0
-                    for n in range(4):
-                        code = <int>roundf(x[r, base + 128 * h + 32 * n + m] * inv) + 1
-                        byte = byte | <cnp.uint8_t>(code << (2 * n))
-                    o[r, b * BLK + 32 * h + m] = byte
-            o[r, b * BLK + 64] = dh[r, b, 0]
-            o[r, b * BLK + 65] = dh[r, b, 1]
+    with nogil:
+        for r in range(rows):
+            for b in range(nb):
+                inv = 0.0
+                if dm[r, b] != 0:
+                    inv = <float>1.0 / dm[r, b]
+                    if isinf(inv):                # d < 2^-128: see block_scales in formats/tq2_0.py
+                        inv = 0.0
+                base = b * QK
+                for h in range(2):
+                    for m in range(32):
+                        byte = 0
+                        for n in range(4):
+                            code = <int>roundf(x[r, base + 128 * h + 32 * n + m] * inv) + 1
+                            byte = byte | <cnp.uint8_t>(code << (2 * n))
+                        o[r, b * BLK + 32 * h + m] = byte
+                o[r, b * BLK + 64] = dh[r, b, 0]
+                o[r, b * BLK + 65] = dh[r, b, 1]
     return out
 
 
@@ -88,15 +89,16 @@ def unpack(data, Py_ssize_t rows, Py_ssize_t cols):
     codes = np.empty((rows, cols), dtype=np.int8)
     cdef cnp.int8_t[:, ::1] c = codes
     cdef int bad = 0, code
-    for r in prange(rows, nogil=True, schedule="static"):
-        for b in range(nb):
-            for h in range(2):
-                for n in range(4):
-                    for m in range(32):
-                        code = (d[r, b * BLK + 32 * h + m] >> (2 * n)) & 3
-                        if code == 3:
-                            bad += 1
-                        c[r, b * QK + 128 * h + 32 * n + m] = <cnp.int8_t>(code - 1)
+    with nogil:
+        for r in range(rows):
+            for b in range(nb):
+                for h in range(2):
+                    for n in range(4):
+                        for m in range(32):
+                            code = (d[r, b * BLK + 32 * h + m] >> (2 * n)) & 3
+                            if code == 3:
+                                bad += 1
+                            c[r, b * QK + 128 * h + 32 * n + m] = <cnp.int8_t>(code - 1)
     if bad:
         return _ref.unpack(data, rows, cols)
     scales = np.ascontiguousarray(data.reshape(rows, nb, BLK)[:, :, 64:]).view("<f2")[..., 0]
@@ -111,8 +113,9 @@ def dequantize(data, Py_ssize_t rows, Py_ssize_t cols):
     cdef const float[:, ::1] s = scales
     out = np.empty((rows, cols), dtype=np.float32)
     cdef float[:, ::1] o = out
-    for r in prange(rows, nogil=True, schedule="static"):
-        for b in range(nb):
-            for j in range(QK):
-                o[r, b * QK + j] = <float>c[r, b * QK + j] * s[r, b]
+    with nogil:
+        for r in range(rows):
+            for b in range(nb):
+                for j in range(QK):
+                    o[r, b * QK + j] = <float>c[r, b * QK + j] * s[r, b]
     return out

@@ -3,6 +3,7 @@
     minibit bench model --synthetic large            # bitnet_b1_58-large shape (~730M)
     minibit bench model --synthetic 2b4t --threads 1,2
     minibit bench model --synthetic large --llama-bench build   # also time llama.cpp's own tool
+    minibit bench model --synthetic large --runs 5 --backends cython --kv-cache f16
 
 What it does, in one run:
 
@@ -20,8 +21,20 @@ What it does, in one run:
 4. When a ``llama-bench`` binary is given or cached (``--llama-bench build`` compiles one
    from llama-cpp-python's sdist, which carries llama.cpp's source, into the cache), its
    pp/tg figures for the same file: llama.cpp without a Python loop.
+5. When bitnet.cpp is built (``--bitnet-cpp``, default: ``~/.cache/bitnet-peers/2024/build/bin``,
+   what ``../shared/peers/build-bitnetcpp 2024`` makes), the I2_S file is bitnet.cpp's own:
+   its ``llama-quantize --allow-requantize model-tq2_0.gguf ... I2_S 1`` writes it once (one
+   thread: bitnet.cpp's multi-threaded I2_S quantization corrupts tensors), and bitnet.cpp's
+   ``llama-bench`` runs it beside minibit.  ``--ik-llama DIR`` (a build of ik_llama.cpp's
+   llama-bench and llama-quantize) adds ik_llama.cpp on an IQ2_BN file it writes the same way.
 
-Then one table, with minibit / llama.cpp ratios.  "RSS after load / file" = (RSS after
+Everything is measured ``--runs`` times (default 3), engines interleaved within a run, and
+each cell prints the median with the range over runs; ratios are taken within a run (minibit
+/ peer on the same file), then their median and range.  The 1-minute load average is printed
+at the start of every run.  The roofline column is the decode rate times the bytes of every
+tensor in the file (each is read once per token: the tied embedding as the LM head), as a
+fraction of the machine's read bandwidth at that many threads, measured here (NumPy sums of
+a 256 MB buffer, one per thread).  "RSS after load / file" = (RSS after
 ``minibit.load`` - RSS before it) / weight-file bytes: what holding the model costs (the
 loader reads every weight page once to validate it, so the mapped file is resident);
 peak RSS is the whole process at the end (KV cache, activations, interpreter included).
@@ -34,8 +47,11 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 
@@ -207,18 +223,99 @@ def build_llama_bench(root: str, log=print) -> str:
     return os.path.join(dest, "bin", "llama-bench")
 
 
-def run_llama_bench(binary: str, path: str, threads, n_pre: int, n_dec: int, reps: int = 3) -> list:
-    """llama-bench's pp/tg tokens/s per thread count, from its JSON output."""
+def run_llama_bench(binary: str, path: str, threads, n_pre: int, n_dec: int, reps: int = 1,
+                    extra=None) -> list:
+    """llama-bench's pp/tg tokens/s per thread count, from its JSON output (the same tool in
+    llama.cpp, bitnet.cpp and ik_llama.cpp); `extra`: more llama-bench arguments."""
     r = subprocess.run([binary, "-m", path, "-p", str(n_pre), "-n", str(n_dec), "-t",
-                        ",".join(map(str, threads)), "-r", str(reps), "-o", "json"],
+                        ",".join(map(str, threads)), "-r", str(reps), "-o", "json"] + list(extra or []),
                        capture_output=True, text=True, timeout=3600)
     if r.returncode != 0:
         raise RuntimeError(f"llama-bench failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
+    out = r.stdout[r.stdout.index("["):]                      # some builds print a banner first
     got: dict = {}
-    for rec in json.loads(r.stdout):
+    for rec in json.loads(out):
         row = got.setdefault(rec["n_threads"], dict(threads=rec["n_threads"]))
         row["prefill" if rec["n_prompt"] else "decode"] = rec["avg_ts"]
     return [got[t] for t in sorted(got)]
+
+
+# ---- bitnet.cpp and ik_llama.cpp: their own files, their own llama-bench ---------------------
+
+BITNET_CPP_BIN = "~/.cache/bitnet-peers/2024/build/bin"
+
+
+def peer_bin(arg: str, default: str | None, env: str) -> str | None:
+    """A peer's bin directory holding llama-bench and llama-quantize, or None."""
+    if arg == "off":
+        return None
+    d = os.environ.get(env) if arg == "auto" else arg
+    d = d or default
+    if not d:
+        return None
+    d = os.path.expanduser(d)
+    ok = all(os.access(os.path.join(d, b), os.X_OK) for b in ("llama-bench", "llama-quantize"))
+    if not ok and arg != "auto":
+        raise FileNotFoundError(f"no llama-bench and llama-quantize in {d}")
+    return d if ok else None
+
+
+def peer_file(bin_dir: str, src: str, dst: str, qtype: str, log=print) -> str:
+    """Write dst once with the peer's own quantizer from the TQ2_0 file (dequantized to float
+    and quantized again: the ternary codes survive, the scales are the peer's)."""
+    if not os.path.exists(dst):
+        log(f"# writing {os.path.basename(dst)} with {bin_dir}/llama-quantize {qtype} (once)")
+        tmp = dst + ".part"
+        r = subprocess.run([os.path.join(bin_dir, "llama-quantize"), "--allow-requantize", src,
+                            tmp, qtype, "1"], capture_output=True, text=True, timeout=3600)
+        if r.returncode != 0 or not os.path.exists(tmp):
+            raise RuntimeError(f"llama-quantize {qtype} failed: "
+                               f"{(r.stderr.strip().splitlines() or ['?'])[-1]}")
+        os.replace(tmp, dst)
+    return dst
+
+
+# ---- bandwidth and bytes per token ------------------------------------------------------------
+
+def read_bandwidth(threads: int, mb: int = 256, reps: int = 5) -> float:
+    """Read bandwidth in GB/s with `threads` threads, each summing its own mb-MB int64 buffer
+    with NumPy (which releases the GIL); the best of `reps`."""
+    import numpy as np
+    bufs = [np.ones(mb * 2**20 // 8, dtype=np.int64) for _ in range(threads)]
+    best = 0.0
+    for _ in range(reps):
+        barrier = threading.Barrier(threads + 1)
+
+        def work(b):
+            barrier.wait()
+            b.sum()
+
+        ts = [threading.Thread(target=work, args=(b,)) for b in bufs]
+        for t in ts:
+            t.start()
+        t0 = time.perf_counter()
+        barrier.wait()
+        for t in ts:
+            t.join()
+        best = max(best, threads * mb * 2**20 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def tensor_bytes(path: str) -> int:
+    """Bytes of every tensor in a GGUF file: what one decode step reads (each weight once; the
+    tied embedding as the LM head).  The file's size for types minibit cannot read."""
+    from .io.gguf import tensor_rows
+    try:
+        return sum(int(row[3]) for row in tensor_rows(path))
+    except Exception:             # a type minibit's reader does not know (a peer's): the file
+        return os.path.getsize(path)
+
+
+def loadavg() -> str:
+    try:
+        return "%.2f" % os.getloadavg()[0]
+    except OSError:
+        return "?"
 
 
 # ---- the report ----------------------------------------------------------------------------
@@ -227,112 +324,212 @@ def _fmt(v, spec=".1f"):
     return "-" if v is None else format(v, spec)
 
 
-def report(shape: str, files: dict, results: list, n_pre: int, n_dec: int) -> int:
+def _key(res):
+    return (res.get("engine", "?"), res["file"], res.get("backend", "-"), res.get("kv", "f16"))
+
+
+def _spread(vals, spec=".1f", unit=""):
+    """'median (min-max)' of the values; one value prints alone."""
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "-"
+    med = format(statistics.median(vals), spec) + unit
+    if len(vals) == 1:
+        return med
+    return f"{med} ({format(min(vals), spec)}-{format(max(vals), spec)}{unit})"
+
+
+def report(shape: str, files: dict, runs: list, n_pre: int, n_dec: int,
+           bandwidth: dict | None = None, loads: list | None = None) -> int:
+    """The table over runs (a list of each run's results) -> exit status (1 if any thread
+    count changed a bit)."""
     from .kernels.bench import machine
+    if runs and isinstance(runs[0], dict):         # one run's results
+        runs = [runs]
+    bandwidth = bandwidth or {}
     print(f"# model: synthetic {shape}, prefill {n_pre} tokens, decode {n_dec} tokens (tok/s)")
     print(f"# machine: {machine()}")
-    print("# KV cache: minibit's as the kv column says; llama.cpp's is its default, F16")
-    print("| engine | file | backend | kv | threads | prefill tok/s | decode tok/s | load s | "
-          "RSS after load / file | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"# {len(runs)} run(s): each cell is the median (min-max over runs); "
+          f"load average (1 min) at the start of each run: {', '.join(loads or ['?'])}")
+    if bandwidth:
+        print("# read bandwidth (NumPy sums of 256 MB per thread): " +
+              ", ".join(f"{t} thread{'s' if t > 1 else ''} {bw:.1f} GB/s" for t, bw in sorted(bandwidth.items())))
+    print("# roofline: decode tok/s x tensor bytes of the file (read once per token), and that as a "
+          "fraction of the read bandwidth at the same thread count")
+    print("# KV cache: minibit's as the kv column says; llama.cpp's, bitnet.cpp's, ik_llama.cpp's are F16")
+    print("| engine | file | backend | kv | threads | prefill tok/s | decode tok/s | decode GB/s | "
+          "of read bw | load s | RSS after load / file | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     status = 0
-    for res in results:
-        fsize = os.path.getsize(files[res["file"]]) / 2**20
-        if "error" in res:
-            print(f"| {res.get('engine', '?')} | {res['file']} | - | - | - | {res['error']} | | | | |")
-            continue
+    order, cells, errors = [], {}, []
+    for run in runs:
+        for res in run:
+            if "error" in res:
+                errors.append(res)
+                continue
+            k = _key(res)
+            if k not in cells:
+                order.append(k)
+                cells[k] = dict(res=res, rows={})
+            for row in res["rows"]:
+                c = cells[k]["rows"].setdefault(row["threads"], dict(prefill=[], decode=[], hash=set()))
+                c["prefill"].append(row.get("prefill"))
+                c["decode"].append(row.get("decode"))
+                if "hash" in row:
+                    c["hash"].add(row["hash"])
+    for k in order:
+        res = cells[k]["res"]
+        path = files[res["file"]]
+        fsize = os.path.getsize(path) / 2**20
+        nbytes = res.get("tensor_bytes")
         after = res.get("rss_after_load_mb")
         ratio = after / fsize if after is not None else None
-        for row in res["rows"]:
-            print(f"| {res['engine']} | {res['file']} | {res['backend']} | {res.get('kv', 'f16')} | "
-                  f"{row['threads']} | "
-                  f"{_fmt(row.get('prefill'))} | {_fmt(row.get('decode'))} | "
+        for th, c in sorted(cells[k]["rows"].items()):
+            dec = [v for v in c["decode"] if v is not None]
+            gbs = [v * nbytes / 1e9 for v in dec] if nbytes else []
+            bw = bandwidth.get(th)
+            frac = [g / bw for g in gbs] if bw else []
+            print(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | {th} | {_spread(c['prefill'])} | "
+                  f"{_spread(c['decode'])} | {_spread(gbs)} | {_spread(frac, '.2f')} | "
                   f"{_fmt(res.get('load_s'), '.2f')} | {_fmt(ratio, '.2f')} | "
                   f"{_fmt(res.get('rss_mb'), '.0f')} |")
-    # same bits on any thread count
-    for res in results:
-        if res.get("engine") == "minibit" and len(res.get("rows", ())) > 1:
-            hashes = {r["hash"] for r in res["rows"]}
-            same = len(hashes) == 1
-            status |= 0 if same else 1
-            print(f"# {res['file']} {res['backend']} kv {res['kv']}: logits of every step "
-                  f"{'bit-identical' if same else 'DIFFER'} across threads "
-                  f"{','.join(str(r['threads']) for r in res['rows'])} (sha256 {sorted(hashes)[0]})")
-    # ratios against llama.cpp on the same TQ2_0 file
-    peers = [r for r in results if r.get("engine", "").startswith("llama.cpp") and "rows" in r]
-    mine = [r for r in results if r.get("engine") == "minibit" and r.get("backend") == "cython"
-            and "rows" in r]
-    for peer in peers:
-        pr = {row["threads"]: row for row in peer["rows"]}
-        for res in mine:
-            both = [(row, pr[row["threads"]]) for row in res["rows"] if row["threads"] in pr]
-            if not both:
-                continue
-            th = " / ".join(str(row["threads"]) for row, _ in both)
-            dec = " / ".join(f"{row['decode'] / p['decode']:.2f}x" for row, p in both)
-            pre = " / ".join(f"{row['prefill'] / p['prefill']:.2f}x" for row, p in both)
-            print(f"# minibit {res['file']} kv {res['kv']} / {peer['engine']} tq2_0, threads {th}: "
-                  f"decode {dec}, prefill {pre}")
+    for res in errors:
+        print(f"| {res.get('engine', '?')} | {res['file']} | - | - | - | {res['error']} | | | | | | |")
+    # same bits on any thread count (every run)
+    for k in order:
+        if k[0] != "minibit" or len(cells[k]["rows"]) < 2:
+            continue
+        hashes = set().union(*(c["hash"] for c in cells[k]["rows"].values()))
+        same = len(hashes) == 1
+        status |= 0 if same else 1
+        ths = ",".join(str(t) for t in sorted(cells[k]["rows"]))
+        print(f"# {k[1]} {k[2]} kv {k[3]}: logits of every step {'bit-identical' if same else 'DIFFER'} "
+              f"across threads {ths} in every run (sha256 {sorted(hashes)[0]})")
+    # ratios within each run: minibit (cython) / each peer on the same file, and / the best peer
+    peers = [k for k in order if k[0] != "minibit"]
+    mine = [k for k in order if k[0] == "minibit" and k[2] == "cython"]
+
+    def per_run(k):
+        out = []
+        for run in runs:
+            got = {}
+            for res in run:
+                if "error" not in res and _key(res) == k:
+                    got = {row["threads"]: row for row in res["rows"]}
+            out.append(got)
+        return out
+
+    for m in mine:
+        mr = per_run(m)
+        same_file = [p for p in peers if p[1] == m[1]]
+        targets = [(p[0], [per_run(p)]) for p in same_file]
+        if len(same_file) > 1:
+            targets.append(("the best peer in the run", [per_run(p) for p in same_file]))
+        for name, prs in targets:
+            parts = []
+            for th in sorted(cells[m]["rows"]):
+                dec, pre = [], []
+                for i, row in enumerate(mr):
+                    if th not in row:
+                        continue
+                    cand = [pr[i][th] for pr in prs if th in pr[i]]
+                    if not cand:
+                        continue
+                    bd = max((c.get("decode") or 0) for c in cand)
+                    bp = max((c.get("prefill") or 0) for c in cand)
+                    if bd:
+                        dec.append(row[th]["decode"] / bd)
+                    if bp:
+                        pre.append(row[th]["prefill"] / bp)
+                if dec or pre:
+                    parts.append(f"{th} thread{'s' if th > 1 else ''}: decode {_spread(dec, '.2f', 'x')}, "
+                                 f"prefill {_spread(pre, '.2f', 'x')}")
+            if parts:
+                print(f"# minibit {m[1]} kv {m[3]} / {name} ({m[1]}): " + "; ".join(parts))
     return status
 
 
 def run(synthetic: str = "large", threads=(1, 2), prefill: int = 128, decode: int = 128,
-        numpy_decode: int = 8, backends=("cython", "numpy"), files=("tq2_0", "i2_s"),
+        numpy_decode: int = 8, backends=("cython", "numpy"), fmts=("tq2_0", "i2_s"),
         llama_cpp: bool = True, llama_bench: str = "auto", kvs=("f32", "f16"),
-        cache: str | None = None) -> int:
+        cache: str | None = None, runs: int = 3, bitnet_cpp: str = "auto",
+        ik_llama: str = "off") -> int:
     """Measure and print the table (the body of ``minibit bench model``); returns 0, or 1 when
-    minibit's logits differ across thread counts.  llama_bench: "auto" (a cached binary),
-    "build", "off" or a path.  The Cython backend runs every KV cache type in ``kvs``, the
-    NumPy backend the first."""
-    threads = list(threads)
+    minibit's logits differ across thread counts.  Everything runs ``runs`` times, interleaved.
+    llama_bench: "auto" (a cached binary), "build", "off" or a path; bitnet_cpp / ik_llama:
+    "auto" / "off" / a bin dir (FileNotFoundError when a named one is missing).  The Cython
+    backend runs every KV cache type in ``kvs``, the NumPy backend the first."""
+    threads, fmts, kvs = list(threads), list(fmts), list(kvs)
+    bitnet = peer_bin(bitnet_cpp, BITNET_CPP_BIN, "MINIBIT_BITNET_CPP")
+    ik = peer_bin(ik_llama, None, "MINIBIT_IK_LLAMA")
     root = cache_root(cache)
-    paths = model_files(synthetic, root)
-    results = []
-    from . import _backend
-    for fmt in files:
-        for be in backends:
-            if be == "cython" and not all(_backend.twins().values()):
-                print("# cython backend not built: skipped", file=sys.stderr)
-                continue
-            for kv in kvs if be == "cython" else kvs[:1]:
-                spec = dict(path=paths[fmt], threads=threads if be == "cython" else threads[:1],
-                            prefill=prefill, kv=kv,
-                            decode=decode if be == "cython" else numpy_decode)
-                env = {"MINIBIT_PUREPYTHON": "1" if be == "numpy" else "0"}
-                res = run_worker("minibit", spec, env)
-                res["file"] = fmt
-                res.setdefault("kv", kv)
-                results.append(res)
-                print(f"# measured minibit {fmt} {be} kv {kv}", file=sys.stderr)
-    if llama_cpp:
-        try:
-            import importlib.util
-            has = importlib.util.find_spec("llama_cpp") is not None
-        except (ImportError, ValueError):
-            has = False
-        if has:
-            res = run_worker("llama_cpp", dict(path=paths["tq2_0"], threads=threads,
-                                               prefill=prefill, decode=decode))
-            res["file"] = "tq2_0"
-            results.append(res)
-        else:
-            print("# llama-cpp-python not installed: no side-by-side (pip install llama-cpp-python)",
-                  file=sys.stderr)
+    files = model_files(synthetic, root)
+    d = os.path.dirname(files["tq2_0"])
+    if bitnet:
+        files["i2_s"] = peer_file(bitnet, files["tq2_0"], os.path.join(d, "model-i2_s-bitnetcpp.gguf"), "I2_S")
+        print(f"# I2_S file: bitnet.cpp's own ({bitnet}/llama-quantize --allow-requantize "
+              f"model-tq2_0.gguf ... I2_S 1)", file=sys.stderr)
+    if ik:
+        files["iq2_bn"] = peer_file(ik, files["tq2_0"], os.path.join(d, "model-iq2_bn-ik.gguf"), "IQ2_BN")
+    nbytes = {f: tensor_bytes(p) for f, p in files.items() if f != "hf"}
+    lb = llama_bench
     binary = None
-    if llama_bench == "build":
+    if lb == "build":
         binary = find_llama_bench(root) or build_llama_bench(root)
-    elif llama_bench == "auto":
+    elif lb == "auto":
         binary = find_llama_bench(root)
-    elif llama_bench != "off":
-        binary = llama_bench
-    if binary:
-        try:
-            rows = run_llama_bench(binary, paths["tq2_0"], threads, prefill, decode)
-            results.append(dict(engine="llama.cpp (llama-bench)", backend="ggml", file="tq2_0",
-                                rows=rows, load_s=None, rss_mb=None))
-        except (OSError, RuntimeError, ValueError, KeyError, subprocess.SubprocessError) as e:
-            results.append(dict(engine="llama.cpp (llama-bench)", file="tq2_0", error=str(e)))
-    return report(synthetic, paths, results, prefill, decode)
+    elif lb != "off":
+        binary = lb
+    from . import _backend
+    import importlib.util
+    has_llcpp = llama_cpp and importlib.util.find_spec("llama_cpp") is not None
+    if llama_cpp and not has_llcpp:
+        print("# llama-cpp-python not installed: no side-by-side (pip install llama-cpp-python)",
+              file=sys.stderr)
+    bench_bins = [("llama.cpp (llama-bench)", binary, "tq2_0")]
+    if bitnet:      # bitnet.cpp's fork runs llama.cpp's TQ2_0 too
+        bench_bins += [("bitnet.cpp (llama-bench)", os.path.join(bitnet, "llama-bench"), f)
+                       for f in ("tq2_0", "i2_s")]
+    if ik:
+        bench_bins.append(("ik_llama.cpp (llama-bench)", os.path.join(ik, "llama-bench"), "iq2_bn"))
+        bench_bins.append(("ik_llama.cpp (llama-bench -rtr: IQ2_BN_R4)", os.path.join(ik, "llama-bench"), "iq2_bn"))
+    bandwidth = {t: read_bandwidth(t) for t in sorted(set(threads))}
+    measured, loads = [], []
+    for r in range(runs):
+        loads.append(loadavg())
+        print(f"# run {r + 1}/{runs}, load average {loads[-1]}", file=sys.stderr)
+        results = []
+        for fmt in fmts:
+            for be in backends:
+                if be == "cython" and not all(_backend.twins().values()):
+                    print("# cython backend not built: skipped", file=sys.stderr)
+                    continue
+                for kv in kvs if be == "cython" else kvs[:1]:
+                    spec = dict(path=files[fmt], threads=threads if be == "cython" else threads[:1],
+                                prefill=prefill, kv=kv,
+                                decode=decode if be == "cython" else numpy_decode)
+                    env = {"MINIBIT_PUREPYTHON": "1" if be == "numpy" else "0"}
+                    res = run_worker("minibit", spec, env)
+                    res.update(file=fmt, tensor_bytes=nbytes[fmt])
+                    res.setdefault("kv", kv)
+                    results.append(res)
+        if has_llcpp:
+            res = run_worker("llama_cpp", dict(path=files["tq2_0"], threads=threads,
+                                               prefill=prefill, decode=decode))
+            res.update(file="tq2_0", tensor_bytes=nbytes["tq2_0"])
+            results.append(res)
+        for name, exe, fmt in bench_bins:
+            if not exe:
+                continue
+            try:
+                rows = run_llama_bench(exe, files[fmt], threads, prefill, decode,
+                                       extra=["-rtr", "1"] if "-rtr" in name else None)
+                results.append(dict(engine=name, backend="ggml", file=fmt, rows=rows, load_s=None,
+                                    rss_mb=None, tensor_bytes=nbytes[fmt]))
+            except (OSError, RuntimeError, ValueError, KeyError, subprocess.SubprocessError) as e:
+                results.append(dict(engine=name, file=fmt, error=str(e)))
+        measured.append(results)
+    return report(synthetic, files, measured, prefill, decode, bandwidth, loads)
 
 
 def _worker_main(kind: str, spec_json: str) -> int:

