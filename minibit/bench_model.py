@@ -36,7 +36,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 from .cli import Parser
@@ -196,31 +195,16 @@ def build_llama_bench(root: str, log=print) -> str:
     """Compile llama-bench once from llama-cpp-python's PyPI sdist (llama.cpp's source is in
     vendor/llama.cpp) with cmake; the binary goes to <root>/llama-bench/bin.  Needs pip,
     cmake and a C++ compiler; nothing is written inside the repository."""
+    from . import _llama_build as lb
     dest = os.path.join(root, "llama-bench")
-    os.makedirs(dest, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest) as tmp:
-        log(f"# downloading llama-cpp-python {LLAMA_CPP_PYTHON} (sdist) for llama.cpp's source")
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary",
-                        "llama-cpp-python", "-d", tmp,
-                        f"llama-cpp-python=={LLAMA_CPP_PYTHON}"], check=True,
-                       stdout=subprocess.DEVNULL)
-        sdist = [n for n in os.listdir(tmp) if n.endswith(".tar.gz")]
-        if not sdist:
-            raise RuntimeError("pip download gave no llama-cpp-python sdist")
-        import tarfile
-        with tarfile.open(os.path.join(tmp, sdist[0])) as tf:
-            tf.extractall(tmp, filter="data")
-        src = os.path.join(tmp, sdist[0][:-len(".tar.gz")], "vendor", "llama.cpp")
-        build = os.path.join(tmp, "build")
-        log("# building llama-bench with cmake (a few minutes)")
-        subprocess.run(["cmake", "-S", src, "-B", build, "-DCMAKE_BUILD_TYPE=Release",
-                        "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
-                        "-DLLAMA_BUILD_SERVER=OFF", "-DGGML_NATIVE=ON", "-DBUILD_SHARED_LIBS=OFF"],
-                       check=True, stdout=subprocess.DEVNULL)
-        subprocess.run(["cmake", "--build", build, "--target", "llama-bench", "-j",
-                        str(os.cpu_count() or 2)], check=True, stdout=subprocess.DEVNULL)
-        os.makedirs(os.path.join(dest, "bin"), exist_ok=True)
-        shutil.copy2(os.path.join(build, "bin", "llama-bench"), os.path.join(dest, "bin"))
+    src = lb.llama_cpp_source(root, LLAMA_CPP_PYTHON, log=log)
+    build = os.path.join(dest, "build")
+    log("# building llama-bench with cmake (a few minutes)")
+    lb.build(src, build, ["llama-bench"], lb.LEAN_ARGS + [
+        "-DLLAMA_BUILD_EXAMPLES=OFF", "-DGGML_NATIVE=ON", "-DBUILD_SHARED_LIBS=OFF"],
+        jobs=os.cpu_count() or 2, log=log)
+    os.makedirs(os.path.join(dest, "bin"), exist_ok=True)
+    shutil.copy2(os.path.join(build, "bin", "llama-bench"), os.path.join(dest, "bin"))
     return os.path.join(dest, "bin", "llama-bench")
 
 
