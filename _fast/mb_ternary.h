@@ -723,7 +723,8 @@ static void mb_tq(int fmt2, const uint8_t *data, int64_t cols, const int8_t *q,
 /* ---- TQ in the order of llama.cpp's AVX2 kernel (kernels/tq.py, linear_q8k_avx2) ----------
  * Per block eight int32 lanes: L[k] = sum of code*y over elements e with (e % 32) / 4 == k,
  * minus the sum of y over elements 32k .. 32k+31 (csum); float lane k then takes
- * fl(fl((float)L[k] * fl(da * dw)) + sumf[k]); the lanes meet as hsum_float_8. */
+ * fl(fl((float)L[k] * fl(da * dw)) + sumf[k]) (fused: one fmaf); the lanes meet as
+ * hsum_float_8. */
 
 static inline void mb_tq2_lanes_scalar(const uint8_t *qs, const int8_t *y, int32_t L[8]) {
     for (int k = 0; k < 8; k++) L[k] = 0;
@@ -771,7 +772,7 @@ MB_AVX2 static inline void mb_tq2_lanes_avx2(const uint8_t *qs, const int8_t *y,
 /* rows [r0, r1) x T tokens; csum [T, nb, 8]; lanes_out [T, rows, nb, 8] or out [T, rows] */
 static void mb_tq_lanes(int fmt2, const uint8_t *data, int64_t cols, const int8_t *q,
                         const int32_t *csum, const float *da, int64_t T, int64_t rows,
-                        int64_t r0, int64_t r1, int32_t *lanes_out, float *out) {
+                        int64_t r0, int64_t r1, int fused, int32_t *lanes_out, float *out) {
     const int64_t nb = cols / 256;
     const int B = fmt2 ? 66 : 54;
     const int64_t rb = nb * B;
@@ -800,6 +801,10 @@ static void mb_tq_lanes(int fmt2, const uint8_t *data, int64_t cols, const int8_
                 }
                 const float dd = da[t * nb + b] * mb_half_to_float(blk + B - 2);
                 for (int k = 0; k < 8; k++) {
+                    if (fused) {                    /* gcc's build: one rounding (C99 fmaf) */
+                        sumf[k] = fmaf((float)L[k], dd, sumf[k]);
+                        continue;
+                    }
                     float prod = (float)L[k] * dd;
                     MB_ROUNDED(prod);
                     sumf[k] = prod + sumf[k];

@@ -25,7 +25,7 @@ cdef extern from "mb_ternary.h" nogil:
                int64_t r1, int32_t *sumi, float *out)
     void mb_tq_lanes(int fmt2, const uint8_t *data, int64_t cols, const int8_t *q,
                      const int32_t *csum, const float *da, int64_t T, int64_t rows,
-                     int64_t r0, int64_t r1, int32_t *lanes_out, float *out)
+                     int64_t r0, int64_t r1, int fused, int32_t *lanes_out, float *out)
 
 cdef enum:
     MIN_PARALLEL_MAC = 1 << 18   # multiply-adds below which one thread runs
@@ -124,12 +124,13 @@ def linear_q8k(data, rows, cols, fmt, q, d):
 
 cdef inline void _lane_tile(int64_t i, int fmt2, const uint8_t *data, int64_t cols,
                             const int8_t *q, const int32_t *csum, const float *da, int64_t T,
-                            int64_t rows, int32_t *lanes, float *out) noexcept nogil:
+                            int64_t rows, int fused, int32_t *lanes, float *out) noexcept nogil:
     cdef int64_t r0 = i * TILE_ROWS
-    mb_tq_lanes(fmt2, data, cols, q, csum, da, T, rows, r0, min(r0 + TILE_ROWS, rows), lanes, out)
+    mb_tq_lanes(fmt2, data, cols, q, csum, da, T, rows, r0, min(r0 + TILE_ROWS, rows), fused,
+                lanes, out)
 
 
-cdef _run_lanes(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d):
+cdef _run_lanes(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d, int fused):
     """Checked arrays -> int32 lanes [T, rows, nb, 8] (d is None) or float32 y [T, rows]."""
     cdef int64_t T = q.shape[0], nb = cols // 256
     cdef int fmt2 = fmt == "tq2_0"
@@ -163,20 +164,21 @@ cdef _run_lanes(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d):
         with nogil:
             for i in range(ntiles):
                 _lane_tile(i, fmt2, &D[0, 0], cols, &Q[0, 0], &CS[0, 0, 0], &DA[0, 0], T, rows,
-                           plan, pout)
+                           fused, plan, pout)
         return result
     for i in prange(ntiles, nogil=True, num_threads=nth, schedule="dynamic", chunksize=chunk):
-        _lane_tile(i, fmt2, &D[0, 0], cols, &Q[0, 0], &CS[0, 0, 0], &DA[0, 0], T, rows, plan, pout)
+        _lane_tile(i, fmt2, &D[0, 0], cols, &Q[0, 0], &CS[0, 0, 0], &DA[0, 0], T, rows, fused,
+                   plan, pout)
     return result
 
 
 def lane_sums(data, rows, cols, fmt, q):
     """The AVX2 kernel's eight int32 lanes per block: int32 [T, rows, nb, 8]."""
     data, q, _ = _ref.check_args(data, rows, cols, fmt, q)
-    return _run_lanes(data, int(rows), int(cols), fmt, q, None)
+    return _run_lanes(data, int(rows), int(cols), fmt, q, None, 0)
 
 
-def linear_q8k_avx2(data, rows, cols, fmt, q, d):
-    """Profile "llama.cpp" in llama.cpp's AVX2 order (eight float lanes): float32 [T, rows]."""
+def linear_q8k_avx2(data, rows, cols, fmt, q, d, fused=False):
+    """TQ x Q8_K in the AVX2 kernel's order (eight float lanes; fused: fmaf): float32 [T, rows]."""
     data, q, d = _ref.check_args(data, rows, cols, fmt, q, d)
-    return _run_lanes(data, int(rows), int(cols), fmt, q, d)
+    return _run_lanes(data, int(rows), int(cols), fmt, q, d, 1 if fused else 0)

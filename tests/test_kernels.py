@@ -312,6 +312,7 @@ def test_tq_twin_same_bits(rows, nb, T, seed, zero_blocks):
         want_y = ref.linear_q8k(p.data, rows, cols, fmt, q, d)
         want_l = ref.lane_sums(p.data, rows, cols, fmt, q)
         want_a = ref.linear_q8k_avx2(p.data, rows, cols, fmt, q, d)
+        want_f = ref.linear_q8k_avx2(p.data, rows, cols, fmt, q, d, True)
         assert_same_bytes(want_l.sum(axis=3, dtype=np.int32), want_s, f"{fmt} lanes vs blocks")
         for simd in simd_modes(fast):
             assert_same_bytes(run_twin(fast, simd, "block_sums", p.data, rows, cols, fmt, q),
@@ -322,6 +323,8 @@ def test_tq_twin_same_bits(rows, nb, T, seed, zero_blocks):
                               want_l, f"{fmt} lane_sums simd={simd}")
             assert_same_bytes(run_twin(fast, simd, "linear_q8k_avx2", p.data, rows, cols, fmt, q, d),
                               want_a, f"{fmt} linear_q8k_avx2 simd={simd}")
+            assert_same_bytes(run_twin(fast, simd, "linear_q8k_avx2", p.data, rows, cols, fmt, q, d,
+                                       True), want_f, f"{fmt} linear_q8k_avx2 fused simd={simd}")
 
 
 @given(st.integers(0, 2 ** 32 - 1))
@@ -534,7 +537,8 @@ def test_llama_profile_formula():
     """The llama.cpp profile is llama.cpp's x86 AVX2 order (written out here, element by
     element): per block, lane k = (e % 32) // 4 sums code * q and subtracts the block's
     32-element chunk k of q; lane k's float adds fl((float)lane * fl(d_act * d_w)) block
-    after block; the lanes meet as hsum_float_8.  tq.linear_q8k keeps the generic C order:
+    after block (the 2024 fork's clang build, the "bitnet.cpp" profile) or fmaf((float)lane,
+    dd, acc) (llama.cpp's gcc build, "llama.cpp"); the lanes meet as hsum_float_8.  tq.linear_q8k keeps the generic C order:
     sumf over blocks in block order."""
     from minibit.kernels import tq
     rng = np.random.default_rng(9)
@@ -547,10 +551,12 @@ def test_llama_profile_formula():
         codes, dw = formats.unpack_codes(p)
         want = np.zeros((3, rows), np.float32)
         generic = np.zeros((3, rows), np.float32)
+        fused = np.zeros((3, rows), np.float32)
         for t in range(3):
             for n in range(rows):
                 acc = np.float32(0)
                 lanes = [np.float32(0)] * 8
+                fl = [np.float32(0)] * 8          # fused: L * dd is exact in double, one rounding
                 for b in range(cols // 256):
                     qb = q[t, 256 * b:256 * b + 256].astype(np.int64)
                     cb = codes[n, 256 * b:256 * b + 256].astype(np.int64)
@@ -560,11 +566,15 @@ def test_llama_profile_formula():
                         L = sum(int((cb[e] + 1) * qb[e]) for e in range(256) if (e % 32) // 4 == k)
                         L -= int(qb[32 * k:32 * k + 32].sum())
                         lanes[k] = np.float32(np.float32(np.float32(L) * dd) + lanes[k])
+                        fl[k] = np.float32(np.float64(L) * np.float64(dd) + np.float64(fl[k]))
                 s4 = [np.float32(lanes[4 + i] + lanes[i]) for i in range(4)]
                 want[t, n] = np.float32(np.float32(s4[0] + s4[2]) + np.float32(s4[1] + s4[3]))
+                f4 = [np.float32(fl[4 + i] + fl[i]) for i in range(4)]
+                fused[t, n] = np.float32(np.float32(f4[0] + f4[2]) + np.float32(f4[1] + f4[3]))
                 generic[t, n] = acc
         for kern in kernels.available(fmt):
-            assert_same_bytes(kernels.linear(x, p, kernel=kern), want, f"{fmt} {kern}")
+            assert_same_bytes(kernels.linear(x, p, "bitnet.cpp", kern), want, f"{fmt} {kern}")
+            assert_same_bytes(kernels.linear(x, p, "llama.cpp", kern), fused, f"{fmt} {kern} fused")
         assert_same_bytes(tq.linear_q8k(p.data, rows, cols, fmt, q, d), generic, f"{fmt} generic")
         lane = tq.lane_sums(p.data, rows, cols, fmt, q)
         assert_same_bytes(lane.sum(axis=3, dtype=np.int32), tq.block_sums(p.data, rows, cols, fmt, q),

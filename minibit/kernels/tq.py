@@ -37,8 +37,10 @@ subtracted lane-wise).  The lanes sum to the block's sumi; each one goes to floa
     sumf_k = fl(fl((float)L_k * fl(d_act * d_w)) + sumf_k)     block after block, k = 0..7
     y = (s0 + s2) + (s1 + s3) where s = (sumf_0..3) + (sumf_4..7)     (hsum_float_8)
 
-clang compiles the product and the add apart (no fused multiply-add; read from the built
-libggml.so).
+bitnet.cpp's 2024 fork is built with clang, which keeps the product and the add apart; the
+llama.cpp that llama-cpp-python builds with gcc fuses them, sumf_k = fmaf((float)L_k, dd,
+sumf_k) (both read from the built libraries).  ``fused`` picks: the "bitnet.cpp" profile on
+TQ files is the fork (apart), the "llama.cpp" profile is llama.cpp (fused).
 
 Element orders are those of the formats (see ``formats/tq2_0.py`` and ``formats/tq1_0.py``):
 the codes are read straight from the bytes here, without the format's validation, so a
@@ -57,6 +59,7 @@ import numpy as np
 from .. import _backend
 from .._errors import FormatError
 from ..formats import Packed
+from .dense import fmaf
 
 __all__ = ["block_sums", "linear_q8k", "lane_sums", "linear_q8k_avx2", "code_blocks", "weight_scales", "check_args", "apply",
            "TWINNED"]
@@ -160,9 +163,10 @@ def lane_sums(data, rows, cols, fmt, q):
     return (lanes - chunk[:, None]).astype(np.int32)
 
 
-def linear_q8k_avx2(data, rows, cols, fmt, q, d):
-    """Profile "llama.cpp" as the x86 AVX2 kernel adds: eight float lanes, then hsum_float_8
-    (module docstring): float32 [T, rows] (twinned)."""
+def linear_q8k_avx2(data, rows, cols, fmt, q, d, fused=False):
+    """TQ x Q8_K as the x86 AVX2 kernel adds: eight float lanes, then hsum_float_8 (module
+    docstring); fused: each lane's product and add are one fmaf.  float32 [T, rows]
+    (twinned)."""
     data, q, d = check_args(data, rows, cols, fmt, q, d)
     L = lane_sums(data, rows, cols, fmt, q).astype(np.float32)             # [T, N, nb, 8]
     dw = weight_scales(data, rows, cols, fmt)                               # [N, nb] float32
@@ -170,7 +174,10 @@ def linear_q8k_avx2(data, rows, cols, fmt, q, d):
     sumf = np.zeros((T, N, 8), dtype=np.float32)
     for b in range(nb):                                                     # block order
         dd = d[:, b, None] * dw[None, :, b]                                 # [T, N] float32
-        sumf = L[:, :, b, :] * dd[..., None] + sumf                         # mul, then add
+        if fused:
+            sumf = fmaf(L[:, :, b, :], dd[..., None], sumf)                # one rounding
+        else:
+            sumf = L[:, :, b, :] * dd[..., None] + sumf                     # mul, then add
     s = sumf[..., 4:8] + sumf[..., 0:4]
     return (s[..., 0] + s[..., 2]) + (s[..., 1] + s[..., 3])
 
@@ -182,9 +189,10 @@ def _impl():
 
 
 def apply(p: Packed, profile: str, acts: dict) -> np.ndarray:
-    """Run the llama.cpp profile on a TQ weight -> float32 [T, rows]."""
-    if profile != "llama.cpp" or p.fmt not in BLOCK_BYTES:
-        raise FormatError(f"tq runs the 'llama.cpp' profile on tq1_0/tq2_0, not "
-                          f"{profile!r} on {p.fmt!r}")
+    """Run the llama.cpp or bitnet.cpp profile on a TQ weight -> float32 [T, rows]."""
+    if profile not in ("llama.cpp", "bitnet.cpp") or p.fmt not in BLOCK_BYTES:
+        raise FormatError(f"tq runs the 'llama.cpp' and 'bitnet.cpp' profiles on tq1_0/tq2_0, "
+                          f"not {profile!r} on {p.fmt!r}")
     rows, cols = p.shape
-    return _impl().linear_q8k_avx2(p.data, rows, cols, p.fmt, acts["q"], acts["d"])
+    return _impl().linear_q8k_avx2(p.data, rows, cols, p.fmt, acts["q"], acts["d"],
+                                   profile == "llama.cpp")

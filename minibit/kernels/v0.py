@@ -29,7 +29,8 @@ The profile then decides what is multiplied and how R goes back to float (see
 * "llama.cpp" on tq1_0/tq2_0: one float matmul per (256-block, AVX2 lane) gives the eight
   lane sums of llama.cpp's AVX2 kernel (kernels/tq.py), code * q over the lane's elements
   minus the block's 32-element chunk sums of q; each lane is scaled and added in block
-  order, and the lanes meet in hsum_float_8's order.
+  order (fused into one fmaf for "llama.cpp", apart for "bitnet.cpp": tq.py), and the lanes
+  meet in hsum_float_8's order.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import numpy as np
 
 from .._errors import FormatError
 from ..formats import Packed, unpack_codes
+from .dense import fmaf
 
 __all__ = ["integer_product", "lane_product", "block_sums", "apply"]
 
@@ -107,8 +109,9 @@ def apply(p: Packed, profile: str, acts: dict) -> np.ndarray:
     codes, scale = unpack_codes(p)                                         # int8 [N, K], scale(s)
     q = acts["q"]                                                          # int8 [T, K]
     if p.fmt in ("tq1_0", "tq2_0"):
-        if profile != "llama.cpp":
-            raise FormatError(f"v0: {p.fmt} runs the 'llama.cpp' profile, not {profile!r}")
+        if profile not in ("llama.cpp", "bitnet.cpp"):
+            raise FormatError(f"v0: {p.fmt} runs the 'llama.cpp' or 'bitnet.cpp' profile, "
+                              f"not {profile!r}")
         T, nb = q.shape[0], cols // 256
         qf = q.astype(np.float32).reshape(T, nb, 8, 8, 4)                  # e = 32 j + 4 k + i
         cf = (codes.astype(np.float32) + 1).reshape(rows, nb, 8, 8, 4)     # code = w + 1
@@ -119,7 +122,10 @@ def apply(p: Packed, profile: str, acts: dict) -> np.ndarray:
             lanes = np.stack([qf[:, b, :, k, :].reshape(T, -1) @ cf[:, b, :, k, :].reshape(rows, -1).T
                               for k in range(8)], axis=-1) - chunk[:, None, b, :]   # [T, N, 8]
             dd = d[:, b, None] * scale[None, :, b]                         # [T, N] d_act * d_w
-            sumf = lanes * dd[..., None] + sumf                            # mul, then add
+            if profile == "llama.cpp":                                     # gcc fuses (tq.py)
+                sumf = fmaf(lanes, dd[..., None], sumf)
+            else:
+                sumf = lanes * dd[..., None] + sumf                        # mul, then add
         s4 = sumf[..., 4:8] + sumf[..., 0:4]                               # hsum_float_8
         return (s4[..., 0] + s4[..., 2]) + (s4[..., 1] + s4[..., 3])
     s = acts["s"]                                                          # [T] float32

@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import _backend
 from ..kernels import dense
+from . import ggml as _ggml
 from . import layers as _layers
 from .config import Config
 from .layers import BitLinear, KVCache, linear_group, rope_tables
@@ -35,6 +36,15 @@ def _ops():
     """The module that runs the block arithmetic: minibit._fast.layers (C, the same bits)
     when built and not forced pure, else layers itself."""
     return _backend.select("layers", _layers)
+
+
+def _ggml_ops():
+    """The engines' block arithmetic (minibit.model.ggml, or its twin minibit._fast.ggml)."""
+    return _backend.select("ggml", _ggml)
+
+
+# profiles whose whole block runs in ggml's float order (minibit.model.ggml)
+GGML_PROFILES = ("bitnet.cpp", "llama.cpp")
 
 
 @dataclass
@@ -91,15 +101,22 @@ class Transformer:
         c = self.config
         return KVCache(c.num_layers, max_len or c.max_position, c.num_kv_heads, c.head_dim, kv)
 
+    def engine(self) -> str:
+        """The profile of the linears ("hf", "bitnet.cpp" or "llama.cpp"): it also picks the
+        float arithmetic of the rest of the block (layers for "hf", ggml for the engines)."""
+        return self.layers[0].q.profile if self.layers and isinstance(self.layers[0].q, BitLinear) else "hf"
+
     def forward(self, ids, cache: KVCache | None = None, trace=None, last_only: bool = False):
         """Logits float32 [T, vocab] for token ids [T] appended after the cache's contents.
 
         With no cache, a fresh one of length T is used (a full forward).  ``last_only``
         projects only the last position to the vocabulary (decode).
+
+        The "hf" profile computes the block as minibit.model.layers (transformers' formulas);
+        the engine profiles as minibit.model.ggml (ggml's order, batch and token-by-token
+        differing where ggml's do: a call with T >= 2 tokens is ggml's batch).
         """
         c = self.config
-        ops = _ops()
-        rms_norm, apply_rope, attention, ffn_act = ops.rms_norm, ops.apply_rope, ops.attention, ops.ffn_act
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         T = ids.shape[0]
         if cache is None:
@@ -108,7 +125,32 @@ class Transformer:
         if start + T > cache.max_len:
             raise ValueError(f"context full: {start} + {T} tokens exceed the cache of {cache.max_len}")
         H, G, D = c.num_heads, c.num_kv_heads, c.head_dim
-        cos, sin = rope_tables(np.arange(start, start + T), D, c.rope_theta)
+        ops = _ops()
+        engine = self.engine()
+        if engine in GGML_PROFILES:
+            g = _ggml_ops()
+            rms_norm = g.rms_norm
+
+            def attention(q, k, v, start):
+                return g.attention(q, k, v, start, engine)
+            apply_rope = g.rope_neox
+            cos, sin = g.rope_tables(np.arange(start, start + T), D, c.rope_theta)
+
+            def ffn_act(gate, up, act):
+                if act == "silu":
+                    return g.silu(gate) * up                    # ggml_silu, then ggml_mul
+                return ops.ffn_act(gate, up, act)               # relu2: ggml_relu, ggml_sqr, mul
+
+            def project(hh):
+                W, dt = ((self.embed, self.embed_dtype) if self.lm_head is None
+                         else (self.lm_head, self.lm_head_dtype))
+                if dt not in ("F16", "F32"):        # BF16 (an HF head): no engine file has one
+                    return self.project_logits(hh)
+                return g.lm_head(np.ascontiguousarray(hh, dtype=np.float32), W, dt, engine)
+        else:
+            rms_norm, apply_rope, attention, ffn_act = ops.rms_norm, ops.apply_rope, ops.attention, ops.ffn_act
+            cos, sin = rope_tables(np.arange(start, start + T), D, c.rope_theta)
+            project = self.project_logits
         tr = trace or (lambda name, arr: None)
 
         h = self.embed_tokens(ids)                                           # [T, hidden]
@@ -149,6 +191,6 @@ class Transformer:
         tr("result_norm", h)
         if last_only:
             h = h[-1:]
-        logits = self.project_logits(h)
+        logits = project(h)
         tr("result_output", logits)
         return logits
