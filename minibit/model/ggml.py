@@ -152,9 +152,18 @@ def rope_tables(positions, n_dims: int, base: float):
 
 
 def rope_neox(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-    """[T, heads, D] float32 with NeoX pairing (i with i + D/2), as clang compiled
-    ggml_compute_forward_rope_f32's ``x0*cos - x1*sin`` and ``x0*sin + x1*cos``:
-    the x1 product rounded, the x0 product fused into the add."""
+    """[T, heads, D] float32, dimension i paired with i + D/2, as clang (the 2024 fork) and
+    gcc (llama.cpp) both compiled ``x0*cos - x1*sin`` and ``x0*sin + x1*cos``
+    (ggml_compute_forward_rope_f32 / rotate_pairs; read from the built libraries, and
+    checked against llama.cpp's rotated q and k):
+
+        out_i = fmaf(x0, cos, -(x1 * sin))          the x1 product rounded, x0's fused
+        out_j = fmaf(x0, sin, x1 * cos)
+
+    (x0, x1) is the rotated pair: NeoX's (i, i + D/2), or NORMAL's (2i, 2i + 1) of the
+    engine's permuted q/k rows (arch "llama"), which minibit's reader has put back at
+    (i, i + D/2).
+    """
     x = np.ascontiguousarray(x, F32)
     half = x.shape[2] // 2
     c, s = cos[:, None, :], sin[:, None, :]
@@ -309,8 +318,15 @@ def softmax(scores: np.ndarray, allowed: np.ndarray, scale) -> np.ndarray:
         return e * inv[..., None]
 
 
+def _interleave(x: np.ndarray) -> np.ndarray:
+    """Each head's last axis from minibit's (i, i + D/2) halves to the engine's pairs."""
+    D = x.shape[-1]
+    return np.ascontiguousarray(x.reshape(x.shape[:-1] + (2, D // 2)).swapaxes(-1, -2)
+                                ).reshape(x.shape)
+
+
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int,
-              engine: str = "bitnet.cpp") -> np.ndarray:
+              engine: str = "bitnet.cpp", interleaved: bool = False) -> np.ndarray:
     """Causal grouped-query attention as the engine's non-flash graph computes it.
 
     q [T, H, D] float32 (after RoPE); k, v [G, S, D] from the KV cache (float16 for an F16
@@ -321,12 +337,18 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int,
     softmax with scale 1/sqrtf(D).
     p . V:  T >= 2: tinyBLAS over positions (llama.cpp with an F16 cache: on rounded p);
             T == 1: F16: vec_dot_f16 on rounded p; F32: vec_dot_f32.
+
+    interleaved (arch "llama"): the engine holds q and k with each head's dimensions in the
+    converter's permuted order (i, i + D/2 side by side), so q . k adds them in that order.
     """
     T, H, D = q.shape
     G, S, _ = k.shape
     half = k.dtype == np.float16
     f16_rhs = ENGINES[engine]["f16_tinyblas_rhs"]
     rep = H // G
+    if interleaved:                                             # [.., 2, D/2] -> [.., D/2, 2]
+        q = _interleave(np.asarray(q, F32))
+        k = _interleave(np.asarray(k, F32 if not half else np.float16))
     kk = _pad(np.asarray(k, F32), 8, axis=1)                    # [G, S8, D] zero rows added
     vv = _pad(np.asarray(v, F32), 32, axis=1)                   # [G, S32, D]
     S8 = kk.shape[1]

@@ -104,7 +104,7 @@ class Transformer:
     def engine(self) -> str:
         """The profile of the linears ("hf", "bitnet.cpp" or "llama.cpp"): it also picks the
         float arithmetic of the rest of the block (layers for "hf", ggml for the engines)."""
-        return self.layers[0].q.profile if self.layers and isinstance(self.layers[0].q, BitLinear) else "hf"
+        return getattr(self.layers[0].q, "profile", "hf") if self.layers else "hf"
 
     def forward(self, ids, cache: KVCache | None = None, trace=None, last_only: bool = False):
         """Logits float32 [T, vocab] for token ids [T] appended after the cache's contents.
@@ -131,8 +131,10 @@ class Transformer:
             g = _ggml_ops()
             rms_norm = g.rms_norm
 
+            interleaved = c.arch == "llama"        # q, k rows permuted by the converter
+
             def attention(q, k, v, start):
-                return g.attention(q, k, v, start, engine)
+                return g.attention(q, k, v, start, engine, interleaved)
             apply_rope = g.rope_neox
             cos, sin = g.rope_tables(np.arange(start, start + T), D, c.rope_theta)
 
@@ -165,6 +167,8 @@ class Transformer:
             tr(f"Vcur-{li}", v)
             q = apply_rope(q, cos, sin)
             k = apply_rope(k, cos, sin)
+            tr(f"Qcur_rope-{li}", q)
+            tr(f"Kcur_rope-{li}", k)
             ops.store_kv(cache.k[li], start, k)                             # -> [G, S, D]
             ops.store_kv(cache.v[li], start, v)
             o = attention(q, cache.k[li, :, :start + T], cache.v[li, :, :start + T], start)
@@ -179,6 +183,7 @@ class Transformer:
             m = rms_norm(h, L.ffn_norm, c.rms_norm_eps)
             tr(f"ffn_norm-{li}", m)
             f = ffn_act(*linear_group((L.gate, L.up), m), c.hidden_act)
+            tr(f"ffn_gate_par-{li}", f)
             if L.ffn_sub_norm is not None:
                 f = rms_norm(f, L.ffn_sub_norm, c.rms_norm_eps)
                 tr(f"ffn_sub_norm-{li}", f)
