@@ -136,6 +136,9 @@ def apply(p: Packed, profile: str, acts: dict) -> np.ndarray:
         Rc = lane_product(codes, q)                                        # [T, N] int32
         diff = Rc.astype(np.float32) - acts["sums"].astype(np.float32)[:, None]
         return diff / s[:, None] * np.float32(scale)                       # [T, N] float32
+    if profile == "hf" and p.fmt == "hf_packed":      # "bitlinear": R / (weight_scale * s)
+        from ..formats.hf_packed import hf_scales
+        s, scale = hf_scales(p, s)
     if profile in ("hf", "bitnet.cpp"):
         R = integer_product(codes, q)                                      # [T, N] int32
         with np.errstate(invalid="ignore"):                                # TL: s = inf on zero rows
