@@ -247,8 +247,9 @@ def tinyblas(a, b):
 
 cdef _dot(x, y, int kind):
     x, y = np.broadcast_arrays(np.asarray(x, np.float32), np.asarray(y, np.float32))
-    shape = x.shape[:-1]
-    n = x.shape[-1]
+    nd = x.ndim
+    shape = tuple(x.shape)[:nd - 1]         # (no negative indices: wraparound is off)
+    n = x.shape[nd - 1]
     if kind == 2 and n % 8:
         raise ValueError("tinyblas: k must be a multiple of 8")
     X = np.ascontiguousarray(x).reshape(-1, n)

@@ -1,0 +1,290 @@
+"""The engine profiles' block arithmetic (minibit/model/ggml.py): the C twin equal to the
+NumPy reference bit for bit, each rule equal to the compiled ggml function it copies, and
+whole models equal to the running engines (tools/peers) bit for bit."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import minibit
+from minibit import _backend, kernels, formats
+from minibit.model import ggml as G
+from conftest import assert_same_bytes
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tools", "peers"))
+
+
+def fast():
+    f = _backend.fast_module("ggml")
+    if f is None:
+        pytest.skip("the Cython twins are not built")
+    return f
+
+
+def arr(rng, shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale * np.exp(rng.standard_normal(shape[:-1] + (1,)))
+            ).astype(np.float32)
+
+
+# ---- hand checks ------------------------------------------------------------------------
+
+def test_fmaf_is_one_rounding():
+    # 1 + 2^-24 is a tie in float32 when rounded alone; with the product's tail it is not
+    a, b, c = np.float32(1 + 2.0 ** -12), np.float32(1 + 2.0 ** -12), np.float32(-1)
+    exact = (1 + 2.0 ** -12) ** 2 - 1                               # 2^-11 + 2^-24
+    assert G.fmaf(a, b, c) == np.float32(exact)
+    assert np.float32(a * b) + c != np.float32(exact)               # two roundings differ
+
+
+def test_v_expf_specials():
+    x = np.array([0, -np.inf, -200, -100, -87, 1, 88, 100, 200], np.float32)
+    y = G.v_expf(x)
+    assert y[0] == 1 and y[1] == 0 and y[2] == 0
+    assert y[5] == np.float32(np.e) or abs(y[5] / np.e - 1) < 2e-7
+    assert np.isinf(y[-1])
+    ref = np.exp(x.astype(np.float64))
+    fin = np.isfinite(ref) & (ref > 1e-38) & (ref < 3e38)
+    assert np.all(np.abs(y[fin] / ref[fin] - 1) < 3e-7)
+
+
+# ---- twin == reference ------------------------------------------------------------------
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 300), st.integers(0, 2 ** 32 - 1))
+def test_twin_rows(T, n, seed):
+    f = fast()
+    rng = np.random.default_rng(seed)
+    x, w = arr(rng, (T, n), 4), arr(rng, (n,))
+    assert_same_bytes(f.rms_norm(x, w, 1e-5), G.rms_norm(x, w, 1e-5), "rms_norm")
+    assert_same_bytes(f.silu(x), G.silu(x), "silu")
+    x[0, 0] = -np.inf if n > 1 else x[0, 0]
+    assert_same_bytes(f.v_expf(x * 30), G.v_expf(x * 30), "v_expf")
+    y = arr(rng, (T, n))
+    assert_same_bytes(f.vec_dot_f16(G.f16(x), G.f16(y)), G.vec_dot_f16(G.f16(x), G.f16(y)), "f16")
+    assert_same_bytes(f.vec_dot_f32(x, y), G.vec_dot_f32(x, y), "f32")
+    if n % 8 == 0:
+        assert_same_bytes(f.tinyblas(x, y), G.tinyblas(x, y), "tinyblas")
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 6), st.integers(0, 5000), st.sampled_from([8, 64, 80, 128]),
+       st.sampled_from([10000.0, 500000.0]), st.integers(0, 2 ** 32 - 1))
+def test_twin_rope(T, p0, D, base, seed):
+    f = fast()
+    rng = np.random.default_rng(seed)
+    pos = np.arange(p0, p0 + T)
+    c, s = G.rope_tables(pos, D, base)
+    c2, s2 = f.rope_tables(pos, D, base)
+    assert_same_bytes(c2, c, "cos")
+    assert_same_bytes(s2, s, "sin")
+    x = arr(rng, (T, 3, D))
+    assert_same_bytes(f.rope_neox(x, c, s), G.rope_neox(x, c, s), "rope")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 5), st.integers(0, 40), st.sampled_from([(1, 1), (2, 1), (4, 2), (2, 2)]),
+       st.sampled_from([8, 16, 40, 64]), st.sampled_from(["f16", "f32"]),
+       st.sampled_from(["bitnet.cpp", "llama.cpp"]), st.booleans(), st.integers(1, 2),
+       st.integers(0, 2 ** 32 - 1))
+def test_twin_attention(T, start, heads, D, kv, engine, interleaved, threads, seed):
+    f = fast()
+    rng = np.random.default_rng(seed)
+    H, Gk = heads
+    S = start + T
+    cache = minibit.model.layers.KVCache(1, S + 7, Gk, D, kv)       # a slice of a longer cache
+    minibit.model.layers.store_kv(cache.k[0], 0, arr(rng, (S, Gk, D), 2))
+    minibit.model.layers.store_kv(cache.v[0], 0, arr(rng, (S, Gk, D)))
+    q = arr(rng, (T, H, D), 2)
+    k, v = cache.k[0, :, :S], cache.v[0, :, :S]
+    want = G.attention(q, k, v, start, engine, interleaved)
+    old = kernels.get_threads()
+    kernels.set_threads(threads)
+    try:
+        assert_same_bytes(f.attention(q, k, v, start, engine, interleaved), want, "attention")
+    finally:
+        kernels.set_threads(old)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 4), st.sampled_from([8, 40, 64, 72, 100]), st.integers(1, 50),
+       st.sampled_from(["F16", "F32"]), st.sampled_from(["bitnet.cpp", "llama.cpp"]),
+       st.integers(1, 2), st.integers(0, 2 ** 32 - 1))
+def test_twin_lm_head(T, K, N, dtype, engine, threads, seed):
+    f = fast()
+    rng = np.random.default_rng(seed)
+    h = arr(rng, (T, K))
+    W = arr(rng, (N, K), 0.1).astype(np.float16 if dtype == "F16" else np.float32)
+    want = G.lm_head(h, W, dtype, engine)
+    old = kernels.get_threads()
+    kernels.set_threads(threads)
+    try:
+        assert_same_bytes(f.lm_head(h, W, dtype, engine), want, "lm_head")
+    finally:
+        kernels.set_threads(old)
+
+
+def test_twins_have_the_reference_signatures():
+    import inspect
+    f = fast()
+    def params(fn):                          # names and defaults (the reference annotates)
+        return [(p.name, p.default) for p in inspect.signature(fn).parameters.values()]
+
+    for fn in G.TWINNED + ("v_expf", "vec_dot_f16", "vec_dot_f32", "tinyblas", "rope_tables"):
+        assert params(getattr(f, fn)) == params(getattr(G, fn)), fn
+
+
+# ---- each rule against the compiled ggml function ----------------------------------------
+
+@pytest.fixture(scope="module")
+def ggml_ops(tmp_path_factory):
+    """tests/ggml_ops/ggml_ops.c linked against bitnet.cpp 2024's libggml (AVX2 build)."""
+    import peers
+    try:
+        p = peers.get("bitnet.cpp", build=os.environ.get("MINIBIT_PEERS_BUILD") == "1",
+                      log=lambda *a: None)
+    except peers.PeerUnavailable as e:
+        if os.environ.get("MINIBIT_PEERS_REQUIRED") == "1":
+            raise
+        pytest.skip(f"bitnet.cpp is not built: {e}")
+    exe = str(tmp_path_factory.mktemp("ggml_ops") / "ggml_ops")
+    cc = os.environ.get("CC", "cc")
+    cmd = [cc, "-O1", os.path.join(HERE, "ggml_ops", "ggml_ops.c"), "-o", exe]
+    cmd += [f"-I{d}" for d in p.include] + [f"-L{d}" for d in p.libdirs]
+    cmd += [f"-Wl,-rpath,{d}" for d in p.libdirs] + ["-lggml"]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return exe
+
+
+def _run(exe, tmp, *args):
+    subprocess.run([exe, *map(str, args)], check=True, cwd=tmp)
+    return np.fromfile(os.path.join(tmp, "o.f32"), np.float32)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rules_equal_ggml(ggml_ops, tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    t = str(tmp_path)
+    T, n = 5, 1536
+    x = arr(rng, (T, n), 3)
+    x.tofile(os.path.join(t, "x.f32"))
+    assert_same_bytes(G.rms_norm(x, np.ones(n, np.float32), 1e-5),
+                      _run(ggml_ops, t, "rms", 1, T, n, 1e-5, "x.f32", "o.f32").reshape(T, n), "rms")
+    T, H, D = 7, 4, 64
+    x = arr(rng, (T, H, D))
+    x.tofile(os.path.join(t, "x.f32"))
+    pos = np.arange(100, 100 + T, dtype=np.int32)
+    pos.tofile(os.path.join(t, "p.i32"))
+    c, s = G.rope_tables(pos, D, 10000.0)
+    assert_same_bytes(G.rope_neox(x, c, s), _run(ggml_ops, t, "rope", 1, T, H, D, 10000.0, "x.f32",
+                                                  "p.i32", "o.f32").reshape(T, H, D), "rope")
+    T, S = 6, 64
+    x = arr(rng, (T, S), 20)
+    x.tofile(os.path.join(t, "x.f32"))
+    allowed = np.arange(S)[None, :] <= (30 + np.arange(T))[:, None]
+    np.where(allowed, 0, -np.inf).astype(np.float32).tofile(os.path.join(t, "m.f32"))
+    assert_same_bytes(G.softmax(x, allowed, np.float32(0.125)),
+                      _run(ggml_ops, t, "softmax", 1, T, S, 0.125, "x.f32", "m.f32", "o.f32"
+                           ).reshape(T, S), "softmax")
+    T, n = 3, 1005                                      # a tail after the groups of 8
+    x = arr(rng, (T, n), 4)
+    x.tofile(os.path.join(t, "x.f32"))
+    assert_same_bytes(G.silu(x), _run(ggml_ops, t, "silu", 1, T, n, "x.f32", "o.f32").reshape(T, n),
+                      "silu")
+    m, k = 40, 200                                      # a tail after the steps of 32
+    for rows in (1, 3):
+        b = arr(rng, (rows, k))
+        b.tofile(os.path.join(t, "b.f32"))
+        for dtype, npt in (("f16", np.float16), ("f32", np.float32)):
+            a = arr(rng, (m, k)).astype(npt)
+            a.tofile(os.path.join(t, "a.bin"))
+            got = _run(ggml_ops, t, "mulmat", 1, dtype, m, rows, k, "a.bin", "b.f32", "o.f32", "-")
+            assert_same_bytes(G.lm_head(b, a, dtype.upper(), "bitnet.cpp"), got.reshape(rows, m),
+                              f"mulmat {dtype} rows={rows}")
+
+
+@pytest.mark.parametrize("fmt", ["i2_s", "tq2_0", "tq1_0"])
+def test_linear_equals_ggml(ggml_ops, tmp_path, fmt):
+    """The integer part and its float order, against the 2024 fork's own mul_mat (its I2_S
+    kernel and the TQ x Q8_K AVX2 kernels), every kernel and backend."""
+    rng = np.random.default_rng(3)
+    t = str(tmp_path)
+    m, k = 48, 768
+    p = formats.encode(fmt, (rng.standard_normal((m, k)) * 0.02).astype(np.float32))
+    np.asarray(p.data).tofile(os.path.join(t, "a.bin"))
+    for rows in (1, 5):
+        x = arr(rng, (rows, k))
+        x.tofile(os.path.join(t, "b.f32"))
+        eng = _run(ggml_ops, t, "mulmat", 1, fmt, m, rows, k, "a.bin", "b.f32", "o.f32", "-")
+        for kern in kernels.available(fmt):
+            for be in ("numpy", "cython") if _backend.fast_module("quant") else ("numpy",):
+                with _backend.use(be):
+                    y = kernels.linear(x, p, "bitnet.cpp", kern)
+                assert_same_bytes(y, eng.reshape(rows, m), f"{fmt} {kern} {be} rows={rows}")
+
+
+# ---- whole models against the running engines ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def engine_models(tmp_path_factory):
+    """The bundled demo's weights as arch "bitnet" (SiLU, sub-norms) and "llama" (no
+    sub-norms), written as I2_S, TQ2_0 and TQ1_0 GGUF files."""
+    root = tmp_path_factory.mktemp("engine_models")
+    out = {}
+    for arch in ("bitnet", "llama"):
+        m = minibit.load("demo")
+        m.config = m.transformer.config = dataclasses.replace(
+            m.config, arch=arch, hidden_act="silu", sub_norms=arch == "bitnet", rope_theta=10000.0)
+        if arch == "llama":
+            for L in m.transformer.layers:
+                L.attn_sub_norm = L.ffn_sub_norm = None
+        for fmt in ("i2_s", "tq2_0", "tq1_0"):
+            out[arch, fmt] = minibit.save_gguf(m, str(root / f"{arch}.{fmt}.gguf"),
+                                               weight_format=fmt, progress=False)
+    return out
+
+
+def _peer(name):
+    import peers
+    try:
+        return peers.get(name, build=os.environ.get("MINIBIT_PEERS_BUILD") == "1",
+                         log=lambda *a: None)
+    except peers.PeerUnavailable as e:
+        if os.environ.get("MINIBIT_PEERS_REQUIRED") == "1":
+            raise
+        pytest.skip(f"{name} is not built: {e}")
+
+
+ENGINE_CASES = [
+    ("bitnet.cpp", "bitnet", "i2_s", "f16"), ("bitnet.cpp", "bitnet", "tq2_0", "f16"),
+    ("bitnet.cpp", "bitnet", "tq1_0", "f16"), ("bitnet.cpp", "llama", "i2_s", "f16"),
+    ("bitnet.cpp", "llama", "tq2_0", "f16"),
+    ("llama.cpp", "bitnet", "tq2_0", "f16"), ("llama.cpp", "bitnet", "tq1_0", "f16"),
+    ("llama.cpp", "bitnet", "tq2_0", "f32"), ("llama.cpp", "llama", "tq2_0", "f16"),
+    ("llama.cpp", "llama", "tq1_0", "f32"),
+]
+
+
+@pytest.mark.parametrize("engine,arch,fmt,kv", ENGINE_CASES)
+def test_engine_logits_bit_for_bit(engine_models, engine, arch, fmt, kv):
+    """The matching profile's logits equal the engine's at every position, bit for bit, as
+    one batch and token by token (1 engine thread, no flash attention)."""
+    import peers
+    p = _peer(engine)
+    path = engine_models[arch, fmt]
+    ids = [int(t) for t in np.random.default_rng(1).integers(3, 4000, 40)]
+    m = minibit.load(path, profile=engine)
+    m.kv_cache = kv
+    for mode in ("batch", "seq"):
+        eng = peers.evaluate(p, path, ids, mode=mode, threads=1, kv=kv, flash_attn="off")["logits"]
+        if mode == "batch":
+            mine = m.logits(ids)
+        else:
+            cache = m.new_cache(len(ids))
+            mine = np.concatenate([m.forward([t], cache) for t in ids])
+        assert_same_bytes(mine, eng, f"{engine} {arch} {fmt} kv={kv} {mode}")
