@@ -288,3 +288,43 @@ def test_engine_logits_bit_for_bit(engine_models, engine, arch, fmt, kv):
             cache = m.new_cache(len(ids))
             mine = np.concatenate([m.forward([t], cache) for t in ids])
         assert_same_bytes(mine, eng, f"{engine} {arch} {fmt} kv={kv} {mode}")
+
+
+@pytest.mark.parametrize("fmt,K,wrap", [("i2_s", 768, False), ("i2_s", 8192, True),
+                                        ("tq2_0", 768, False), ("tq1_0", 768, False)])
+def test_integer_accumulators_equal_ggml(ggml_ops, tmp_path, fmt, K, wrap):
+    """The engine's integer sums, read through inputs that make every float step exact:
+    integer activations whose scale is exactly 1 (I2_S: max|x| = 127; Q8_K: each block's
+    signed extreme is -127) and weight scales of 1, so the engine's output IS its integer
+    accumulator.  It equals minibit's integer part exactly: I2_S's R' - sum(q) through the
+    AVX2 kernel's int16 lanes (wrap=True: every code +1 and q = 127, so lanes wrap past
+    32767 and both sides wrap alike), TQ's block sums."""
+    from minibit.kernels import mad, tq
+    rng = np.random.default_rng(5)
+    t = str(tmp_path)
+    m = 24
+    codes = (np.ones((m, K), np.int8) if wrap
+             else rng.integers(-1, 2, (m, K)).astype(np.int8))
+    p = formats.pack_codes(fmt, codes, np.float32(1))
+    np.asarray(p.data).tofile(os.path.join(t, "a.bin"))
+    rows = 3
+    x = (np.full((rows, K), 127.0, np.float32) if wrap
+         else rng.integers(-126, 127, (rows, K)).astype(np.float32))
+    if fmt == "i2_s":
+        x[:, 5] = 127.0                                   # s = 127 / 127 = 1 exactly
+    else:
+        x[:, ::256] = -127.0                              # iscale = -127 / -127 = 1, d = 1
+    x.tofile(os.path.join(t, "b.f32"))
+    eng = _run(ggml_ops, t, "mulmat", 1, fmt, m, rows, K, "a.bin", "b.f32", "o.f32", "-"
+               ).reshape(rows, m)
+    q = x.astype(np.int8)
+    if fmt == "i2_s":
+        acc = (mad.lane_product(p.data, m, K, "i2_s", q).astype(np.int64)
+               - q.astype(np.int64).sum(axis=1)[:, None])
+        exact = q.astype(np.int64) @ codes.astype(np.int64).T
+        assert (acc != exact).any() == wrap               # the wrap case does wrap
+    else:
+        acc = tq.block_sums(p.data, m, K, fmt, q).astype(np.int64).sum(axis=2)
+        assert np.array_equal(acc, q.astype(np.int64) @ codes.astype(np.int64).T)
+    assert np.all(np.abs(acc) < 2 ** 24)                  # every value exact in float32
+    assert np.array_equal(eng.astype(np.int64), acc) and np.all(eng == np.round(eng))
