@@ -17,6 +17,8 @@ from minibit.model import ggml as _ref
 cnp.import_array()
 
 cdef extern from "mb_ggml.h" nogil:
+    int mbg_simd_allowed
+    int mbg_use_simd()
     float mbg_expf(float x)
     void mbg_silu_row(const float *x, int64_t n, float *y)
     void mbg_rms_row(const float *x, const float *w, int64_t n, float eps, float *y)
@@ -29,13 +31,25 @@ cdef extern from "mb_ggml.h" nogil:
                        int64_t n, int il)
     void mbg_attend(const float *q, const void *k, const void *v, int half16, int64_t D,
                     int64_t S, int64_t pos, int batch, int f16_rhs, int il, float *sc,
-                    float *qq, float *out)
+                    float *qq, float *accv, float *out)
 
 cdef enum:
     MIN_PARALLEL_MAC = 1 << 18   # multiply-adds below which one thread runs
 
 ENGINES = _ref.ENGINES
 TWINNED = _ref.TWINNED
+
+
+def _set_simd(on):
+    """Allow (True) or forbid (False) the AVX2+FMA+F16C code; returns the previous setting."""
+    global mbg_simd_allowed
+    old = bool(mbg_simd_allowed)
+    mbg_simd_allowed = 1 if on else 0
+    return old
+
+
+def _simd():
+    return "avx2" if mbg_use_simd() else "scalar"
 
 
 def _threads(work):
@@ -166,7 +180,7 @@ def attention(q, k, v, start, engine="bitnet.cpp", interleaved=False):
     cdef const float[:, :, ::1] Q = q
     cdef float[:, ::1] O = out
     cdef int nth = _threads(T * H * S * D * 2)
-    scratch = np.empty((nth, S32 + D), np.float32)
+    scratch = np.empty((nth, S32 + D + 32 * D), np.float32)
     cdef float[:, ::1] SC = scratch
     cdef int64_t i, t, h, g
     cdef int tid
@@ -177,7 +191,8 @@ def attention(q, k, v, start, engine="bitnet.cpp", interleaved=False):
                 h = i % H
                 g = h // rep
                 mbg_attend(&Q[t, h, 0], pk + g * row, pv + g * vrow, half16, D, S, st + t,
-                           batch, f16_rhs, il, &SC[0, 0], &SC[0, S32], &O[t, h * D])
+                           batch, f16_rhs, il, &SC[0, 0], &SC[0, S32], &SC[0, S32 + D],
+                           &O[t, h * D])
         return out
     for i in prange(T * H, nogil=True, num_threads=nth, schedule="static"):
         tid = threadid()
@@ -185,7 +200,7 @@ def attention(q, k, v, start, engine="bitnet.cpp", interleaved=False):
         h = i % H
         g = h // rep
         mbg_attend(&Q[t, h, 0], pk + g * row, pv + g * vrow, half16, D, S, st + t, batch,
-                   f16_rhs, il, &SC[tid, 0], &SC[tid, S32], &O[t, h * D])
+                   f16_rhs, il, &SC[tid, 0], &SC[tid, S32], &SC[tid, S32 + D], &O[t, h * D])
     return out
 
 
