@@ -58,6 +58,15 @@ sums below pad with zeros the same way, which adds nothing.
 
 Everything here is float32 NumPy except where double is named; the compiled twin
 (minibit._fast.ggml) repeats it bit for bit.
+
+Coverage.  Copied: x86 builds with AVX2, FMA and F16C and without AVX-512 (what the peers
+in tools/peers are built as), any thread count (each output is one thread's work in ggml
+too), batch and token-by-token, F16 and F32 KV caches, archs "bitnet" and "llama".  Not
+copied: AVX-512 builds (tinyBLAS, the softmax sums and SiLU then work in 16 lanes), ARM,
+and llama.cpp's flash-attention kernels (its C API default "auto" turns them on for the
+CPU; their online softmax accumulates p . V in float16 with libm's expf, in three variants:
+one row at a time, tiled for batches, split over the KV cache for long decodes).
+Measured against the engines: tests/test_ggml.py.
 """
 
 from __future__ import annotations

@@ -21,11 +21,12 @@ class Model:
     tokenizer   minibit.tokenizer.Tokenizer (or None for a bare checkpoint without one)
     profile     "hf" | "bitnet.cpp" | "llama.cpp": the numerics every BitLinear uses
     source      where it was loaded from
-    kv_cache    "f32" (default: every profile's reference numerics) or "f16": the type of
-                the caches new_cache makes.  "f16" stores keys and values rounded to
-                float16, as llama.cpp and bitnet.cpp do by default: half the memory and half
-                the bytes a decode step reads, one extra rounding (not llama.cpp's whole F16
-                attention, which also rounds q and the softmax weights).
+    kv_cache    "f32" (default) or "f16": the type of the caches new_cache makes.  "f16"
+                stores keys and values rounded to float16, as llama.cpp and bitnet.cpp do by
+                default: half the memory and half the bytes a decode step reads.  Under
+                "hf" that is the one extra rounding; under the engine profiles attention
+                then also rounds q and (where the engine does) the softmax weights to
+                float16, as the engine with an F16 cache does (minibit.model.ggml).
     """
 
     def __init__(self, transformer: Transformer, tokenizer, profile: str, source: str,
