@@ -20,6 +20,9 @@ class Packed:
     scale   np.float32 array for formats that keep the scale outside ``data``
             (hf_packed's ``weight_scale``, TL1/TL2's ``<name>_scale`` tensor), else None.
     params  layout parameters that are not in the bytes (TL tiling: BM, BK, bm).
+    divisor hf_packed from a "bitlinear" checkpoint (Falcon3 form): its weight_scale, which
+            transformers divides by (R / (weight_scale * s)); ``scale`` holds 1 / divisor,
+            the multiplier every other reader uses.  None otherwise.
     """
 
     fmt: str
@@ -27,6 +30,7 @@ class Packed:
     data: np.ndarray
     scale: np.ndarray | None = None
     params: dict = field(default_factory=dict)
+    divisor: float | None = None
 
     @property
     def nbytes(self) -> int:

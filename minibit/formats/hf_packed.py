@@ -96,16 +96,11 @@ def multiplier_from_weight_scale(weight_scale, linear_class: str) -> np.float32:
                       f"(expected 'autobitlinear' or 'bitlinear')")
 
 
-# Packed.params key of a "bitlinear" checkpoint's weight_scale: transformers' BitLinear
-# computes y = R / (weight_scale * s) (one product, one division), not R / s * (1 / ws)
-DIVISOR = "weight_scale_divisor"
-
-
 def hf_scales(p: Packed, s: np.ndarray):
     """(activation scales, multiplier) that make ``(float)R / s * multiplier`` what
     transformers computes for p: R / (ws * s) for a "bitlinear" weight (ws * s rounded once,
     times 1 exact), R / s * ws for "autobitlinear"."""
-    div = p.params.get(DIVISOR) if p.params else None
+    div = p.divisor                 # transformers' BitLinear: R / (weight_scale * s)
     if div is None:
         return s, np.float32(np.asarray(p.scale, np.float32).reshape(-1)[0])
     return (np.float32(div) * np.asarray(s, np.float32)).astype(np.float32), np.float32(1)

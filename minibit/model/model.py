@@ -148,4 +148,6 @@ def build_from_hf(ckpt, profile: str = "hf") -> Transformer:
         lm_head, ldt = ckpt.matrix("lm_head.weight", (cfg.vocab_size, hid))
     elif not cfg.tie_word_embeddings:
         raise FormatError(f"{ckpt.dir}: tie_word_embeddings is false but there is no lm_head.weight")
-    return Transformer(cfg, embed, edt, layers, final, lm_head, ldt)
+    t = Transformer(cfg, embed, edt, layers, final, lm_head, ldt)
+    t.converted_head_f16 = True          # engine profiles: the head as their GGUF holds it
+    return t

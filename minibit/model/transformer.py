@@ -82,6 +82,9 @@ class Transformer:
         self.final_norm = final_norm
         self.lm_head = lm_head
         self.lm_head_dtype = lm_head_dtype
+        # an HF checkpoint under an engine profile runs as the engine runs its conversion:
+        # the converters write the output matrix as F16 (build_from_hf sets this)
+        self.converted_head_f16 = False
 
     # ---- pieces -----------------------------------------------------------------------
 
@@ -94,6 +97,16 @@ class Transformer:
         (minibit.kernels.dense: widened as read, a fixed float32 summation order)."""
         W, dt = (self.embed, self.embed_dtype) if self.lm_head is None else (self.lm_head, self.lm_head_dtype)
         return dense.project(np.ascontiguousarray(h, dtype=np.float32), W, dt)
+
+    def _f16_head(self, W, dtype: str) -> np.ndarray:
+        """A BF16 output matrix as the engines hold it after conversion: float16 (nearest
+        even), made once and kept."""
+        cached = getattr(self, "_head16", None)
+        if cached is None or cached[0] is not W:
+            with np.errstate(over="ignore"):
+                cached = (W, dense.widen(W, dtype).astype(np.float16))
+            self._head16 = cached
+        return cached[1]
 
     # ---- forward ------------------------------------------------------------------------
 
@@ -146,8 +159,8 @@ class Transformer:
             def project(hh):
                 W, dt = ((self.embed, self.embed_dtype) if self.lm_head is None
                          else (self.lm_head, self.lm_head_dtype))
-                if dt not in ("F16", "F32"):        # BF16 (an HF head): no engine file has one
-                    return self.project_logits(hh)
+                if dt not in ("F16", "F32") or (dt == "F32" and self.converted_head_f16):
+                    W, dt = self._f16_head(W, dt), "F16"    # as the engines' converters write it
                 return g.lm_head(np.ascontiguousarray(hh, dtype=np.float32), W, dt, engine)
         else:
             rms_norm, apply_rope, attention, ffn_act = ops.rms_norm, ops.apply_rope, ops.attention, ops.ffn_act
