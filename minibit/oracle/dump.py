@@ -108,7 +108,8 @@ def integer_part(p, profile: str, acts: dict) -> np.ndarray:
                                       int16 lanes (wrapping), minus the activation sum
                                       int32 [T, rows]; equals sum w*q unless a lane wrapped
     tl1 / tl2         x "bitnet.cpp"  R = sum w*q through the int16 table sums   [T, rows]
-    tq1_0 / tq2_0     x "llama.cpp"   sumi per 256-block                 int32 [T, rows, nb]
+    tq1_0 / tq2_0     x "llama.cpp",  sumi per 256-block                 int32 [T, rows, nb]
+                        "bitnet.cpp"
     """
     from ..kernels import lut, mad, tq
 
