@@ -4,7 +4,7 @@
 //
 //   mb_peer_harness eval MODEL.gguf OUT_DIR --tokens 1,2,3 [--mode batch|seq] [--threads N]
 //                   [--no-tensors] [--kv f16|f32] [--flash-attn default|on|off]
-//   mb_peer_harness quantize IN.gguf OUT.gguf FTYPE NTHREAD
+//   mb_peer_harness quantize IN.gguf OUT.gguf FTYPE NTHREAD [EMBD_TYPE]
 //
 // eval writes, in OUT_DIR:
 //   logits.f32     float32 [n_tokens, n_vocab], row i = the logits after token i
@@ -16,7 +16,9 @@
 // into a minibit dump (docs/oracle.md).
 //
 // quantize calls llama_model_quantize (FTYPE: the llama_ftype number, e.g. 36 TQ1_0, 37 TQ2_0,
-// 40 I2_S in bitnet.cpp's fork; NTHREAD: quantizer threads, 0 = the library's default).
+// 40 I2_S in bitnet.cpp's fork; NTHREAD: quantizer threads, 0 = the library's default;
+// EMBD_TYPE: a ggml type number for token_embd and output, as llama-quantize's
+// --token-embedding-type / --output-tensor-type, e.g. 1 = F16; default: the library's choice).
 //
 // The two libllama APIs differ in names only for what this program uses; the compile line
 // picks one with -DMB_API_2024 (bitnet.cpp's Oct-2024 fork) or nothing (llama.cpp 2026).
@@ -90,9 +92,18 @@ static bool wanted(const char * name) {
     return true;
 }
 
+// The token embedding rows: named "inp_embd" in the 2024 graph; in 2026 "inp_embd" is the
+// (unused) input for embeddings given directly, and the rows are an unnamed get_rows.
+static bool is_embd_rows(const struct ggml_tensor * t) {
+    return t->op == GGML_OP_GET_ROWS && t->src[0] && !strcmp(t->src[0]->name, "token_embd.weight");
+}
+
 static bool eval_cb(struct ggml_tensor * t, bool ask, void * user) {
     Dump * d = (Dump *) user;
-    bool want = d->enabled && (t->type == GGML_TYPE_F32 || t->type == GGML_TYPE_F16) && wanted(t->name);
+    const bool rows = !wanted(t->name) && is_embd_rows(t);
+    const char * name = rows ? "inp_embd" : t->name;
+    bool want = d->enabled && (t->type == GGML_TYPE_F32 || t->type == GGML_TYPE_F16) &&
+                (rows || wanted(t->name));
     if (ask)
         return want;
     if (!want)
@@ -119,7 +130,7 @@ static bool eval_cb(struct ggml_tensor * t, bool ask, void * user) {
                     }
                 }
     fwrite(d->buf.data(), 4, (size_t) n, d->bin);
-    fprintf(d->tsv, "%s\t%s\t%lld\t%lld\t%lld\t%lld\t%ld\t%lld\t%d\n", t->name, ggml_type_name(t->type),
+    fprintf(d->tsv, "%s\t%s\t%lld\t%lld\t%lld\t%lld\t%ld\t%lld\t%d\n", name, ggml_type_name(t->type),
             (long long) t->ne[0], (long long) t->ne[1], (long long) t->ne[2], (long long) t->ne[3],
             d->offset, (long long) n * 4, d->call);
     d->offset += (long) n * 4;
@@ -149,11 +160,15 @@ static std::vector<llama_token> parse_tokens(const char * s) {
 }
 
 static int cmd_quantize(int argc, char ** argv) {
-    if (argc != 6)
-        return die("usage: quantize IN.gguf OUT.gguf FTYPE NTHREAD");
+    if (argc != 6 && argc != 7)
+        return die("usage: quantize IN.gguf OUT.gguf FTYPE NTHREAD [EMBD_TYPE]");
     llama_model_quantize_params qp = llama_model_quantize_default_params();
     qp.ftype = (enum llama_ftype) atoi(argv[4]);
     qp.nthread = atoi(argv[5]);
+    if (argc == 7) {
+        qp.token_embedding_type = (enum ggml_type) atoi(argv[6]);
+        qp.output_tensor_type = qp.token_embedding_type;
+    }
     uint32_t rc = llama_model_quantize(argv[2], argv[3], &qp);
     if (rc != 0)
         return die("llama_model_quantize failed for ", argv[2]);

@@ -32,12 +32,16 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, REPO) if REPO not in sys.path else None
+try:                                   # the installed minibit (CI), else this checkout's
+    import minibit  # noqa: F401
+except ImportError:
+    sys.path.insert(0, REPO)
 
 from minibit import _llama_build as lb  # noqa: E402
 
 __all__ = ["Peer", "PeerUnavailable", "bitnet_cpp", "llama_cpp", "get", "harness", "evaluate",
-           "quantize", "to_dump", "PEER_NAMES", "FTYPES"]
+           "quantize", "to_dump", "PEER_NAMES", "FTYPES", "RUNS", "PROFILE_OF", "token_ids",
+           "synthetic_models", "minibit_logits", "agreement", "meets_done_when"]
 
 PEER_NAMES = ("bitnet.cpp", "llama.cpp")
 # llama_ftype numbers (llama.h): what `quantize` writes
@@ -83,13 +87,16 @@ def _build_script() -> str:
                           "shared/peers/build-bitnetcpp)")
 
 
-def bitnet_cpp(build: bool = True, log=print) -> Peer:
-    """bitnet.cpp's Oct-2024 release, AVX2 build with libllama (target llama-quantize)."""
-    out = os.path.expanduser(os.environ.get("MINIBIT_BITNET_CACHE")
-                             or "~/.cache/bitnet-peers/2024-avx2")
+def bitnet_cpp(build: bool = True, log=print, tl2: bool = False) -> Peer:
+    """bitnet.cpp's Oct-2024 release, AVX2 build with libllama (target llama-quantize).
+    tl2: the build with its TL2 kernels (-DBITNET_X86_TL2=ON), generated for the
+    bitnet_b1_58-large preset's shapes only (1536x4096, 1536x1536, 4096x1536)."""
+    out = os.path.expanduser(os.environ.get("MINIBIT_BITNET_CACHE") or "~/.cache/bitnet-peers/2024-avx2")
+    if tl2:
+        out += "-tl2"
     if build:
         env = dict(os.environ, JOBS=_jobs(), BITNET_TARGETS="llama-quantize",
-                   BITNET_CMAKE_ARGS=BITNET_AVX2_CMAKE)
+                   BITNET_CMAKE_ARGS=BITNET_AVX2_CMAKE + (" -DBITNET_X86_TL2=ON" if tl2 else ""))
         r = subprocess.run([_build_script(), "2024", out], env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
         if r.returncode != 0:
@@ -100,7 +107,8 @@ def bitnet_cpp(build: bool = True, log=print) -> Peer:
         raise PeerUnavailable(f"bitnet.cpp: no build in {out}")
     fork = os.path.join(out, srcs[0], "3rdparty", "llama.cpp")
     bld = os.path.join(out, "build", "3rdparty", "llama.cpp")
-    p = Peer("bitnet.cpp", "2024", [os.path.join(fork, "include"), os.path.join(fork, "ggml", "include")],
+    p = Peer("bitnet.cpp", "2024" + (" TL2" if tl2 else ""),
+             [os.path.join(fork, "include"), os.path.join(fork, "ggml", "include")],
              [os.path.join(bld, "src"), os.path.join(bld, "ggml", "src")], ["llama", "ggml"],
              ["-DMB_API_2024"], os.path.join(out, "minibit-harness"))
     if not os.path.exists(os.path.join(p.libdirs[0], "libllama.so")):
@@ -133,9 +141,11 @@ def llama_cpp(build: bool = True, log=print) -> Peer:
 def get(name: str, build: bool = True, log=print) -> Peer:
     if name == "bitnet.cpp":
         return bitnet_cpp(build, log)
+    if name == "bitnet.cpp-tl2":
+        return bitnet_cpp(build, log, tl2=True)
     if name == "llama.cpp":
         return llama_cpp(build, log)
-    raise ValueError(f"unknown peer {name!r}; one of {PEER_NAMES}")
+    raise ValueError(f"unknown peer {name!r}; one of {PEER_NAMES + ('bitnet.cpp-tl2',)}")
 
 
 def _cxx() -> str:
@@ -157,13 +167,13 @@ def harness(peer: Peer) -> str:
         return exe
     os.makedirs(peer.cache, exist_ok=True)
     cmd = [cxx, "-O2", "-std=c++17", *peer.defines, *[f"-I{d}" for d in peer.include], src,
-           "-o", exe + ".tmp", *[f"-L{d}" for d in peer.libdirs], *[f"-l{x}" for x in peer.libs],
+           "-o", f"{exe}.{os.getpid()}.tmp", *[f"-L{d}" for d in peer.libdirs], *[f"-l{x}" for x in peer.libs],
            "-Wl,-rpath," + ":".join(peer.libdirs)]
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if r.returncode != 0:
         raise PeerUnavailable(f"{peer.label}: the harness did not compile:\n{' '.join(cmd)}\n"
                               f"{r.stdout[-3000:]}")
-    os.replace(exe + ".tmp", exe)
+    os.replace(f"{exe}.{os.getpid()}.tmp", exe)   # (older harnesses stay: another checkout may use one)
     return exe
 
 
@@ -174,9 +184,14 @@ def _run(peer: Peer, args: list, what: str) -> None:
         raise RuntimeError(f"{peer.label}: {what} failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
 
 
-def quantize(peer: Peer, src: str, dst: str, fmt: str, nthread: int = 1) -> str:
-    """The peer's own quantizer (llama_model_quantize): src (F32/F16 GGUF) -> dst in fmt."""
-    _run(peer, ["quantize", src, dst, str(FTYPES[fmt]), str(nthread)], f"quantize to {fmt}")
+def quantize(peer: Peer, src: str, dst: str, fmt: str, nthread: int = 1,
+             f16_embeddings: bool = False) -> str:
+    """The peer's own quantizer (llama_model_quantize): src (F32/F16 GGUF) -> dst in fmt.
+    nthread 0 is the library's default (all cores).  f16_embeddings keeps token_embd/output
+    F16 (llama-quantize --token-embedding-type f16 --output-tensor-type f16); llama.cpp's
+    default for TQ file types is Q4_K, bitnet.cpp forces F16 for I2_S anyway."""
+    args = ["quantize", src, dst, str(FTYPES[fmt]), str(nthread)] + (["1"] if f16_embeddings else [])
+    _run(peer, args, f"quantize to {fmt}")
     return dst
 
 
@@ -184,7 +199,8 @@ def quantize(peer: Peer, src: str, dst: str, fmt: str, nthread: int = 1) -> str:
 
 # the same tensor under the engine's name (first occurrence in a decode call); Qcur/Kcur are
 # named twice (projection, then after RoPE): the first is Qcur, the last Qcur_rope
-RENAME = {"attn_o_out": "attn_out", "ffn_sub_out": "ffn_gate_par", "ffn_down": "ffn_out"}
+RENAME = {"attn_o_out": "attn_out", "ffn_sub_out": "ffn_gate_par", "ffn_swiglu": "ffn_gate_par",
+          "ffn_down": "ffn_out"}
 MINIBIT_STAGES = {"inp_embd", "attn_norm", "Qcur", "Kcur", "Vcur", "kqv_out", "attn_sub_norm",
                   "attn_out", "ffn_inp", "ffn_norm", "ffn_gate", "ffn_up", "ffn_gate_par",
                   "ffn_sub_norm", "ffn_out", "l_out", "result_norm", "result_output"}
@@ -206,14 +222,23 @@ def to_dump(raw: str, out: str, tokens: list, mode: str, model: str, peer_label:
 
     Tensors minibit also dumps get minibit's names (RENAME; Qcur/Kcur's last occurrence is
     Qcur_rope/Kcur_rope), token positions first, the decode calls of a token-by-token run
-    concatenated along positions.  With ``extra`` (batch mode only), the engine's other named
-    tensors are kept as ``ggml.<name>`` (``ggml.<name>.<k>`` for the k-th repeat), e.g.
-    ``ggml.kq_soft_max_ext-0``, so compare lists them too."""
+    concatenated along positions.  With ``extra``, the engine's other named tensors are kept
+    as ``ggml.<name>`` (``ggml.<name>.<k>`` for the k-th repeat; token by token, one per
+    decode call: ``ggml.<name>@<position>``), e.g. ``ggml.kq_soft_max_ext-0``, so compare
+    lists them too."""
     rows = _read_tsv(raw)
     blob = np.fromfile(os.path.join(raw, "tensors.bin"), dtype="<f4")
     seen_in_call: dict = {}
     for r in rows:                            # how often each name occurs per call
         seen_in_call.setdefault((r["call"], r["name"]), []).append(r)
+    # bitnet.cpp 2024's llama graph multiplies by wo inside its attention helper: there
+    # "kqv_out" is o_proj's output and "kqv_merged_cont" its input (minibit's kqv_out)
+    layer_names: dict = {}
+    for call, name in seen_in_call:
+        base, _, layer = name.rpartition("-")
+        layer_names.setdefault((call, layer), set()).add(base)
+    wo_inside = {k for k, v in layer_names.items()
+                 if "kqv_merged_cont" in v and "kqv_out" in v and not v & {"attn_o_out", "attn_out"}}
     parts: dict = {}                           # minibit name -> [(call, array)]
     order: list = []
     raw_names: dict = {}
@@ -223,12 +248,14 @@ def to_dump(raw: str, out: str, tokens: list, mode: str, model: str, peer_label:
             base, layer = name, None
         for k, r in enumerate(occ):
             stage = RENAME.get(base, base)
+            if (call, layer) in wo_inside and base in ("kqv_out", "kqv_merged_cont"):
+                stage = "attn_out" if base == "kqv_out" else "kqv_out"
             if stage in ("Qcur", "Kcur") and len(occ) > 1 and k == len(occ) - 1:
                 stage, dims = stage + "_rope", 3
             elif stage in MINIBIT_STAGES and k == 0:
                 dims = 2
-            elif extra and mode == "batch":
-                stage = f"ggml.{base}" + (f".{k}" if k else "")
+            elif extra:
+                stage = f"ggml.{base}" + (f".{k}" if k else "") + (f"@{call}" if mode == "seq" else "")
                 dims = 4
             else:
                 continue
@@ -292,6 +319,85 @@ def evaluate(peer: Peer, model: str, tokens, mode: str = "batch", threads: int =
     return {"logits": logits, "info": info, "dump": dump_dir}
 
 
+# ---- the models and the measures the tests and table.py share ---------------------------
+
+# Well-conditioned synthetic models (minibit.io.synthetic: projections ~ 1/sqrt(fan_in), norms
+# near 1), small enough for a fast test: 3 layers, hidden 256, FFN 512, 4 heads of 64.
+MODEL_SHAPE = dict(hidden=256, intermediate=512, layers=3, heads=4, vocab=300)
+ARCH_KV_HEADS = {"bitnet": 4, "llama": 2}            # 1bitLLM has no GQA; Falcon3 has
+ARCH_SEED = {"bitnet": 11, "llama": 12}
+# what each engine runs (GGUF arch x ternary type); bitnet.cpp 2024 has no "bitnet-b1.58"
+RUNS = {"bitnet.cpp": [(a, f) for a in ("bitnet", "llama") for f in ("i2_s", "tq2_0", "tq1_0")],
+        "llama.cpp": [(a, f) for a in ("bitnet", "llama") for f in ("tq2_0", "tq1_0")]}
+PROFILE_OF = {"i2_s": "bitnet.cpp", "tq1_0": "llama.cpp", "tq2_0": "llama.cpp"}
+N_POSITIONS = 40
+
+
+def token_ids(n: int = N_POSITIONS, seed: int = 5) -> list:
+    """BOS (256) and n-1 byte tokens: the synthetic byte-level vocabulary's ids."""
+    rng = np.random.default_rng(seed)
+    return [256] + [int(x) for x in rng.integers(0, 256, n - 1)]
+
+
+def synthetic_models(root: str) -> dict:
+    """{(arch, fmt): path} for arch "bitnet"/"llama" and fmt i2_s, tq1_0, tq2_0 (minibit's own
+    writer) and "f32" (the pre-quantization twin the peers' quantizers read); written once."""
+    import minibit
+    from minibit.io.synthetic import write_checkpoint
+    sys.path.insert(0, HERE) if HERE not in sys.path else None
+    from f32_twin import write_f32_twin
+
+    out = {}
+    for arch in ("bitnet", "llama"):
+        d = os.path.join(root, f"{arch}-v1")
+        paths = {f: os.path.join(d, f"model.{f}.gguf") for f in ("i2_s", "tq1_0", "tq2_0", "f32")}
+        if not all(os.path.exists(p) for p in paths.values()):
+            write_checkpoint(os.path.join(d, "hf"), arch=arch, kv_heads=ARCH_KV_HEADS[arch],
+                             seed=ARCH_SEED[arch], **MODEL_SHAPE)
+            m = minibit.load(os.path.join(d, "hf"))
+            for f in ("i2_s", "tq1_0", "tq2_0"):
+                minibit.save_gguf(m, paths[f], weight_format=f, progress=False)
+            write_f32_twin(minibit.load(paths["i2_s"]), paths["tq2_0"], paths["f32"])
+        out.update({(arch, f): p for f, p in paths.items()})
+    return out
+
+
+def minibit_logits(path: str, ids, mode: str = "batch", kv: str = "f16",
+                   profile: str | None = None) -> np.ndarray:
+    """minibit's logits for ids on a GGUF file: one forward (batch) or one token per step
+    through the KV cache (seq), with the engines' default F16 KV cache."""
+    import minibit
+    m = minibit.load(path, profile=profile)
+    m.kv_cache = kv
+    if mode == "batch":
+        return m.logits(ids)
+    cache = m.new_cache(len(ids))
+    return np.concatenate([m.forward([t], cache, last_only=True)[-1:] for t in ids])
+
+
+def agreement(mine: np.ndarray, engine: np.ndarray) -> dict:
+    """Per position (row): bit-identical?, same argmax?, relative error ||a - b|| / ||b||
+    (float64, the engine as reference).  Returns counts and the median / max error."""
+    a, b = np.asarray(mine, np.float32), np.asarray(engine, np.float32)
+    if a.shape != b.shape:
+        raise ValueError(f"logits shapes differ: {a.shape} vs {b.shape}")
+    d = a.astype(np.float64) - b.astype(np.float64)
+    rel = np.linalg.norm(d, axis=1) / np.linalg.norm(b.astype(np.float64), axis=1)
+    same = np.array([x.tobytes() == y.tobytes() for x, y in zip(a, b)])
+    return dict(positions=int(a.shape[0]), identical=int(same.sum()),
+                argmax=int((a.argmax(1) == b.argmax(1)).sum()), rel_median=float(np.median(rel)),
+                rel_max=float(rel.max()), rel=rel)
+
+
+def meets_done_when(agr: dict, exact: bool) -> bool:
+    """Issue 17's bar: bit-identical at every position where the engine's float order is
+    copied (exact), else argmax at every position, median rel err <= 1e-6, max <= 1e-4."""
+    if exact:
+        return agr["identical"] == agr["positions"]
+    return (agr["argmax"] == agr["positions"] and agr["rel_median"] <= 1e-6
+            and agr["rel_max"] <= 1e-4)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="tools/peers/peers.py", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -313,6 +419,7 @@ def main(argv=None) -> int:
     q.add_argument("dst")
     q.add_argument("fmt", choices=sorted(FTYPES))
     q.add_argument("--nthread", type=int, default=1)
+    q.add_argument("--f16-embeddings", action="store_true")
     a = ap.parse_args(argv)
     try:
         if a.cmd == "build":
@@ -330,7 +437,7 @@ def main(argv=None) -> int:
             print(f"{p.label}: {len(ids)} tokens ({a.mode}) -> {a.out}; logits {res['logits'].shape}")
         else:
             p = get(a.peer, build=False)
-            quantize(p, a.src, a.dst, a.fmt, a.nthread)
+            quantize(p, a.src, a.dst, a.fmt, a.nthread, a.f16_embeddings)
             print(f"{p.label}: wrote {a.dst}")
     except (PeerUnavailable, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
