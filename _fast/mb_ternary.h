@@ -705,4 +705,103 @@ static void mb_tq(int fmt2, const uint8_t *data, int64_t cols, const int8_t *q,
     }
 }
 
+/* ---- TQ in the order of llama.cpp's AVX2 kernel (kernels/tq.py, linear_q8k_avx2) ----------
+ * Per block eight int32 lanes: L[k] = sum of code*y over elements e with (e % 32) / 4 == k,
+ * minus the sum of y over elements 32k .. 32k+31 (csum); float lane k then takes
+ * fl(fl((float)L[k] * fl(da * dw)) + sumf[k]) (fused: one fmaf); the lanes meet as
+ * hsum_float_8. */
+
+static inline void mb_tq2_lanes_scalar(const uint8_t *qs, const int8_t *y, int32_t L[8]) {
+    for (int k = 0; k < 8; k++) L[k] = 0;
+    for (int h = 0; h < 2; h++)
+        for (int n = 0; n < 4; n++)
+            for (int m = 0; m < 32; m++)
+                L[m >> 2] += ((qs[32 * h + m] >> (2 * n)) & 3) * y[128 * h + 32 * n + m];
+}
+
+static inline void mb_tq1_lanes_scalar(const uint8_t *qs, const int8_t *y, int32_t L[8]) {
+    static const int pow3[5] = {1, 3, 9, 27, 81};
+    for (int k = 0; k < 8; k++) L[k] = 0;
+    for (int n = 0; n < 5; n++)
+        for (int m = 0; m < 32; m++) L[m >> 2] += mb_trit(qs[m], pow3[n]) * y[m + 32 * n];
+    for (int n = 0; n < 5; n++)
+        for (int m = 0; m < 16; m++) {
+            const int e = 160 + m + 16 * n;
+            L[(e & 31) >> 2] += mb_trit(qs[32 + m], pow3[n]) * y[e];
+        }
+    for (int n = 0; n < 4; n++)
+        for (int j = 0; j < 4; j++) {
+            const int e = 240 + j + 4 * n;
+            L[(e & 31) >> 2] += mb_trit(qs[48 + j], pow3[n]) * y[e];
+        }
+}
+
+#if MB_X86
+/* TQ2_0's lanes with the AVX2 maddubs chain: int32 lane k of madd(acc16, 1) holds bytes
+ * 4k .. 4k+3 of every 32-byte step, as in llama.cpp's kernel */
+MB_AVX2 static inline void mb_tq2_lanes_avx2(const uint8_t *qs, const int8_t *y, int32_t L[8]) {
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi16(1);
+    __m256i acc = _mm256_setzero_si256();
+    for (int h = 0; h < 2; h++) {
+        const __m256i x = _mm256_loadu_si256((const __m256i *)(qs + 32 * h));
+        const int8_t *yh = y + 128 * h;
+        for (int n = 0; n < 4; n++)
+            acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(
+                      _mm256_and_si256(_mm256_srli_epi16(x, 2 * n), m3),
+                      _mm256_loadu_si256((const __m256i *)(yh + 32 * n))));
+    }
+    _mm256_storeu_si256((__m256i *)L, _mm256_madd_epi16(acc, one));
+}
+#endif
+
+/* rows [r0, r1) x T tokens; csum [T, nb, 8]; lanes_out [T, rows, nb, 8] or out [T, rows] */
+static void mb_tq_lanes(int fmt2, const uint8_t *data, int64_t cols, const int8_t *q,
+                        const int32_t *csum, const float *da, int64_t T, int64_t rows,
+                        int64_t r0, int64_t r1, int fused, int32_t *lanes_out, float *out) {
+    const int64_t nb = cols / 256;
+    const int B = fmt2 ? 66 : 54;
+    const int64_t rb = nb * B;
+#if MB_X86
+    const int avx2 = mb_use_avx2();
+#endif
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *w = data + r * rb;
+        for (int64_t t = 0; t < T; t++) {
+            const int8_t *y = q + t * cols;
+            float sumf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *blk = w + B * b;
+                int32_t L[8];
+#if MB_X86
+                if (avx2 && fmt2) mb_tq2_lanes_avx2(blk, y + 256 * b, L);
+                else
+#endif
+                if (fmt2) mb_tq2_lanes_scalar(blk, y + 256 * b, L);
+                else mb_tq1_lanes_scalar(blk, y + 256 * b, L);
+                const int32_t *cs = csum + (t * nb + b) * 8;
+                for (int k = 0; k < 8; k++) L[k] -= cs[k];
+                if (lanes_out) {
+                    memcpy(lanes_out + ((t * rows + r) * nb + b) * 8, L, sizeof(L));
+                    continue;
+                }
+                const float dd = da[t * nb + b] * mb_half_to_float(blk + B - 2);
+                for (int k = 0; k < 8; k++) {
+                    if (fused) {                    /* gcc's build: one rounding (C99 fmaf) */
+                        sumf[k] = fmaf((float)L[k], dd, sumf[k]);
+                        continue;
+                    }
+                    float prod = (float)L[k] * dd;
+                    MB_ROUNDED(prod);
+                    sumf[k] = prod + sumf[k];
+                }
+            }
+            if (out) {
+                float s4[4];
+                for (int i = 0; i < 4; i++) s4[i] = sumf[4 + i] + sumf[i];
+                out[t * rows + r] = (s4[0] + s4[2]) + (s4[1] + s4[3]);
+            }
+        }
+    }
+}
+
 #endif /* MB_TERNARY_H */

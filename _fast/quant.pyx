@@ -79,7 +79,7 @@ def quantize_act_hf(x):
             amax = mbq_absmax(&X[t, 0], K)
             if amax < <float>1e-5:
                 amax = <float>1e-5
-            s = <float>127.0 / amax
+            s = <float>127.0 * (<float>1.0 / amax)      # torch's 127 / t: 127 * (1 / t)
             S[t] = s
             mbq_round(&X[t, 0], K, s, 0, &Q[t, 0])
     return qa, sa

@@ -22,6 +22,9 @@ cdef extern from "mb_ternary.h" nogil:
     void mb_tq(int fmt2, const uint8_t *data, int64_t cols, const int8_t *q,
                const int32_t *ysum, const float *da, int64_t T, int64_t rows, int64_t r0,
                int64_t r1, int32_t *sumi, float *out)
+    void mb_tq_lanes(int fmt2, const uint8_t *data, int64_t cols, const int8_t *q,
+                     const int32_t *csum, const float *da, int64_t T, int64_t rows,
+                     int64_t r0, int64_t r1, int fused, int32_t *lanes_out, float *out)
 
 cdef enum:
     MIN_PARALLEL_MAC = 1 << 18   # multiply-adds below which one thread runs
@@ -104,3 +107,65 @@ def linear_q8k(data, rows, cols, fmt, q, d):
     """Profile "llama.cpp": sum over blocks, in order, of (float)sumi * (d * d_w): float32 [T, rows]."""
     data, q, d = _ref.check_args(data, rows, cols, fmt, q, d)
     return _run(data, int(rows), int(cols), fmt, q, d)
+
+
+cdef inline void _lane_tile(int64_t i, int fmt2, const uint8_t *data, int64_t cols,
+                            const int8_t *q, const int32_t *csum, const float *da, int64_t T,
+                            int64_t rows, int fused, int32_t *lanes, float *out) noexcept nogil:
+    cdef int64_t r0 = i * TILE_ROWS
+    mb_tq_lanes(fmt2, data, cols, q, csum, da, T, rows, r0, min(r0 + TILE_ROWS, rows), fused,
+                lanes, out)
+
+
+cdef _run_lanes(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d, int fused):
+    """Checked arrays -> int32 lanes [T, rows, nb, 8] (d is None) or float32 y [T, rows]."""
+    cdef int64_t T = q.shape[0], nb = cols // 256
+    cdef int fmt2 = fmt == "tq2_0"
+    cdef bint want_lanes = d is None
+    if want_lanes:
+        shape_lanes, shape_out = (T, rows, nb, 8), (1, 1)
+    else:
+        shape_lanes, shape_out = (1, 1, 1, 1), (T, rows)
+    lanes = np.empty(shape_lanes, dtype=np.int32)
+    out = np.empty(shape_out, dtype=np.float32)
+    result = lanes if want_lanes else out
+    if T == 0:
+        return result
+    # the activations' sum over every 32-element chunk (bsums[2k] + bsums[2k + 1])
+    csum = q.reshape(T, nb, 8, 32).sum(axis=3, dtype=np.int32)
+    if want_lanes:
+        d = np.zeros((T, nb), dtype=np.float32)
+    cdef const uint8_t[:, ::1] D = data
+    cdef const int8_t[:, ::1] Q = q
+    cdef const int32_t[:, :, ::1] CS = csum
+    cdef const float[:, ::1] DA = d
+    cdef int32_t[:, :, :, ::1] LN = lanes
+    cdef float[:, ::1] O = out
+    cdef int32_t *plan = &LN[0, 0, 0, 0] if want_lanes else NULL
+    cdef float *pout = NULL if want_lanes else &O[0, 0]
+    cdef int64_t ntiles = (rows + TILE_ROWS - 1) // TILE_ROWS
+    cdef int nth = max(1, min(_threads(), ntiles)) if T * rows * cols >= MIN_PARALLEL_MAC else 1
+    cdef int64_t i
+    cdef int64_t chunk = max(1, ntiles // (8 * nth))
+    if nth == 1:
+        with nogil:
+            for i in range(ntiles):
+                _lane_tile(i, fmt2, &D[0, 0], cols, &Q[0, 0], &CS[0, 0, 0], &DA[0, 0], T, rows,
+                           fused, plan, pout)
+        return result
+    for i in prange(ntiles, nogil=True, num_threads=nth, schedule="dynamic", chunksize=chunk):
+        _lane_tile(i, fmt2, &D[0, 0], cols, &Q[0, 0], &CS[0, 0, 0], &DA[0, 0], T, rows, fused,
+                   plan, pout)
+    return result
+
+
+def lane_sums(data, rows, cols, fmt, q):
+    """The AVX2 kernel's eight int32 lanes per block: int32 [T, rows, nb, 8]."""
+    data, q, _ = _ref.check_args(data, rows, cols, fmt, q)
+    return _run_lanes(data, int(rows), int(cols), fmt, q, None, 0)
+
+
+def linear_q8k_avx2(data, rows, cols, fmt, q, d, fused=False):
+    """TQ x Q8_K in the AVX2 kernel's order (eight float lanes; fused: fmaf): float32 [T, rows]."""
+    data, q, d = _ref.check_args(data, rows, cols, fmt, q, d)
+    return _run_lanes(data, int(rows), int(cols), fmt, q, d, 1 if fused else 0)

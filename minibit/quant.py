@@ -101,12 +101,15 @@ def absmean_ternarize(w):
 def quantize_act_hf(x):
     """transformers' ActQuant, per token: float32 [T, K] -> (int8 q [T, K], float32 s [T]).
 
-    s = 127 / max(max|x|, 1e-5) in float32; q = clamp(rint(x * s), -128, 127).
-    The dequantized activation is q / s.
+    s = 127 * (1 / max(max|x|, 1e-5)), two float32 roundings: torch evaluates ActQuant's
+    ``127 / t`` (a scalar over a tensor) as ``127 * reciprocal(t)``, and a one-division
+    ``127 / amax`` differs in the last bit for about a quarter of inputs, which moves a
+    rounding boundary: an int8 code can flip at an exact .5 (facts/formats.md §9).
+    q = clamp(rint(x * s), -128, 127).  The dequantized activation is q / s.
     """
     x = _activations(x)
     amax = np.maximum(np.abs(x).max(axis=1), _EPS32)            # [T] float32
-    s = (np.float32(127) / amax).astype(np.float32)             # [T] float32
+    s = np.float32(127) * (np.float32(1) / amax)                # [T] float32, torch's order
     q = np.clip(np.rint(x * s[:, None]), -128, 127).astype(np.int8)   # [T, K]
     return q, s
 

@@ -310,11 +310,21 @@ def test_tq_twin_same_bits(rows, nb, T, seed, zero_blocks):
         p = formats.encode(fmt, w)
         want_s = ref.block_sums(p.data, rows, cols, fmt, q)
         want_y = ref.linear_q8k(p.data, rows, cols, fmt, q, d)
+        want_l = ref.lane_sums(p.data, rows, cols, fmt, q)
+        want_a = ref.linear_q8k_avx2(p.data, rows, cols, fmt, q, d)
+        want_f = ref.linear_q8k_avx2(p.data, rows, cols, fmt, q, d, True)
+        assert_same_bytes(want_l.sum(axis=3, dtype=np.int32), want_s, f"{fmt} lanes vs blocks")
         for simd in simd_modes(fast):
             assert_same_bytes(run_twin(fast, simd, "block_sums", p.data, rows, cols, fmt, q),
                               want_s, f"{fmt} block_sums simd={simd}")
             assert_same_bytes(run_twin(fast, simd, "linear_q8k", p.data, rows, cols, fmt, q, d),
                               want_y, f"{fmt} linear_q8k simd={simd}")
+            assert_same_bytes(run_twin(fast, simd, "lane_sums", p.data, rows, cols, fmt, q),
+                              want_l, f"{fmt} lane_sums simd={simd}")
+            assert_same_bytes(run_twin(fast, simd, "linear_q8k_avx2", p.data, rows, cols, fmt, q, d),
+                              want_a, f"{fmt} linear_q8k_avx2 simd={simd}")
+            assert_same_bytes(run_twin(fast, simd, "linear_q8k_avx2", p.data, rows, cols, fmt, q, d,
+                                       True), want_f, f"{fmt} linear_q8k_avx2 fused simd={simd}")
 
 
 @given(st.integers(0, 2 ** 32 - 1))
@@ -331,6 +341,8 @@ def test_tq2_0_code_3_counts_as_two(seed):
                           ref.block_sums(data, 6, 512, "tq2_0", q))
         assert_same_bytes(run_twin(fast, simd, "linear_q8k", data, 6, 512, "tq2_0", q, d),
                           ref.linear_q8k(data, 6, 512, "tq2_0", q, d))
+        assert_same_bytes(run_twin(fast, simd, "linear_q8k_avx2", data, 6, 512, "tq2_0", q, d),
+                          ref.linear_q8k_avx2(data, 6, 512, "tq2_0", q, d))
 
 
 @given(st.integers(1, 9), st.integers(1, 3), st.integers(1, 3), st.integers(0, 2 ** 32 - 1))
@@ -484,7 +496,7 @@ def test_hf_profile_is_bitlinear(rows, cols, T, seed):
     """y = ActQuant(x) @ W.T * weight_scale in float64 (autobitlinear), within 2.5e-7 relative.
 
     The quantizer runs in float32 as transformers' ``ActQuant`` does on a float32 model
-    (s = 127 / max(max|x|, 1e-5), q = round(x * s)); the matmul and scaling run here in
+    (s = 127 / max(max|x|, 1e-5), which torch evaluates as 127 * (1 / max), q = round(x * s)); the matmul and scaling run here in
     float64.  minibit's R is exact, and its two float32 roundings (R / s, then * scale) stay
     within 2 * 2^-24 relative: that is the tolerance.
     """
@@ -494,7 +506,7 @@ def test_hf_profile_is_bitlinear(rows, cols, T, seed):
     p = formats.encode("hf_packed", w)
     W = unpack_hf_like_transformers(p.data, rows)                           # [N, K] float64
     amax = np.maximum(np.abs(x).max(axis=1, keepdims=True), np.float32(1e-5))
-    s = np.float32(127) / amax                                              # float32, as torch
+    s = np.float32(127) * (np.float32(1) / amax)                            # float32, as torch
     xq = np.clip(np.round(x * s), -128, 127).astype(np.float64)            # float32 product
     want = (xq @ W.T) / s.astype(np.float64) * float(p.scale[0])            # [T, N] float64
     y = kernels.linear(x, p, profile="hf")
@@ -522,7 +534,13 @@ def test_bitnet_profile_formula_without_wrap(rows, blocks, T, seed):
 
 
 def test_llama_profile_formula():
-    """sumf over blocks in block order, float32, d_act * d_w first (written out here)."""
+    """The llama.cpp profile is llama.cpp's x86 AVX2 order (written out here, element by
+    element): per block, lane k = (e % 32) // 4 sums code * q and subtracts the block's
+    32-element chunk k of q; lane k's float adds fl((float)lane * fl(d_act * d_w)) block
+    after block (the 2024 fork's clang build, the "bitnet.cpp" profile) or fmaf((float)lane,
+    dd, acc) (llama.cpp's gcc build, "llama.cpp"); the lanes meet as hsum_float_8.  tq.linear_q8k keeps the generic C order:
+    sumf over blocks in block order."""
+    from minibit.kernels import tq
     rng = np.random.default_rng(9)
     rows, cols = 6, 1024
     w = tq_weights(rng, rows, cols)
@@ -532,15 +550,35 @@ def test_llama_profile_formula():
         p = formats.encode(fmt, w)
         codes, dw = formats.unpack_codes(p)
         want = np.zeros((3, rows), np.float32)
+        generic = np.zeros((3, rows), np.float32)
+        fused = np.zeros((3, rows), np.float32)
         for t in range(3):
             for n in range(rows):
                 acc = np.float32(0)
+                lanes = [np.float32(0)] * 8
+                fl = [np.float32(0)] * 8          # fused: L * dd is exact in double, one rounding
                 for b in range(cols // 256):
-                    sumi = int(q[t, 256 * b:256 * b + 256].astype(np.int64)
-                               @ codes[n, 256 * b:256 * b + 256].astype(np.int64))
-                    acc = np.float32(acc + np.float32(np.float32(sumi) * np.float32(d[t, b] * dw[n, b])))
-                want[t, n] = acc
-        assert_same_bytes(kernels.linear(x, p), want, fmt)
+                    qb = q[t, 256 * b:256 * b + 256].astype(np.int64)
+                    cb = codes[n, 256 * b:256 * b + 256].astype(np.int64)
+                    dd = np.float32(d[t, b] * dw[n, b])
+                    acc = np.float32(acc + np.float32(np.float32(int(qb @ cb)) * dd))
+                    for k in range(8):
+                        L = sum(int((cb[e] + 1) * qb[e]) for e in range(256) if (e % 32) // 4 == k)
+                        L -= int(qb[32 * k:32 * k + 32].sum())
+                        lanes[k] = np.float32(np.float32(np.float32(L) * dd) + lanes[k])
+                        fl[k] = np.float32(np.float64(L) * np.float64(dd) + np.float64(fl[k]))
+                s4 = [np.float32(lanes[4 + i] + lanes[i]) for i in range(4)]
+                want[t, n] = np.float32(np.float32(s4[0] + s4[2]) + np.float32(s4[1] + s4[3]))
+                f4 = [np.float32(fl[4 + i] + fl[i]) for i in range(4)]
+                fused[t, n] = np.float32(np.float32(f4[0] + f4[2]) + np.float32(f4[1] + f4[3]))
+                generic[t, n] = acc
+        for kern in kernels.available(fmt):
+            assert_same_bytes(kernels.linear(x, p, "bitnet.cpp", kern), want, f"{fmt} {kern}")
+            assert_same_bytes(kernels.linear(x, p, "llama.cpp", kern), fused, f"{fmt} {kern} fused")
+        assert_same_bytes(tq.linear_q8k(p.data, rows, cols, fmt, q, d), generic, f"{fmt} generic")
+        lane = tq.lane_sums(p.data, rows, cols, fmt, q)
+        assert_same_bytes(lane.sum(axis=3, dtype=np.int32), tq.block_sums(p.data, rows, cols, fmt, q),
+                          f"{fmt} lanes add up to the block sums")
 
 
 # ---- bitnet.cpp's int16 lanes: the wrap, emulated ---------------------------------------------

@@ -182,3 +182,29 @@ def test_logits_match_transformers(ckpts, name, tmp_path):
         ours_gen.append(nxt)
         logits = m.forward([nxt], cache, last_only=True)
     assert ours_gen == gen
+
+
+@pytest.mark.parametrize("name", ["falcon3-gqa4"])
+def test_bitlinear_layers_equal_transformers_bit_for_bit(ckpts, name):
+    """transformers' BitLinear ("bitlinear" checkpoints, Falcon3 form) computes
+    R / (weight_scale * s) with s = 127 * (1 / max|x|): replaying each layer's own input
+    (forward hooks) through minibit's hf linear gives its output bit for bit."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    tm = transformers.LlamaForCausalLM.from_pretrained(ckpts[name], dtype=torch.float32,
+                                                       attn_implementation="eager").eval()
+    seen = []
+    hooks = [mod.register_forward_hook(lambda mod, i, o, n=n: seen.append(
+                 (n, i[0][0].detach().numpy().copy(), o[0].detach().numpy().copy())))
+             for n, mod in tm.named_modules() if type(mod).__name__ == "BitLinear"]
+    assert hooks
+    with torch.no_grad(), torch._dynamo.config.patch(disable=True):
+        tm(torch.tensor([IDS]))
+    m = minibit.load(ckpts[name], profile="hf")
+    keys = {"self_attn.q_proj": "q", "self_attn.k_proj": "k", "self_attn.v_proj": "v",
+            "self_attn.o_proj": "o", "mlp.gate_proj": "gate", "mlp.up_proj": "up",
+            "mlp.down_proj": "down"}
+    for n, x, y in seen:
+        layer = m.transformer.layers[int(n.split(".")[2])]
+        lin = getattr(layer, keys[n.split(".", 3)[3]])
+        np.testing.assert_array_equal(lin(x).view(np.uint32), y.view(np.uint32), err_msg=n)

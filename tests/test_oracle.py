@@ -135,16 +135,12 @@ def test_dump_under_another_profile_equals_that_models_logits(ckpt, model, dump_
     assert model.profile == "hf" and mb["profile"] == "bitnet.cpp" and mb["prompt"] is None
     m2 = minibit.load(ckpt, profile="bitnet.cpp")
     assert _load(str(tmp_path / "b"), "result_output").tobytes() == m2.logits(man["token_ids"]).tobytes()
-    # hf and bitnet.cpp differ only where an int16 lane wraps (K >= 4096 here never): the
-    # common tensors are identical and bitnet.cpp adds the activation sums
+    # the bitnet.cpp profile runs the whole block in ggml's order (minibit.model.ggml): the
+    # dumps part at the first RMSNorm (ggml sums squares in double), by float rounding only
     rep = compare(d, str(tmp_path / "b"), out=None)
-    assert rep.ok and rep.first_diverging is None, (
-        f"hf and bitnet.cpp dumps part at {rep.first_diverging} on backend "
-        f"{minibit.backend()}: DESIGN section 3 says they differ only when an int16 lane wraps. "
-        f"(Seen with the NumPy path: kernels.v0 returns the bitnet.cpp output in Fortran order, "
-        f"and rms_norm's float32 mean then sums in another order.)\n" + rep.table(only_diff=True))
-    assert "attn_q.sums-0" in rep.only_in_b and not rep.only_in_a
-    assert rep.logits.top1_rate == 1.0 and rep.logits.kl_max == 0.0
+    assert rep.first_diverging == "attn_norm-0", rep.table(only_diff=True)
+    a, b = _load(d, "attn_norm-0"), _load(str(tmp_path / "b"), "attn_norm-0")
+    assert np.abs(a - b).max() <= 4 * np.finfo(np.float32).eps * np.abs(a).max()
 
 
 def test_dump_twice_compares_with_zero_diff(model, dump_a, tmp_path, capsys):
@@ -303,7 +299,7 @@ def test_vectors_reload_and_match_every_kernel(vec_dir, which):
                 what = f"{case['file']} {prof}"
                 # the integer part, recomputed from the codes
                 c32, q32 = codes.astype(np.int32), q.astype(np.int32)
-                if prof == "llama.cpp":
+                if fmt in ("tq1_0", "tq2_0"):          # llama.cpp and the 2024 fork: Q8_K
                     nb = K // 256
                     sumi = np.einsum("tbk,nbk->tnb", q32.reshape(T, nb, 256), c32.reshape(N, nb, 256))
                     assert np.array_equal(z[t + "acc"], sumi), what

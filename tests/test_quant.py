@@ -39,6 +39,29 @@ def test_hf_tie_down_to_even():
     assert q[0, 1] == np.rint(prod)                      # half to even, not away from zero
 
 
+def test_hf_scale_is_127_times_the_reciprocal():
+    # torch evaluates ActQuant's 127 / t as 127 * (1 / t): two roundings.  For max|x| =
+    # 3.053238 the one-division 127 / 3.053238 is 41.59519 but torch's scale is 41.595184.
+    amax = np.float32(3.053238)
+    assert np.float32(127) / amax != np.float32(127) * (np.float32(1) / amax)
+    _, s = quant.quantize_act_hf(np.array([[amax, -1.0]], np.float32))
+    assert s[0] == np.float32(127) * (np.float32(1) / amax) == np.float32(41.595184)
+
+
+@given(x=act_matrices(max_t=6, max_k=300))
+def test_hf_quantizer_equals_torch_actquant(x):
+    """The hf quantizer against transformers' own ActQuant formula run by torch in float32:
+    s = 127 / clamp(max|x|, 1e-5), q = clamp(round(x * s), -128, 127): the same codes and
+    scales, bit for bit."""
+    torch = pytest.importorskip("torch")
+    t = torch.from_numpy(x.copy())
+    ts = 127 / t.abs().max(dim=-1, keepdim=True).values.clamp(min=1e-5)
+    tq = (t * ts).round().clamp(-128, 127)
+    q, s = quant.quantize_act_hf(x)
+    assert_same_bytes(s, ts[:, 0].numpy(), "scale")
+    assert_same_bytes(q, tq.numpy().astype(np.int8), "codes")
+
+
 def test_i2s_epsilon_floor_and_sums():
     x = np.array([[1e-7, -2e-7, 0.0, 0.0]], np.float32)   # max|x| < 1e-5: floor applies
     q, s, sums = quant.quantize_act_i2s(x)

@@ -21,6 +21,9 @@ class Packed:
             (hf_packed's ``weight_scale``, TL1/TL2's ``<name>_scale`` tensor), else None.
     params  layout parameters that are not in the bytes (TL tiling: BM, BK, bm; none given
             means the format's default_params, stored here once resolved).
+    divisor hf_packed from a "bitlinear" checkpoint (Falcon3 form): its weight_scale, which
+            transformers divides by (R / (weight_scale * s)); ``scale`` holds 1 / divisor,
+            the multiplier every other reader uses.  None otherwise.
 
     A Packed checks itself once, when it is made, and raises FormatError naming the field:
     a known format, a shape of two positive integers the format can hold, uint8 data of
@@ -34,6 +37,7 @@ class Packed:
     data: np.ndarray
     scale: np.ndarray | None = None
     params: dict = field(default_factory=dict)
+    divisor: float | None = None
 
     def __post_init__(self):
         from . import module                  # the format's reference module knows its layout

@@ -108,6 +108,16 @@ def multiplier_from_weight_scale(weight_scale, linear_class: str) -> np.float32:
                       f"(expected 'autobitlinear' or 'bitlinear')")
 
 
+def hf_scales(p: Packed, s: np.ndarray):
+    """(activation scales, multiplier) that make ``(float)R / s * multiplier`` what
+    transformers computes for p: R / (ws * s) for a "bitlinear" weight (ws * s rounded once,
+    times 1 exact), R / s * ws for "autobitlinear"."""
+    div = p.divisor                 # transformers' BitLinear: R / (weight_scale * s)
+    if div is None:
+        return s, np.float32(np.asarray(p.scale, np.float32).reshape(-1)[0])
+    return (np.float32(div) * np.asarray(s, np.float32)).astype(np.float32), np.float32(1)
+
+
 def pack_codes(codes, scale) -> Packed:
     """Ternary codes and a multiplier scale -> Packed (scale stored as weight_scale [1])."""
     codes = check_codes(codes)

@@ -163,7 +163,9 @@ class HFCheckpoint:
                 scale = hf_packed.multiplier_from_weight_scale(ws, cfg.linear_class)
             except FormatError as e:
                 raise FormatError(f"{self.dir}: {sname!r}: {e}") from None
-            p = hf_packed.Packed("hf_packed", (rows, cols), arr, np.array([scale], np.float32))
+            div = float(np.float32(ws.reshape(-1)[0])) if cfg.linear_class == "bitlinear" else None
+            p = hf_packed.Packed("hf_packed", (rows, cols), arr, np.array([scale], np.float32),
+                                 divisor=div)          # the hf profile divides as transformers
             # check every code once: a byte with code 3 is a damaged file (a bit test; the
             # full decoder runs only to name the damage, or when padding rows exist)
             if rows % 4 or any_code_3(arr):
@@ -236,5 +238,7 @@ def load_hf(path: str, profile: str | None = None, ckpt: HFCheckpoint | None = N
     if os.path.exists(tc):
         t = read_json(tc).get("chat_template")
         template = t if isinstance(t, str) else None
-    return assemble(cfg, layers, embed, edt, final, lm_head, ldt, tok, profile or named or "hf",
-                    path, template)
+    model = assemble(cfg, layers, embed, edt, final, lm_head, ldt, tok, profile or named or "hf",
+                     path, template)
+    model.transformer.converted_head_f16 = True   # engine profiles: the head as their GGUF holds it
+    return model

@@ -24,8 +24,10 @@ gives the same bits for the same (format, profile)::
                                      y = ((float)R' - (float)sums) / s * scale
     tl1, tl2         x "bitnet.cpp"  q, s = quantize_act_tl(x);  R = sum w*q (int32)
                                      y = (float)R / s * scale
-    tq1_0, tq2_0     x "llama.cpp"   q, d = quantize_q8_k(x);  per 256-block sumi (int32)
-                                     y = sum over blocks in order of (float)sumi * (d * d_w)
+    tq1_0, tq2_0     x "llama.cpp"   q, d = quantize_q8_k(x);  per 256-block, eight int32 lane
+                     x "bitnet.cpp"  sums; each lane adds (float)L * (d * d_w) block after
+                                     block (fused for llama.cpp's gcc build), then the eight
+                                     lanes meet (llama.cpp's AVX2 order: tq.py)
 
 Every float step is float32, one rounding per operation, in the order written.
 
@@ -73,6 +75,8 @@ PAIRS = {
     ("tl2", "bitnet.cpp"): "quantize_act_tl",
     ("tq1_0", "llama.cpp"): "quantize_q8_k",
     ("tq2_0", "llama.cpp"): "quantize_q8_k",
+    ("tq1_0", "bitnet.cpp"): "quantize_q8_k",     # the 2024 fork runs llama.cpp's TQ kernels
+    ("tq2_0", "bitnet.cpp"): "quantize_q8_k",
 }
 
 _NATURAL = {"hf_packed": "hf", "i2_s": "bitnet.cpp", "tl1": "bitnet.cpp", "tl2": "bitnet.cpp",

@@ -39,7 +39,7 @@ from .. import _backend
 from .._buffers import check_output
 from .._errors import FormatError
 
-__all__ = ["matmul_t", "project", "widen", "lane_dot", "LANES", "DTYPES"]
+__all__ = ["matmul_t", "project", "widen", "lane_dot", "fmaf", "LANES", "DTYPES"]
 
 TWINNED = ("matmul_t",)
 
@@ -98,6 +98,28 @@ def lane_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
                 pa, pb = np.pad(pa, padw), np.pad(pb, [(0, 0)] * (pb.ndim - 1) + padw[-1:])
             acc += pa * pb                                  # product rounded, then the add
     return _tree(acc)
+
+
+def fmaf(a, b, c) -> np.ndarray:
+    """C's fmaf(a, b, c) for float32 arrays (the engines' fused multiply-adds): a * b + c rounded once to float32.
+
+    a * b is exact in double; the double sum is made round-to-odd (when it was inexact
+    and its last bit is even, step it one ulp toward the exact value), and round-to-odd
+    in double followed by one rounding to float32 is the correctly rounded result.
+    """
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    c = np.asarray(c, np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        p = a * b                                               # exact
+        s = p + c
+        bb = s - p
+        err = (p - (s - bb)) + (c - bb)                         # TwoSum: s + err = p + c
+        even = (s.view(np.int64) & 1) == 0
+        fix = (err != 0) & even & np.isfinite(s)
+        if np.any(fix):
+            s = np.where(fix, np.nextafter(s, np.where(err > 0, np.inf, -np.inf)), s)
+        return s.astype(np.float32)
 
 
 def check_out(out, T: int, N: int):

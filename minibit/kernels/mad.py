@@ -211,7 +211,11 @@ def apply(p: Packed, profile: str, acts: dict) -> np.ndarray:
     data, scale = packed_args(p, profile)
     rows, cols = p.shape
     if profile == "hf":
-        return _impl().linear_hf(data, rows, cols, p.fmt, acts["q"], acts["s"], scale)
+        s = acts["s"]
+        if p.fmt == "hf_packed":                    # "bitlinear": R / (weight_scale * s)
+            from ..formats.hf_packed import hf_scales
+            s, scale = hf_scales(p, s)
+        return _impl().linear_hf(data, rows, cols, p.fmt, acts["q"], s, scale)
     if profile == "bitnet.cpp":
         return _impl().linear_i2s(data, rows, cols, p.fmt, acts["q"], acts["s"], acts["sums"],
                                   scale)

@@ -22,19 +22,32 @@ Widths and order
   operation a float32 rounding (product of the scales first, then the product with sumi,
   then the sum; no fused multiply-add).
 
-This is the generic C order, the one DESIGN §3 fixes and every minibit kernel reproduces.
-Beware: llama.cpp's x86 AVX2 build does not run it.  ``ggml_vec_dot_tq2_0_q8_K`` in
-``ggml/src/ggml-cpu/arch/x86/quants.c`` keeps 8 float lanes per row (lane k: the int32 sum
-over byte positions 4k..4k+3 of every 32-byte chunk, minus bsums[2k] + bsums[2k+1], times
-d * d_w, added block by block) and adds the lanes with ``hsum_float_8`` at the end.  Its
-integers are the same, its float sum is in another order: outputs may differ in the last
-bits from this profile.
+That is the generic C order (``linear_q8k``).  llama.cpp's x86 AVX2 build runs another
+one, and the "llama.cpp" profile follows it (``linear_q8k_avx2``): ``ggml_vec_dot_tq2_0_q8_K``
+and ``ggml_vec_dot_tq1_0_q8_K`` (``ggml/src/ggml-cpu/arch/x86/quants.c``; in bitnet.cpp's 2024
+fork ``ggml/src/ggml-quants.c``) keep 8 float lanes per row.  In each block, int32 lane k
+(k = 0..7) holds
+
+    L_k = sum of code_e * q_e over the block's elements e with (e mod 32) // 4 == k
+          - (bsums[2k] + bsums[2k+1])          (= the sum of q over elements 32k .. 32k+31)
+
+(maddubs pairs bytes into int16 lanes, madd pairs those into int32 lanes; the bsums are
+subtracted lane-wise).  The lanes sum to the block's sumi; each one goes to float alone:
+
+    sumf_k = fl(fl((float)L_k * fl(d_act * d_w)) + sumf_k)     block after block, k = 0..7
+    y = (s0 + s2) + (s1 + s3) where s = (sumf_0..3) + (sumf_4..7)     (hsum_float_8)
+
+bitnet.cpp's 2024 fork is built with clang, which keeps the product and the add apart; the
+llama.cpp that llama-cpp-python builds with gcc fuses them, sumf_k = fmaf((float)L_k, dd,
+sumf_k) (both read from the built libraries).  ``fused`` picks: the "bitnet.cpp" profile on
+TQ files is the fork (apart), the "llama.cpp" profile is llama.cpp (fused).
 
 Element orders are those of the formats (see ``formats/tq2_0.py`` and ``formats/tq1_0.py``):
 the codes are read straight from the bytes here, without the format's validation, so a
 TQ2_0 code 3 (no packer writes one) counts as w = 2, as in llama.cpp.
 
-Twinned functions (``_fast/tq.pyx``): ``block_sums``, ``linear_q8k``.
+Twinned functions (``_fast/tq.pyx``): ``block_sums``, ``linear_q8k``, ``lane_sums``,
+``linear_q8k_avx2``.
 """
 
 from __future__ import annotations
@@ -47,11 +60,12 @@ from .. import _backend
 from .._errors import FormatError
 from ..formats import Packed
 from ..formats._packed import check_data
+from .dense import fmaf
 
-__all__ = ["block_sums", "linear_q8k", "code_blocks", "weight_scales", "check_args", "apply",
+__all__ = ["block_sums", "linear_q8k", "lane_sums", "linear_q8k_avx2", "code_blocks", "weight_scales", "check_args", "apply",
            "TWINNED"]
 
-TWINNED = ("block_sums", "linear_q8k")
+TWINNED = ("block_sums", "linear_q8k", "lane_sums", "linear_q8k_avx2")
 QK_K = 256
 BLOCK_BYTES = {"tq2_0": 66, "tq1_0": 54}
 
@@ -140,6 +154,38 @@ def scale_blocks(sumi, d, dw) -> np.ndarray:
     return sumf
 
 
+def lane_sums(data, rows, cols, fmt, q):
+    """L[t, n, b, k]: the AVX2 kernel's eight int32 lanes of block b (see the module
+    docstring): int32 [T, rows, nb, 8] (twinned).  They add up to block_sums."""
+    data, q, _ = check_args(data, rows, cols, fmt, q)
+    T, nb = q.shape[0], cols // QK_K
+    c = code_blocks(data, rows, cols, fmt).astype(np.int32)                # [N, nb, 256] code
+    c = c.reshape(rows, nb, 8, 8, 4)                                        # e = 32 j + 4 k + i
+    qb = q.reshape(T, nb, 8, 8, 4).astype(np.int32)                        # [T, nb, j, k, i]
+    lanes = np.einsum("tbjki,nbjki->tnbk", qb, c)                          # sum code*q by lane
+    chunk = qb.sum(axis=(3, 4))                                             # [T, nb, 8] q per 32
+    return (lanes - chunk[:, None]).astype(np.int32)
+
+
+def linear_q8k_avx2(data, rows, cols, fmt, q, d, fused=False):
+    """TQ x Q8_K as the x86 AVX2 kernel adds: eight float lanes, then hsum_float_8 (module
+    docstring); fused: each lane's product and add are one fmaf.  float32 [T, rows]
+    (twinned)."""
+    data, q, d = check_args(data, rows, cols, fmt, q, d)
+    L = lane_sums(data, rows, cols, fmt, q).astype(np.float32)             # [T, N, nb, 8]
+    dw = weight_scales(data, rows, cols, fmt)                               # [N, nb] float32
+    T, N, nb, _ = L.shape
+    sumf = np.zeros((T, N, 8), dtype=np.float32)
+    for b in range(nb):                                                     # block order
+        dd = d[:, b, None] * dw[None, :, b]                                 # [T, N] float32
+        if fused:
+            sumf = fmaf(L[:, :, b, :], dd[..., None], sumf)                # one rounding
+        else:
+            sumf = L[:, :, b, :] * dd[..., None] + sumf                     # mul, then add
+    s = sumf[..., 4:8] + sumf[..., 0:4]
+    return (s[..., 0] + s[..., 2]) + (s[..., 1] + s[..., 3])
+
+
 # ---- entry point ----------------------------------------------------------------------------
 
 def _impl():
@@ -147,9 +193,10 @@ def _impl():
 
 
 def apply(p: Packed, profile: str, acts: dict) -> np.ndarray:
-    """Run the llama.cpp profile on a TQ weight -> float32 [T, rows]."""
-    if profile != "llama.cpp" or p.fmt not in BLOCK_BYTES:
-        raise FormatError(f"tq runs the 'llama.cpp' profile on tq1_0/tq2_0, not "
-                          f"{profile!r} on {p.fmt!r}")
+    """Run the llama.cpp or bitnet.cpp profile on a TQ weight -> float32 [T, rows]."""
+    if profile not in ("llama.cpp", "bitnet.cpp") or p.fmt not in BLOCK_BYTES:
+        raise FormatError(f"tq runs the 'llama.cpp' and 'bitnet.cpp' profiles on tq1_0/tq2_0, "
+                          f"not {profile!r} on {p.fmt!r}")
     rows, cols = p.shape
-    return _impl().linear_q8k(p.data, rows, cols, p.fmt, acts["q"], acts["d"])
+    return _impl().linear_q8k_avx2(p.data, rows, cols, p.fmt, acts["q"], acts["d"],
+                                   profile == "llama.cpp")

@@ -26,8 +26,11 @@ The profile then decides what is multiplied and how R goes back to float (see
   q goes into 16 G columns, one per (group, lane), zero elsewhere.  The matmul gives every
   lane's exact sum (|sum| <= 65536, exact in float32), which is wrapped to int16 as the
   kernel's adds leave it; y = ((float)R' - (float)sums) / s * scale.
-* "llama.cpp" on tq1_0/tq2_0: one float matmul per 256-block gives the block sums sumi;
-  y = sum over blocks in order of (float)sumi * (d * d_w), float32.
+* "llama.cpp" on tq1_0/tq2_0: one float matmul per (256-block, AVX2 lane) gives the eight
+  lane sums of llama.cpp's AVX2 kernel (kernels/tq.py), code * q over the lane's elements
+  minus the block's 32-element chunk sums of q; each lane is scaled and added in block
+  order (fused into one fmaf for "llama.cpp", apart for "bitnet.cpp": tq.py), and the lanes
+  meet in hsum_float_8's order.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import numpy as np
 from .._errors import FormatError
 from ..formats import Packed, unpack_codes
 from .mad import wrap_int16
-from .tq import scale_blocks
+from .dense import fmaf
 
 __all__ = ["integer_product", "lane_product", "block_sums", "apply"]
 
@@ -107,11 +110,25 @@ def apply(p: Packed, profile: str, acts: dict) -> np.ndarray:
     codes, scale = unpack_codes(p)                                         # int8 [N, K], scale(s)
     q = acts["q"]                                                          # int8 [T, K]
     if p.fmt in ("tq1_0", "tq2_0"):
-        if profile != "llama.cpp":
-            raise FormatError(f"v0: {p.fmt} runs the 'llama.cpp' profile, not {profile!r}")
-        sumi = block_sums(codes, q)                                        # [T, N, nb] int32
+        if profile not in ("llama.cpp", "bitnet.cpp"):
+            raise FormatError(f"v0: {p.fmt} runs the 'llama.cpp' or 'bitnet.cpp' profile, "
+                              f"not {profile!r}")
+        T, nb = q.shape[0], cols // 256
+        qf = q.astype(np.float32).reshape(T, nb, 8, 8, 4)                  # e = 32 j + 4 k + i
+        cf = (codes.astype(np.float32) + 1).reshape(rows, nb, 8, 8, 4)     # code = w + 1
+        chunk = qf.sum(axis=(3, 4))                                        # [T, nb, 8]: exact
         d = acts["d"]                                                      # [T, nb] float32
-        return scale_blocks(sumi, d, scale)                                # tq.py's block order
+        sumf = np.zeros((T, rows, 8), dtype=np.float32)
+        for b in range(nb):                                                # block order
+            lanes = np.stack([qf[:, b, :, k, :].reshape(T, -1) @ cf[:, b, :, k, :].reshape(rows, -1).T
+                              for k in range(8)], axis=-1) - chunk[:, None, b, :]   # [T, N, 8]
+            dd = d[:, b, None] * scale[None, :, b]                         # [T, N] d_act * d_w
+            if profile == "llama.cpp":                                     # gcc fuses (tq.py)
+                sumf = fmaf(lanes, dd[..., None], sumf)
+            else:
+                sumf = lanes * dd[..., None] + sumf                        # mul, then add
+        s4 = sumf[..., 4:8] + sumf[..., 0:4]                               # hsum_float_8
+        return (s4[..., 0] + s4[..., 2]) + (s4[..., 1] + s4[..., 3])
     s = acts["s"]                                                          # [T] float32
     if profile == "bitnet.cpp" and p.fmt in ("i2_s", "hf_packed"):
         if cols % 128:
@@ -120,6 +137,9 @@ def apply(p: Packed, profile: str, acts: dict) -> np.ndarray:
         Rc = lane_product(codes, q)                                        # [T, N] int32
         diff = Rc.astype(np.float32) - acts["sums"].astype(np.float32)[:, None]
         return diff / s[:, None] * np.float32(scale)                       # [T, N] float32
+    if profile == "hf" and p.fmt == "hf_packed":      # "bitlinear": R / (weight_scale * s)
+        from ..formats.hf_packed import hf_scales
+        s, scale = hf_scales(p, s)
     if profile in ("hf", "bitnet.cpp"):
         R = integer_product(codes, q)                                      # [T, N] int32
         with np.errstate(invalid="ignore"):                                # TL: s = inf on zero rows

@@ -21,12 +21,13 @@ class Model:
     profile     "hf" | "bitnet.cpp" | "llama.cpp" | "a4.8" | "trilm": the numerics every
                 BitLinear uses (the last two: minibit/profiles.py)
     source      where it was loaded from
-    kv_cache    "f32" (default: every profile's reference numerics) or "f16": the type of
-                the caches new_cache makes.  "f16" stores keys and values rounded to
-                float16, as llama.cpp and bitnet.cpp do by default: half the memory and half
-                the bytes a decode step reads, one extra rounding (not llama.cpp's whole F16
-                attention, which also rounds q and the softmax weights).  "int3": BitNet
-                a4.8's 3-bit cache (minibit.quant_a48.quantize_kv_int3), held as float32.
+    kv_cache    "f32" (default) or "f16": the type of the caches new_cache makes.  "f16"
+                stores keys and values rounded to float16, as llama.cpp and bitnet.cpp do by
+                default: half the memory and half the bytes a decode step reads.  Under
+                "hf" that is the one extra rounding; under the engine profiles attention
+                then also rounds q and (where the engine does) the softmax weights to
+                float16, as the engine with an F16 cache does (minibit.model.ggml).  "int3":
+                BitNet a4.8's 3-bit cache (minibit.quant_a48.quantize_kv_int3), held as float32.
     """
 
     def __init__(self, transformer: Transformer, tokenizer, profile: str, source: str,

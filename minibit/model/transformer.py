@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import _backend
 from ..kernels import dense
+from . import ggml as _ggml
 from . import layers as _layers
 from .config import Config
 from .layers import BitLinear, KVCache, linear_group, rope_tables
@@ -40,6 +41,15 @@ def _ops():
 def _kv_int3(x):
     from .. import quant_a48
     return _backend.select("quant_a48", quant_a48).quantize_kv_int3(x)
+
+
+def _ggml_ops():
+    """The engines' block arithmetic (minibit.model.ggml, or its twin minibit._fast.ggml)."""
+    return _backend.select("ggml", _ggml)
+
+
+# profiles whose whole block runs in ggml's float order (minibit.model.ggml)
+GGML_PROFILES = ("bitnet.cpp", "llama.cpp")
 
 
 @dataclass
@@ -77,6 +87,9 @@ class Transformer:
         self.final_norm = final_norm
         self.lm_head = lm_head
         self.lm_head_dtype = lm_head_dtype
+        # an HF checkpoint under an engine profile runs as the engine runs its conversion:
+        # the converters write the output matrix as F16 (build_from_hf sets this)
+        self.converted_head_f16 = False
 
     # ---- pieces -----------------------------------------------------------------------
 
@@ -90,31 +103,50 @@ class Transformer:
         W, dt = (self.embed, self.embed_dtype) if self.lm_head is None else (self.lm_head, self.lm_head_dtype)
         return dense.project(np.ascontiguousarray(h, dtype=np.float32), W, dt)
 
+    def _f16_head(self, W, dtype: str) -> np.ndarray:
+        """A BF16 output matrix as the engines hold it after conversion: float16 (nearest
+        even), made once and kept."""
+        cached = getattr(self, "_head16", None)
+        if cached is None or cached[0] is not W:
+            with np.errstate(over="ignore"):
+                cached = (W, dense.widen(W, dtype).astype(np.float16))
+            self._head16 = cached
+        return cached[1]
+
     # ---- forward ------------------------------------------------------------------------
 
     def new_cache(self, max_len: int | None = None, kv: str = "f32") -> KVCache:
         c = self.config
         return KVCache(c.num_layers, max_len or c.max_position, c.num_kv_heads, c.head_dim, kv)
 
-    def _out(self, x, sub_norm, proj: BitLinear, norm_name: str, out_name: str, li: int, tr):
+    def _out(self, x, sub_norm, proj: BitLinear, norm_name: str, out_name: str, li: int, tr,
+             rms_norm):
         """The end of a half-block: the sub-norm (when the architecture has one), then the
-        output projection (o or down), each traced: [T, n] -> [T, hidden]."""
+        output projection (o or down), each traced: [T, n] -> [T, hidden].  ``rms_norm`` is
+        the profile's (minibit.model.layers or minibit.model.ggml)."""
         if sub_norm is not None:
-            x = _ops().rms_norm(x, sub_norm, self.config.rms_norm_eps)
+            x = rms_norm(x, sub_norm, self.config.rms_norm_eps)
             tr(f"{norm_name}-{li}", x)
         x = proj(x)
         tr(f"{out_name}-{li}", x)
         return x
+
+    def engine(self) -> str:
+        """The profile of the linears ("hf", "bitnet.cpp" or "llama.cpp"): it also picks the
+        float arithmetic of the rest of the block (layers for "hf", ggml for the engines)."""
+        return getattr(self.layers[0].q, "profile", "hf") if self.layers else "hf"
 
     def forward(self, ids, cache: KVCache | None = None, trace=None, last_only: bool = False):
         """Logits float32 [T, vocab] for token ids [T] appended after the cache's contents.
 
         With no cache, a fresh one of length T is used (a full forward).  ``last_only``
         projects only the last position to the vocabulary (decode).
+
+        The "hf" profile computes the block as minibit.model.layers (transformers' formulas);
+        the engine profiles as minibit.model.ggml (ggml's order, batch and token-by-token
+        differing where ggml's do: a call with T >= 2 tokens is ggml's batch).
         """
         c = self.config
-        ops = _ops()
-        rms_norm, apply_rope, attention, ffn_act = ops.rms_norm, ops.apply_rope, ops.attention, ops.ffn_act
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         T = ids.shape[0]
         if cache is None:
@@ -123,7 +155,34 @@ class Transformer:
         if start + T > cache.max_len:
             raise ValueError(f"context full: {start} + {T} tokens exceed the cache of {cache.max_len}")
         H, G, D = c.num_heads, c.num_kv_heads, c.head_dim
-        cos, sin = rope_tables(np.arange(start, start + T), D, c.rope_theta)
+        ops = _ops()
+        engine = self.engine()
+        if engine in GGML_PROFILES:
+            g = _ggml_ops()
+            rms_norm = g.rms_norm
+
+            interleaved = c.arch == "llama"        # q, k rows permuted by the converter
+
+            def attention(q, k, v, start):
+                return g.attention(q, k, v, start, engine, interleaved)
+            apply_rope = g.rope_neox
+            cos, sin = g.rope_tables(np.arange(start, start + T), D, c.rope_theta)
+
+            def ffn_act(gate, up, act):
+                if act == "silu":
+                    return g.silu(gate) * up                    # ggml_silu, then ggml_mul
+                return ops.ffn_act(gate, up, act)               # relu2: ggml_relu, ggml_sqr, mul
+
+            def project(hh):
+                W, dt = ((self.embed, self.embed_dtype) if self.lm_head is None
+                         else (self.lm_head, self.lm_head_dtype))
+                if dt not in ("F16", "F32") or (dt == "F32" and self.converted_head_f16):
+                    W, dt = self._f16_head(W, dt), "F16"    # as the engines' converters write it
+                return g.lm_head(np.ascontiguousarray(hh, dtype=np.float32), W, dt, engine)
+        else:
+            rms_norm, apply_rope, attention, ffn_act = ops.rms_norm, ops.apply_rope, ops.attention, ops.ffn_act
+            cos, sin = rope_tables(np.arange(start, start + T), D, c.rope_theta)
+            project = self.project_logits
         tr = trace or (lambda name, arr: None)
 
         h = self.embed_tokens(ids)                                           # [T, hidden]
@@ -140,22 +199,25 @@ class Transformer:
             k = apply_rope(k, cos, sin)
             if cache.dtype == "int3":                                      # a4.8's 3-bit cache
                 k, v = _kv_int3(k), _kv_int3(v)
+            tr(f"Qcur_rope-{li}", q)
+            tr(f"Kcur_rope-{li}", k)
             ops.store_kv(cache.k[li], start, k)                             # -> [G, S, D]
             ops.store_kv(cache.v[li], start, v)
             o = attention(q, cache.k[li, :, :start + T], cache.v[li, :, :start + T], start)
             tr(f"kqv_out-{li}", o)
-            h = h + self._out(o, L.attn_sub_norm, L.o, "attn_sub_norm", "attn_out", li, tr)
+            h = h + self._out(o, L.attn_sub_norm, L.o, "attn_sub_norm", "attn_out", li, tr, rms_norm)
             tr(f"ffn_inp-{li}", h)
             m = rms_norm(h, L.ffn_norm, c.rms_norm_eps)
             tr(f"ffn_norm-{li}", m)
             f = ffn_act(*linear_group((L.gate, L.up), m), c.hidden_act)
-            h = h + self._out(f, L.ffn_sub_norm, L.down, "ffn_sub_norm", "ffn_out", li, tr)
+            tr(f"ffn_gate_par-{li}", f)
+            h = h + self._out(f, L.ffn_sub_norm, L.down, "ffn_sub_norm", "ffn_out", li, tr, rms_norm)
             tr(f"l_out-{li}", h)
         cache.len = start + T
         h = rms_norm(h, self.final_norm, c.rms_norm_eps)
         tr("result_norm", h)
         if last_only:
             h = h[-1:]
-        logits = self.project_logits(h)
+        logits = project(h)
         tr("result_output", logits)
         return logits

@@ -22,9 +22,8 @@ transformer whose projections are :class:`_Tap` objects: each quantizes its inpu
 ``kernels.quantize_acts`` (the same quantizer ``kernels.linear`` runs), records it,
 computes the integer accumulator, and returns ``kernels.linear(x, weight, profile)`` --
 the very call ``BitLinear`` makes, so the logits are those of ``Model.logits``, bit for
-bit.  The model itself is never modified.  Three entries are derived with the forward's
-own functions (same bits): ``Qcur_rope-i`` / ``Kcur_rope-i`` (``layers.apply_rope``) and
-``ffn_gate_par-i`` (``layers.ffn_act``).
+bit.  The model itself is never modified.  Three entries come from the forward's
+trace (the profile's own arithmetic): ``Qcur_rope-i`` / ``Kcur_rope-i`` and ``ffn_gate_par-i``.
 """
 
 from __future__ import annotations
@@ -38,7 +37,6 @@ import numpy as np
 
 from .. import kernels
 from .._errors import FormatError
-from ..model.layers import apply_rope, ffn_act, rope_tables
 
 __all__ = ["dump", "read_manifest", "load_entry", "entry_order_key", "MANIFEST", "FORMAT_NAME",
            "GGUF_NAMES", "HF_PROJ"]
@@ -110,7 +108,8 @@ def integer_part(p, profile: str, acts: dict) -> np.ndarray:
                                       int16 lanes (wrapping), minus the activation sum
                                       int32 [T, rows]; equals sum w*q unless a lane wrapped
     tl1 / tl2         x "bitnet.cpp"  R = sum w*q through the int16 table sums   [T, rows]
-    tq1_0 / tq2_0     x "llama.cpp"   sumi per 256-block                 int32 [T, rows, nb]
+    tq1_0 / tq2_0     x "llama.cpp",  sumi per 256-block                 int32 [T, rows, nb]
+                        "bitnet.cpp"
     """
     from ..kernels import lut, mad, tq
 
@@ -159,13 +158,6 @@ class _Tap:
         if self.key in ("gate", "up"):                                       # not traced otherwise
             self.rec.add(f"{g}-{i}", y, layer=i, kind="activation", hf=hf, hf_io="output",
                          llama_cpp=f"{g}-{i}")
-            if self.key == "up":                                             # act(gate) * up
-                cfg = self.rec.config
-                par = ffn_act(self.rec.saved[f"ffn_gate-{i}"], y, cfg.hidden_act)   # [T, F] f32
-                nxt = _sub_norm_modules(cfg.arch)[1] if cfg.sub_norms else HF_PROJ["down"]
-                self.rec.add(f"ffn_gate_par-{i}", par, layer=i, kind="activation",
-                             hf=f"model.layers.{i}.{nxt}", hf_io="input",
-                             llama_cpp=f"ffn_gate_par-{i}")
         return y
 
 
@@ -276,15 +268,19 @@ def dump(model, prompt_or_ids, out_dir: str, profile: str | None = None,
     t.layers = layers
 
     T = len(ids)
-    cos, sin = rope_tables(np.arange(T), cfg.head_dim, cfg.rope_theta)
 
     def trace(name, arr):
-        if name.startswith("kqv_out-"):                          # RoPE'd q, k before attention
-            i = name.rpartition("-")[2]
-            for what in ("Qcur", "Kcur"):
-                r = apply_rope(rec.saved[f"{what}-{i}"], cos, sin)
-                rec.add(f"{what}_rope-{i}", r, layer=int(i), kind="activation", hf=None,
-                        hf_io=None, llama_cpp=f"{what}-{i}")
+        if name.startswith(("Qcur_rope-", "Kcur_rope-")):       # RoPE'd q, k (the profile's)
+            what, _, i = name.partition("_rope-")
+            rec.add(name, arr, layer=int(i), kind="activation", hf=None, hf_io=None,
+                    llama_cpp=f"{what}-{i}")
+            return
+        if name.startswith("ffn_gate_par-"):                     # act(gate) * up
+            i = int(name.rpartition("-")[2])
+            nxt = _sub_norm_modules(cfg.arch)[1] if cfg.sub_norms else HF_PROJ["down"]
+            rec.add(name, arr, layer=i, kind="activation", hf=f"model.layers.{i}.{nxt}",
+                    hf_io="input", llama_cpp=name)
+            return
         rec.add(name, arr, **_trace_meta(name, cfg))
 
     t.forward(ids, trace=trace)

@@ -16,7 +16,7 @@ Arrays of a case (``docs/oracle.md`` has the full layout and a NumPy reader)::
     <P>.q            int8    [T, K]   the quantized activations of profile P
     <P>.s            float32 [T]      activation scale (hf, bitnet.cpp)
     <P>.sums         int32   [T]      sum of q per token (bitnet.cpp on i2_s / hf_packed)
-    <P>.d, <P>.bsums float32 [T, K/256], int16 [T, K/256, 16]   Q8_K scales and sums (llama.cpp)
+    <P>.d, <P>.bsums float32 [T, K/256], int16 [T, K/256, 16]   Q8_K scales and sums (TQ formats)
     <P>.acc          int32            the accumulator (below)
     <P>.y            float32 [T, N]   the output
     and for P = bitnet_cpp on i2_s / hf_packed: acc_codes (R' = sum (w+1) q through the
@@ -261,14 +261,15 @@ def _build(fmt: str, spec: dict, rng) -> tuple[dict, dict]:
         arrays["x"] = spec["x"]
     wraps = None
     profs = _profiles(fmt, K)
+    q8k = fmt in ("tq1_0", "tq2_0")          # Q8_K activations (llama.cpp's and the 2024 fork's)
     for prof in profs:
         if spec["x"] is not None:
             acts = kernels.quantize_acts(spec["x"], fmt, prof)
-            if prof == "llama.cpp":
+            if q8k:
                 acts["bsums"] = quant.quantize_q8_k(spec["x"])[2]
         else:
             acts = _acts_from_q(spec["q"], fmt, prof, rng)
-            if prof == "llama.cpp":
+            if q8k:
                 T = acts["q"].shape[0]
                 acts["bsums"] = acts["q"].reshape(T, K // 256, 16, 16).sum(
                     axis=3, dtype=np.int32).astype(np.int16)
@@ -276,7 +277,7 @@ def _build(fmt: str, spec: dict, rng) -> tuple[dict, dict]:
         res = expected(p, prof, kern)
         if "bsums" in acts:
             res["bsums"] = acts["bsums"]
-        if prof == "llama.cpp":
+        if q8k:
             res = {k: res[k] for k in ("q", "d", "bsums", "acc", "y")}
         tag = PROFILE_TAGS[prof]
         for k, v in res.items():

@@ -1,0 +1,286 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Twin of minibit/model/ggml.py: the engine profiles' block arithmetic in C, to the same bits.
+
+Same functions and signatures as the reference (its module docstring has the rules); the
+loops live in ``mb_ggml.h``.  Attention's (token, head) pairs and the LM head's rows run on
+``minibit.kernels.get_threads()`` OpenMP threads when the work is large; each output is one
+thread's fixed-order arithmetic, so the thread count never changes a bit.
+"""
+
+import numpy as np
+cimport numpy as cnp
+from cython.parallel cimport prange, threadid
+from libc.stdint cimport int64_t, uint16_t
+
+from minibit.model import ggml as _ref
+
+cnp.import_array()
+
+cdef extern from "mb_ggml.h" nogil:
+    int mbg_simd_allowed
+    int mbg_use_simd()
+    float mbg_expf(float x)
+    void mbg_silu_row(const float *x, int64_t n, float *y)
+    void mbg_rms_row(const float *x, const float *w, int64_t n, float eps, float *y)
+    void mbg_rope_tables(const int64_t *pos, int64_t T, int64_t n_dims, float base,
+                         float *c, float *s)
+    void mbg_rope_head(const float *x, const float *c, const float *s, int64_t half, float *y)
+    float mbg_vec_dot(const void *x, int xh, int64_t xs, const void *y, int yh, int64_t ys,
+                      int64_t n, int f16dot, int il)
+    float mbg_tinyblas(const void *a, int ah, int64_t as_, const void *b, int bh, int64_t bs,
+                       int64_t n, int il)
+    void mbg_attend(const float *q, const void *k, const void *v, int half16, int64_t D,
+                    int64_t S, int64_t pos, int batch, int f16_rhs, int il, float *sc,
+                    float *qq, float *accv, float *out)
+
+cdef enum:
+    MIN_PARALLEL_MAC = 1 << 18   # multiply-adds below which one thread runs
+
+ENGINES = _ref.ENGINES
+TWINNED = _ref.TWINNED
+
+
+def _set_simd(on):
+    """Allow (True) or forbid (False) the AVX2+FMA+F16C code; returns the previous setting."""
+    global mbg_simd_allowed
+    old = bool(mbg_simd_allowed)
+    mbg_simd_allowed = 1 if on else 0
+    return old
+
+
+def _simd():
+    return "avx2" if mbg_use_simd() else "scalar"
+
+
+def _threads(work):
+    import minibit.kernels as kernels
+    return max(1, kernels.get_threads()) if work >= MIN_PARALLEL_MAC else 1
+
+
+def _f32(a, ndim, what):
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if a.ndim != ndim:
+        raise ValueError(f"{what} must have {ndim} dimensions, got shape {a.shape}")
+    return a
+
+
+def v_expf(x):
+    """ggml_v_expf elementwise: float32, same shape."""
+    a = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty_like(a)
+    cdef const float[::1] X = a.reshape(-1)
+    cdef float[::1] Y = out.reshape(-1)
+    cdef int64_t i, n = X.shape[0]
+    with nogil:
+        for i in range(n):
+            Y[i] = mbg_expf(X[i])
+    return out
+
+
+def rms_norm(x, weight, eps):
+    """[T, n] float32: ggml's RMSNorm (double sum) then * weight."""
+    x = _f32(x, 2, "rms_norm: x")
+    weight = _f32(weight, 1, "rms_norm: weight")
+    if weight.shape[0] != x.shape[1]:
+        raise ValueError(f"rms_norm: weight of {weight.shape[0]} for rows of {x.shape[1]}")
+    out = np.empty_like(x)
+    cdef const float[:, ::1] X = x
+    cdef const float[::1] W = weight
+    cdef float[:, ::1] Y = out
+    cdef int64_t T = X.shape[0], n = X.shape[1], t
+    cdef float e = <float>np.float32(eps)
+    if T and n:
+        with nogil:
+            for t in range(T):
+                mbg_rms_row(&X[t, 0], &W[0], n, e, &Y[t, 0])
+    return out
+
+
+def rope_tables(positions, n_dims, base):
+    """cos, sin float32 [T, n_dims/2]: ggml_rope_cache_init (libm powf, cosf, sinf)."""
+    pos = np.ascontiguousarray(np.asarray(positions).reshape(-1), dtype=np.int64)
+    cdef int64_t T = pos.shape[0], half = int(n_dims) // 2
+    c = np.empty((T, half), np.float32)
+    s = np.empty((T, half), np.float32)
+    cdef const int64_t[::1] P = pos
+    cdef float[:, ::1] C = c
+    cdef float[:, ::1] S = s
+    cdef float b = <float>np.float32(base)
+    cdef int64_t nd = int(n_dims)
+    if T and half:
+        with nogil:
+            mbg_rope_tables(&P[0], T, nd, b, &C[0, 0], &S[0, 0])
+    return c, s
+
+
+def rope_neox(x, cos, sin):
+    """[T, heads, D] float32: ggml's rotation (ggml.py rope_neox)."""
+    x = _f32(x, 3, "rope_neox: x")
+    cos = _f32(cos, 2, "rope_neox: cos")
+    sin = _f32(sin, 2, "rope_neox: sin")
+    cdef int64_t T = x.shape[0], H = x.shape[1], D = x.shape[2], t, h
+    if D % 2 or cos.shape != (T, D // 2) or sin.shape != (T, D // 2):
+        raise ValueError(f"rope_neox: x {x.shape} needs an even D and cos/sin of {(T, D // 2)}")
+    out = np.empty_like(x)
+    cdef const float[:, :, ::1] X = x
+    cdef const float[:, ::1] C = cos
+    cdef const float[:, ::1] S = sin
+    cdef float[:, :, ::1] Y = out
+    if T and H and D:
+        with nogil:
+            for t in range(T):
+                for h in range(H):
+                    mbg_rope_head(&X[t, h, 0], &C[t, 0], &S[t, 0], D // 2, &Y[t, h, 0])
+    return out
+
+
+def silu(x):
+    """ggml_vec_silu_f32 on each row of x [T, n]."""
+    x = _f32(x, 2, "silu: x")
+    out = np.empty_like(x)
+    cdef const float[:, ::1] X = x
+    cdef float[:, ::1] Y = out
+    cdef int64_t T = X.shape[0], n = X.shape[1], t
+    if T and n:
+        with nogil:
+            for t in range(T):
+                mbg_silu_row(&X[t, 0], n, &Y[t, 0])
+    return out
+
+
+def attention(q, k, v, start, engine="bitnet.cpp", interleaved=False):
+    """Causal grouped-query attention, ggml's non-flash graph (ggml.py attention)."""
+    q = _f32(q, 3, "attention: q")
+    k = np.asarray(k)
+    v = np.asarray(v)
+    if k.dtype not in (np.float32, np.float16) or v.dtype != k.dtype or k.ndim != 3:
+        raise ValueError(f"attention: k, v must be float32 or float16 [G, S, D], got "
+                         f"{k.dtype} {k.shape} and {v.dtype} {v.shape}")
+    k = _rows(k)
+    v = _rows(v)
+    cdef int64_t T = q.shape[0], H = q.shape[1], D = q.shape[2]
+    cdef int64_t G = k.shape[0], S = k.shape[1], st = int(start)
+    if (k.shape[2] != D or v.shape != k.shape or G == 0 or H % G or st < 0 or S != st + T
+            or (interleaved and D % 2)):
+        raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape}, start {start}: "
+                         f"need k, v [G, start + T, D] with G dividing H")
+    cdef int half16 = k.dtype == np.float16
+    cdef int f16_rhs = 1 if ENGINES[engine]["f16_tinyblas_rhs"] else 0
+    cdef int il = 1 if interleaved else 0
+    cdef int batch = 1 if T >= 2 else 0
+    cdef int64_t rep = H // G, S32 = (S + 31) // 32 * 32
+    out = np.empty((T, H * D), np.float32)
+    if T == 0:
+        return out
+    kb = k.view(np.uint16) if half16 else k
+    vb = v.view(np.uint16) if half16 else v
+    cdef char *pk = <char *>cnp.PyArray_DATA(kb)
+    cdef char *pv = <char *>cnp.PyArray_DATA(vb)
+    cdef int64_t row = k.strides[0], vrow = v.strides[0]    # kv head stride, bytes
+    cdef const float[:, :, ::1] Q = q
+    cdef float[:, ::1] O = out
+    cdef int nth = _threads(T * H * S * D * 2)
+    scratch = np.empty((nth, S32 + D + 32 * D), np.float32)
+    cdef float[:, ::1] SC = scratch
+    cdef int64_t i, t, h, g
+    cdef int tid
+    if nth == 1:
+        with nogil:
+            for i in range(T * H):
+                t = i // H
+                h = i % H
+                g = h // rep
+                mbg_attend(&Q[t, h, 0], pk + g * row, pv + g * vrow, half16, D, S, st + t,
+                           batch, f16_rhs, il, &SC[0, 0], &SC[0, S32], &SC[0, S32 + D],
+                           &O[t, h * D])
+        return out
+    for i in prange(T * H, nogil=True, num_threads=nth, schedule="static"):
+        tid = threadid()
+        t = i // H
+        h = i % H
+        g = h // rep
+        mbg_attend(&Q[t, h, 0], pk + g * row, pv + g * vrow, half16, D, S, st + t, batch,
+                   f16_rhs, il, &SC[tid, 0], &SC[tid, S32], &SC[tid, S32 + D], &O[t, h * D])
+    return out
+
+
+def _rows(a):
+    """a [G, S, D] whose [S, D] blocks are contiguous (a KV cache slice) as it is, else a copy."""
+    e = a.itemsize
+    if a.strides[2] == e and a.strides[1] == e * a.shape[2] and a.strides[0] % e == 0 \
+            and a.strides[0] >= 0:
+        return a
+    return np.ascontiguousarray(a)
+
+
+def lm_head(h, W, dtype, engine="bitnet.cpp"):
+    """h [T, hidden] float32 @ W.T for an F16 or F32 matrix (ggml.py lm_head)."""
+    h = _f32(h, 2, "lm_head: h")
+    W = np.asarray(W)
+    if dtype not in ("F16", "F32") or W.ndim != 2 or W.shape[1] != h.shape[1] or \
+            W.dtype != (np.float16 if dtype == "F16" else np.float32):
+        raise ValueError(f"lm_head: a {dtype} matrix {W.dtype} {W.shape} for rows of {h.shape[1]}")
+    W = np.ascontiguousarray(W)
+    cdef int64_t T = h.shape[0], K = h.shape[1], N = W.shape[0], i, t, n
+    cdef int wh = dtype == "F16"
+    cdef int tb = 1 if (T >= 2 and K % 8 == 0) else 0
+    if wh and (not tb or ENGINES[engine]["f16_tinyblas_rhs"]):
+        h = h.astype(np.float16).astype(np.float32)             # the row as the F16 matrix type
+    out = np.empty((T, N), np.float32)
+    if T == 0 or N == 0:
+        return out
+    Wb = W.view(np.uint16) if wh else W
+    cdef char *pw = <char *>cnp.PyArray_DATA(Wb)
+    cdef int64_t row = K * (2 if wh else 4)
+    cdef const float[:, ::1] X = h
+    cdef float[:, ::1] Y = out
+    cdef int nth = _threads(T * N * K)
+    for i in prange(N * T, nogil=True, num_threads=nth, schedule="static"):
+        n = i // T
+        t = i % T
+        if tb:
+            Y[t, n] = mbg_tinyblas(&X[t, 0], 0, 1, pw + n * row, wh, 1, K, 0)
+        else:
+            Y[t, n] = mbg_vec_dot(&X[t, 0], 0, 1, pw + n * row, wh, 1, K, wh, 0)
+    return out
+
+
+def vec_dot_f16(x, y):
+    """ggml_vec_dot_f16 over the last axis (broadcast, like the reference)."""
+    return _dot(x, y, 1)
+
+
+def vec_dot_f32(x, y):
+    """ggml_vec_dot_f32 over the last axis (broadcast)."""
+    return _dot(x, y, 0)
+
+
+def tinyblas(a, b):
+    """One tinyBLAS output per row pair over the last axis (k % 8 == 0)."""
+    return _dot(a, b, 2)
+
+
+cdef _dot(x, y, int kind):
+    x, y = np.broadcast_arrays(np.asarray(x, np.float32), np.asarray(y, np.float32))
+    nd = x.ndim
+    shape = tuple(x.shape)[:nd - 1]         # (no negative indices: wraparound is off)
+    n = x.shape[nd - 1]
+    if kind == 2 and n % 8:
+        raise ValueError("tinyblas: k must be a multiple of 8")
+    X = np.ascontiguousarray(x).reshape(-1, n)
+    Y = np.ascontiguousarray(y).reshape(-1, n)
+    out = np.empty(X.shape[0], np.float32)
+    cdef const float[:, ::1] XV = X
+    cdef const float[:, ::1] YV = Y
+    cdef float[::1] O = out
+    cdef int64_t r, rows = X.shape[0], nn = n
+    if nn == 0:
+        out[:] = 0
+        return out.reshape(shape)
+    with nogil:
+        for r in range(rows):
+            if kind == 2:
+                O[r] = mbg_tinyblas(&XV[r, 0], 0, 1, &YV[r, 0], 0, 1, nn, 0)
+            else:
+                O[r] = mbg_vec_dot(&XV[r, 0], 0, 1, &YV[r, 0], 0, 1, nn, kind, 0)
+    return out.reshape(shape)

@@ -1,0 +1,219 @@
+/* mb_ggml_body.h — the functions of mb_ggml.h, included twice: portable C (MBG_FN(x) =
+ * x_c) and with x86 AVX2 + FMA + F16C enabled (x_x), where the compiler turns fmaf and the
+ * _Float16 conversions into single instructions.  Both give the same bits: fmaf is one
+ * rounding either way, and nothing else is fused (-ffp-contract=off). */
+
+MBG_ATTR static inline float MBG_FN(mbg_f16)(float x) { return (float)(_Float16)x; }
+
+MBG_ATTR static inline float MBG_FN(mbg_h2f)(uint16_t h) {
+    _Float16 v;
+    memcpy(&v, &h, 2);
+    return (float)v;
+}
+
+MBG_ATTR static inline float MBG_FN(mbg_bits)(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+MBG_ATTR static inline uint32_t MBG_FN(mbg_u32)(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+
+/* ggml_v_expf, one lane (ggml.py v_expf) */
+MBG_ATTR static inline float MBG_FN(mbg_expf)(float x) {
+    const float r = 0x1.8p23f;
+    const float z = fmaf(x, 0x1.715476p+0f, r);
+    const float n = z - r;
+    const float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x));
+    const uint32_t e = MBG_FN(mbg_u32)(z) << 23;
+    const float k = MBG_FN(mbg_bits)(e + MBG_FN(mbg_u32)(1.0f));
+    const float an = fabsf(n);
+    const float u = b * b;
+    const float j = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u,
+                              fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)), u, 0x1.ffffecp-1f * b);
+    if (!(an > 126.0f)) return fmaf(j, k, k);
+    const uint32_t g = (n <= 0.0f) ? 0x82000000u : 0u;
+    const float s1 = MBG_FN(mbg_bits)(g + 0x7f000000u);
+    const float s2 = MBG_FN(mbg_bits)(e - g);
+    if (an > 192.0f) return s1 * s1;
+    return fmaf(s2, j, s2) * s1;
+}
+
+/* ggml_vec_silu_f32 on one row */
+MBG_ATTR static void MBG_FN(mbg_silu_row)(const float *x, int64_t n, float *y) {
+    const int64_t n8 = n & ~(int64_t)7;
+    int64_t i = 0;
+    for (; i < n8; i++) y[i] = x[i] / (1.0f + MBG_FN(mbg_expf)(0.0f - x[i]));
+    for (; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
+}
+
+/* ggml_compute_forward_rms_norm_f32 then ggml_mul: one row */
+MBG_ATTR static void MBG_FN(mbg_rms_row)(const float *x, const float *w, int64_t n, float eps, float *y) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const float sq = x[i] * x[i];
+        sum += (double)sq;
+    }
+    const float mean = (float)(sum / (double)n);
+    const float scale = 1.0f / sqrtf(mean + eps);
+    for (int64_t i = 0; i < n; i++) {
+        const float a = x[i] * scale;
+        y[i] = a * w[i];
+    }
+}
+
+/* ggml_rope_cache_init for T positions: cos, sin [T, half] */
+MBG_ATTR static void MBG_FN(mbg_rope_tables)(const int64_t *pos, int64_t T, int64_t n_dims, float base,
+                            float *c, float *s) {
+    const float theta_scale = powf(base, -2.0f / (float)n_dims);
+    const int64_t half = n_dims / 2;
+    for (int64_t t = 0; t < T; t++) {
+        float theta = (float)pos[t];
+        for (int64_t i = 0; i < half; i++) {
+            c[t * half + i] = cosf(theta);
+            s[t * half + i] = sinf(theta);
+            theta = theta * theta_scale;
+        }
+    }
+}
+
+/* one head's rotation (ggml.py rope_neox) */
+MBG_ATTR static void MBG_FN(mbg_rope_head)(const float *x, const float *c, const float *s, int64_t half, float *y) {
+    for (int64_t i = 0; i < half; i++) {
+        const float x0 = x[i], x1 = x[i + half];
+        const float p1 = x1 * s[i], p2 = x1 * c[i];
+        y[i] = fmaf(x0, c[i], -p1);
+        y[i + half] = fmaf(x0, s[i], p2);
+    }
+}
+
+/* element e of a row read as the engine orders it: il = 1 reads minibit's halves as pairs */
+MBG_ATTR static inline int64_t MBG_FN(mbg_idx)(int64_t e, int64_t half, int il) {
+    return il ? (e & 1) * half + (e >> 1) : e;
+}
+
+/* a row of n values: float32, or float16 bits widened */
+MBG_ATTR static inline float MBG_FN(mbg_ld)(const void *row, int half16, int64_t i) {
+    return half16 ? MBG_FN(mbg_h2f)(((const uint16_t *)row)[i]) : ((const float *)row)[i];
+}
+
+/* GGML_F32x8_REDUCE on four 8-lane accumulators */
+MBG_ATTR static inline float MBG_FN(mbg_reduce4x8)(float acc[4][8]) {
+    float c[8], t0[4];
+    for (int l = 0; l < 8; l++) {
+        const float a = acc[0][l] + acc[2][l], b = acc[1][l] + acc[3][l];
+        c[l] = a + b;
+    }
+    for (int l = 0; l < 4; l++) t0[l] = c[l] + c[l + 4];
+    return (t0[0] + t0[1]) + (t0[2] + t0[3]);
+}
+
+/* ggml_vec_dot_f16 (tail in double) or ggml_vec_dot_f32 (tail fused, in float) over n
+ * elements of x (stride xs) and y (stride ys); il: engine order (MBG_FN(mbg_idx), half = n / 2) */
+MBG_ATTR static float MBG_FN(mbg_vec_dot)(const void *x, int xh, int64_t xs, const void *y, int yh, int64_t ys,
+                         int64_t n, int f16dot, int il) {
+    float acc[4][8];
+    memset(acc, 0, sizeof(acc));
+    const int64_t np = n & ~(int64_t)31, half = n / 2;
+    for (int64_t i = 0; i < np; i += 32)
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 8; l++) {
+                const int64_t e = MBG_FN(mbg_idx)(i + 8 * j + l, half, il);
+                acc[j][l] = fmaf(MBG_FN(mbg_ld)(x, xh, e * xs), MBG_FN(mbg_ld)(y, yh, e * ys), acc[j][l]);
+            }
+    const float r = MBG_FN(mbg_reduce4x8)(acc);
+    if (f16dot) {
+        double sum = (double)r;
+        for (int64_t i = np; i < n; i++) {
+            const int64_t e = MBG_FN(mbg_idx)(i, half, il);
+            const float p = MBG_FN(mbg_ld)(x, xh, e * xs) * MBG_FN(mbg_ld)(y, yh, e * ys);
+            sum += (double)p;
+        }
+        return (float)sum;
+    }
+    float sum = r;
+    for (int64_t i = np; i < n; i++) {
+        const int64_t e = MBG_FN(mbg_idx)(i, half, il);
+        sum = fmaf(MBG_FN(mbg_ld)(x, xh, e * xs), MBG_FN(mbg_ld)(y, yh, e * ys), sum);
+    }
+    return sum;
+}
+
+/* one output of tinyBLAS<8, __m256> (n % 8 == 0) */
+MBG_ATTR static float MBG_FN(mbg_tinyblas)(const void *a, int ah, int64_t as, const void *b, int bh, int64_t bs,
+                          int64_t n, int il) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    const int64_t half = n / 2;
+    for (int64_t i = 0; i < n; i += 8)
+        for (int l = 0; l < 8; l++) {
+            const int64_t e = MBG_FN(mbg_idx)(i + l, half, il);
+            acc[l] = fmaf(MBG_FN(mbg_ld)(a, ah, e * as), MBG_FN(mbg_ld)(b, bh, e * bs), acc[l]);
+        }
+    float v[4];
+    for (int l = 0; l < 4; l++) v[l] = acc[l + 4] + acc[l];
+    return (v[0] + v[2]) + (v[1] + v[3]);
+}
+
+/* One (query t, head) of ggml.py attention.
+ * q: D floats (already RoPE'd); k, v: the kv head's [S_alloc, D] rows (float16 bits when
+ * half16); S = positions filled, allowed = positions <= pos; S8, S32 the padded lengths.
+ * sc: scratch of S32 floats; qq: of D floats; accv: of 32 * D floats; out: D floats. */
+MBG_ATTR static void MBG_FN(mbg_attend)(const float *q, const void *k, const void *v, int half16, int64_t D,
+                       int64_t S, int64_t pos, int batch, int f16_rhs, int il, float *sc,
+                       float *qq, float *accv, float *out) {
+    const int64_t S8 = (S + 7) & ~(int64_t)7, S32 = (S + 31) & ~(int64_t)31;
+    for (int64_t d = 0; d < D; d++) qq[d] = half16 ? MBG_FN(mbg_f16)(q[d]) : q[d];
+    const float scale = 1.0f / sqrtf((float)D);
+    float m = -INFINITY;
+    for (int64_t s = 0; s < S8; s++) {
+        if (s > pos || s >= S) { sc[s] = -INFINITY; continue; }
+        const char *kr = (const char *)k + s * D * (half16 ? 2 : 4);
+        float dot;
+        if (half16 && f16_rhs && batch && D % 8 == 0)
+            dot = MBG_FN(mbg_tinyblas)(qq, 0, 1, kr, 1, 1, D, il);
+        else
+            dot = MBG_FN(mbg_vec_dot)(qq, 0, 1, kr, half16, 1, D, half16, il);
+        sc[s] = dot * scale;
+        if (sc[s] > m) m = sc[s];
+    }
+    double total = 0.0;
+    for (int64_t g = 0; g < S8; g += 8) {
+        float ev[8];
+        for (int l = 0; l < 8; l++) {
+            ev[l] = MBG_FN(mbg_expf)(sc[g + l] - m);
+            sc[g + l] = ev[l];
+        }
+        float v4[4];
+        for (int l = 0; l < 4; l++) v4[l] = ev[l + 4] + ev[l];
+        const float hs = (v4[0] + v4[2]) + (v4[1] + v4[3]);
+        total += (double)hs;
+    }
+    const float inv = (float)(1.0 / total);
+    for (int64_t s = 0; s < S32; s++) {
+        const float p = s < S8 ? sc[s] * inv : 0.0f;
+        sc[s] = ((half16 && (!batch || f16_rhs)) ? MBG_FN(mbg_f16)(p) : p);
+    }
+    /* p . V over S32 positions, accumulators [lane][D] (each (d, lane) adds its positions in
+     * increasing order, as the spec); V rows past S would add fmaf(0, 0, acc) = acc */
+    const int lanes = batch ? 8 : 32;
+    memset(accv, 0, sizeof(float) * lanes * D);
+    for (int64_t i = 0; i < S; i++) {
+        float *a = accv + (i % lanes) * D;
+        const float p = sc[i];
+        if (half16) {
+            const uint16_t *vr = (const uint16_t *)v + i * D;
+            for (int64_t d = 0; d < D; d++) a[d] = fmaf(MBG_FN(mbg_h2f)(vr[d]), p, a[d]);
+        } else {
+            const float *vr = (const float *)v + i * D;
+            for (int64_t d = 0; d < D; d++) a[d] = fmaf(vr[d], p, a[d]);
+        }
+    }
+    for (int64_t d = 0; d < D; d++) {
+        if (batch) {
+            float v4[4];
+            for (int l = 0; l < 4; l++) v4[l] = accv[(l + 4) * D + d] + accv[l * D + d];
+            out[d] = (v4[0] + v4[2]) + (v4[1] + v4[3]);
+        } else {
+            float acc[4][8];
+            for (int j = 0; j < 4; j++)
+                for (int l = 0; l < 8; l++) acc[j][l] = accv[(8 * j + l) * D + d];
+            out[d] = MBG_FN(mbg_reduce4x8)(acc);         /* S32 % 32 == 0: no tail */
+        }
+    }
+}
+

@@ -1,0 +1,404 @@
+"""ggml's float arithmetic on x86 AVX2, as the engines compute a BitNet block.
+
+The profiles "bitnet.cpp" and "llama.cpp" are whole engines, not only their linear layers:
+around the ternary products, ggml normalizes, rotates, attends and projects in float32 in
+its own order, with its own exp, and rounds some operands to float16.  Each rule below
+copies one ggml CPU function, as compiled for x86 with AVX2, FMA and F16C (no AVX512): the
+source is bitnet.cpp's October 2024 release with its llama.cpp fork 406a5036
+(``3rdparty/llama.cpp/ggml/src/ggml.c`` and ``llamafile/sgemm.cpp``), built with clang.
+Where clang fused a product into an add, the rule says so (read from the built
+``libggml.so``): ``fmaf`` below is one rounding, every other operation one rounding each.
+
+rms_norm     ggml_compute_forward_rms_norm_f32: sum of float32 squares in DOUBLE, in order;
+             mean = (float)(sum / n); scale = 1.0f / sqrtf(mean + eps); y = x * scale; then
+             ggml_mul by the weight (llm_build_norm)
+rope_neox    ggml_rope_cache_init + ggml_compute_forward_rope_f32 (NeoX pairing i, i + d/2):
+             theta_scale = powf(base, -2.0f / d); theta starts at (float)pos and is
+             multiplied by theta_scale once per pair; cos = cosf(theta), sin = sinf(theta)
+             (libm); out_i = fmaf(x_i, cos, -(x_j * sin)), out_j = fmaf(x_i, sin, x_j * cos)
+v_expf       ggml_v_expf (AVX2): the ARM optimized-routines exp with FMA steps, bit-exact
+silu         ggml_vec_silu_f32: ggml_v_silu = x / (1 + v_expf(0 - x)) for each full group
+             of 8 from the row start; libm's expf (x / (1 + expf(-x))) for the rest
+vec_dot_f16  ggml_vec_dot_f16 (AVX2 GGML_F16_STEP 32): four 8-lane FMA accumulators over
+             steps of 32; reduced (a0 + a2) + (a1 + a3), then the two 128-bit halves, then two
+             horizontal adds; the tail (n % 32) added in double
+vec_dot_f32  ggml_vec_dot_f32: the same on float32 inputs (the tail in float, fused)
+tinyblas     llamafile_sgemm's tinyBLAS<8, __m256> (batches of two or more rows, k % 8 == 0):
+             one 8-lane FMA accumulator over steps of 8, then hsum: the high and low
+             halves added, then (v0 + v2) + (v1 + v3)
+softmax      ggml_compute_forward_soft_max_f32: x * scale, + mask (-inf above the diagonal),
+             max; e = v_expf(x - max) by groups of 8, each group's float sum (the hsum
+             order) added in double; e * (float)(1.0 / sum)
+
+Where ggml's matrix products go (ggml_compute_forward_mul_mat, llamafile_sgemm): a
+product with two or more right-hand rows and a contiguous right-hand side of a type tinyBLAS
+takes runs tinyBLAS; otherwise the right-hand side is first converted to the left's
+``vec_dot_type`` (float16 for an F16 matrix: one more rounding) and each output is one
+ggml_vec_dot.  The two engines differ in which right-hand type tinyBLAS takes with an F16
+matrix on AVX2 (``ENGINES``):
+
+* bitnet.cpp (2024 fork): float32 only.  With an F16 KV cache, q . K (q is a permuted view,
+  not contiguous) rounds q to F16 and runs vec_dot_f16; p . V (V stored transposed) runs
+  tinyBLAS on float32 p in a batch, and rounds p to F16 for vec_dot_f16 in token-by-token
+  decode; the F16 LM head likewise: tinyBLAS on float32 rows in a batch, F16 + vec_dot_f16
+  for one row.
+* llama.cpp (llama-cpp-python 0.3.36's vendored llama.cpp, ggml-cpu/llamafile/sgemm.cpp):
+  float16 only.  In a batch q, p and the head's input are all rounded to F16 and tinyBLAS
+  runs; one row runs vec_dot_f16 on the same F16 values.
+
+An F32 KV cache: q . K is vec_dot_f32 (q is not contiguous and already F32); p . V is
+tinyBLAS (batch) or vec_dot_f32 (one row), in both engines.
+
+Only the non-flash-attention graph (llm_build_kqv / build_attn_mha with V transposed) is
+copied; llama.cpp's default "auto" flash attention runs another kernel.
+
+Masked positions (after the query's own) get exactly 0 from v_expf(-inf), and the KV
+cache view ggml multiplies is padded with those zeros up to a multiple of 32; the lane
+sums below pad with zeros the same way, which adds nothing.
+
+Everything here is float32 NumPy except where double is named; the compiled twin
+(minibit._fast.ggml) repeats it bit for bit.
+
+Coverage.  Copied: x86 builds with AVX2, FMA and F16C and without AVX-512 (what the peers
+in tools/peers are built as), any thread count (each output is one thread's work in ggml
+too), batch and token-by-token, F16 and F32 KV caches, archs "bitnet" and "llama".  Not
+copied: AVX-512 builds (tinyBLAS, the softmax sums and SiLU then work in 16 lanes), ARM,
+and llama.cpp's flash-attention kernels (its C API default "auto" turns them on for the
+CPU; their online softmax accumulates p . V in float16 with libm's expf, in three variants:
+one row at a time, tiled for batches, split over the KV cache for long decodes).
+Measured against the engines: tests/test_ggml.py.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+
+import numpy as np
+
+from ..kernels.dense import fmaf
+
+__all__ = ["ENGINES", "fmaf", "f16", "rms_norm", "rope_tables", "rope_neox", "v_expf", "silu",
+           "vec_dot_f16", "vec_dot_f32", "tinyblas", "softmax", "attention", "lm_head",
+           "TWINNED"]
+
+TWINNED = ("rms_norm", "rope_neox", "silu", "attention", "lm_head")
+
+F32 = np.float32
+
+# what differs between the two engines' float paths (module docstring)
+#   f16_tinyblas_rhs: tinyBLAS with an F16 matrix takes an F16 right-hand side (the rows
+#                     are rounded first), else a float32 one
+#   tq_fused:         the TQ x Q8_K lanes fuse product and add (llama.cpp's gcc build; the
+#                     2024 fork is built with clang, which keeps them apart): kernels/tq.py
+ENGINES = {
+    "bitnet.cpp": {"f16_tinyblas_rhs": False, "tq_fused": False},
+    "llama.cpp": {"f16_tinyblas_rhs": True, "tq_fused": True},
+}
+
+
+# ---- exact helpers ------------------------------------------------------------------------
+
+def f16(x) -> np.ndarray:
+    """x rounded to float16 (nearest even, as F16C's vcvtps2ph) and widened back (exact)."""
+    with np.errstate(over="ignore"):
+        return np.asarray(x, F32).astype(np.float16).astype(F32)
+
+
+@functools.lru_cache(maxsize=None)
+def _libm():
+    lib = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+    for name in ("cosf", "sinf", "expf"):
+        getattr(lib, name).restype = ctypes.c_float
+        getattr(lib, name).argtypes = [ctypes.c_float]
+    lib.powf.restype = ctypes.c_float
+    lib.powf.argtypes = [ctypes.c_float, ctypes.c_float]
+    return lib
+
+
+def _libm_map(name: str, x: np.ndarray) -> np.ndarray:
+    """The C library's float function ``name`` on every element (the engine calls the same
+    libm; NumPy's own cos/sin/exp are other functions)."""
+    f = getattr(_libm(), name)
+    x = np.asarray(x, F32)
+    return np.fromiter((f(float(v)) for v in x.reshape(-1)), F32, x.size).reshape(x.shape)
+
+
+# ---- RMSNorm ---------------------------------------------------------------------------------
+
+def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+    """[T, n] float32: ggml_compute_forward_rms_norm_f32 then ggml_mul by the weight.
+
+    sum   = x0*x0 + x1*x1 + ...   each square in float32, the sum in double, in order
+    mean  = (float)(sum / n)
+    scale = 1.0f / sqrtf(mean + eps)          (eps a float32)
+    y     = (x * scale) * weight
+    """
+    x = np.ascontiguousarray(x, F32)
+    sq = (x * x).astype(np.float64)
+    total = np.cumsum(sq, axis=1)[:, -1] if x.shape[1] else np.zeros(x.shape[0])  # in order
+    mean = (total / x.shape[1]).astype(F32)
+    scale = F32(1) / np.sqrt(mean + F32(eps))
+    return (x * scale[:, None]) * np.asarray(weight, F32)
+
+
+# ---- RoPE ---------------------------------------------------------------------------------
+
+def rope_tables(positions, n_dims: int, base: float):
+    """cos, sin float32 [T, n_dims/2] as ggml_rope_cache_init builds them (freq_scale 1, no
+    YaRN, attn_factor 1): theta_0 = (float)pos, theta_{i+1} = theta_i * powf(base, -2.0f/d)."""
+    lib = _libm()
+    theta_scale = F32(lib.powf(F32(base), F32(-2.0) / F32(n_dims)))
+    pos = np.asarray(positions).reshape(-1)
+    half = n_dims // 2
+    theta = np.empty((pos.size, half), F32)
+    t = pos.astype(F32)
+    for i in range(half):
+        theta[:, i] = t
+        t = t * theta_scale
+    return _libm_map("cosf", theta), _libm_map("sinf", theta)
+
+
+def rope_neox(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """[T, heads, D] float32, dimension i paired with i + D/2, as clang (the 2024 fork) and
+    gcc (llama.cpp) both compiled ``x0*cos - x1*sin`` and ``x0*sin + x1*cos``
+    (ggml_compute_forward_rope_f32 / rotate_pairs; read from the built libraries, and
+    checked against llama.cpp's rotated q and k):
+
+        out_i = fmaf(x0, cos, -(x1 * sin))          the x1 product rounded, x0's fused
+        out_j = fmaf(x0, sin, x1 * cos)
+
+    (x0, x1) is the rotated pair: NeoX's (i, i + D/2), or NORMAL's (2i, 2i + 1) of the
+    engine's permuted q/k rows (arch "llama"), which minibit's reader has put back at
+    (i, i + D/2).
+    """
+    x = np.ascontiguousarray(x, F32)
+    half = x.shape[2] // 2
+    c, s = cos[:, None, :], sin[:, None, :]
+    x0, x1 = x[..., :half], x[..., half:]
+    out = np.empty_like(x)
+    out[..., :half] = fmaf(x0, c, -(x1 * s))
+    out[..., half:] = fmaf(x0, s, x1 * c)
+    return out
+
+
+# ---- exp and SiLU -------------------------------------------------------------------------
+
+_EXP_R = F32(float.fromhex("0x1.8p23"))
+_EXP_LOG2E = F32(float.fromhex("0x1.715476p+0"))
+_EXP_LN2_HI = F32(float.fromhex("0x1.62e4p-1"))
+_EXP_LN2_LO = F32(float.fromhex("0x1.7f7d1cp-20"))
+_EXP_C = tuple(F32(float.fromhex(h)) for h in
+               ("0x1.0e4020p-7", "0x1.573e2ep-5", "0x1.555e66p-3", "0x1.fffdb6p-2",
+                "0x1.ffffecp-1"))
+
+
+def v_expf(x) -> np.ndarray:
+    """ggml_v_expf (AVX2), elementwise: float32 -> float32, the same bits.
+
+    z = fmaf(x, log2e, 1.5*2^23); n = z - 1.5*2^23 (round to integer)
+    b = fmaf(-n, ln2_lo, fmaf(-n, ln2_hi, x))
+    k = 2^n from z's bits; u = b*b
+    j = fmaf(fmaf(fmaf(c0, b, c1), u, fmaf(c2, b, c3)), u, c4*b)
+    |n| <= 126: fmaf(j, k, k); 126 < |n| <= 192: the scale split in two (s1, s2);
+    |n| > 192: s1*s1 (0 or inf).
+    """
+    x = np.asarray(x, F32)
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        z = fmaf(x, _EXP_LOG2E, _EXP_R)
+        n = z - _EXP_R
+        b = fmaf(-n, _EXP_LN2_LO, fmaf(-n, _EXP_LN2_HI, x))
+        e = z.view(np.uint32) << np.uint32(23)
+        k = (e + F32(1).view(np.uint32)).view(F32)
+        an = np.abs(n)
+        c = an > F32(126)
+        u = b * b
+        c0, c1, c2, c3, c4 = _EXP_C
+        j = fmaf(fmaf(fmaf(c0, b, c1), u, fmaf(c2, b, c3)), u, c4 * b)
+        normal = fmaf(j, k, k)
+        if not np.any(c):
+            return normal
+        g = np.where(n <= 0, np.uint32(0x82000000), np.uint32(0))
+        s1 = (g + np.uint32(0x7f000000)).view(F32)
+        s2 = (e - g).view(F32)
+        d = an > F32(192)
+        return np.where(d, s1 * s1, np.where(c, fmaf(s2, j, s2) * s1, normal)).astype(F32)
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    """ggml_vec_silu_f32 on each row of x [T, n]: ggml_v_silu on every full group of 8 from
+    the row start, x / (1.0f + expf(-x)) with libm's expf on the n % 8 rest."""
+    x = np.ascontiguousarray(x, F32)
+    n8 = x.shape[-1] & ~7
+    out = np.empty_like(x)
+    with np.errstate(over="ignore"):
+        head = x[..., :n8]
+        out[..., :n8] = head / (F32(1) + v_expf(F32(0) - head))
+        if n8 < x.shape[-1]:
+            tail = x[..., n8:]
+            out[..., n8:] = tail / (F32(1) + _libm_map("expf", -tail))
+    return out
+
+
+# ---- dot products -------------------------------------------------------------------------
+
+def _hadd_reduce(acc: np.ndarray) -> np.ndarray:
+    """GGML_F32x8_REDUCE on [..., 4, 8] accumulators -> [...] float32."""
+    a = acc[..., 0, :] + acc[..., 2, :]
+    b = acc[..., 1, :] + acc[..., 3, :]
+    c = a + b
+    t0 = c[..., 0:4] + c[..., 4:8]                              # low half + high half
+    return (t0[..., 0] + t0[..., 1]) + (t0[..., 2] + t0[..., 3])   # two _mm_hadd_ps
+
+
+def _steps(x: np.ndarray, y: np.ndarray, width: int, lanes_shape):
+    """FMA accumulators over full steps of ``width`` elements: [..., *lanes_shape]."""
+    n = x.shape[-1]
+    lead = np.broadcast_shapes(x.shape[:-1], y.shape[:-1])
+    acc = np.zeros(lead + tuple(lanes_shape), F32)
+    for i in range(0, n - n % width, width):
+        xa = x[..., i:i + width].reshape(x.shape[:-1] + tuple(lanes_shape))
+        ya = y[..., i:i + width].reshape(y.shape[:-1] + tuple(lanes_shape))
+        acc = fmaf(xa, ya, acc)
+    return acc
+
+
+def vec_dot_f16(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """ggml_vec_dot_f16 over the last axis of two float16-valued float32 arrays (broadcast):
+    [...] float32.  The 32-element steps run in four 8-lane FMA accumulators; the tail adds
+    float32 products in double."""
+    x, y = np.asarray(x, F32), np.asarray(y, F32)
+    n = x.shape[-1]
+    total = _hadd_reduce(_steps(x, y, 32, (4, 8))).astype(np.float64)
+    for i in range(n - n % 32, n):
+        total = total + (x[..., i] * y[..., i]).astype(np.float64)
+    return total.astype(F32)
+
+
+def vec_dot_f32(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """ggml_vec_dot_f32: as vec_dot_f16 on float32 inputs, but the tail stays in float32
+    (clang fuses ``sumf += x[i]*y[i]``)."""
+    x, y = np.asarray(x, F32), np.asarray(y, F32)
+    n = x.shape[-1]
+    total = _hadd_reduce(_steps(x, y, 32, (4, 8)))
+    for i in range(n - n % 32, n):
+        total = fmaf(x[..., i], y[..., i], total)
+    return total
+
+
+def tinyblas(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """One output of tinyBLAS<8, __m256> over the last axis (k % 8 == 0): [...] float32."""
+    a, b = np.asarray(a, F32), np.asarray(b, F32)
+    assert a.shape[-1] % 8 == 0
+    acc = _steps(a, b, 8, (8,))
+    v = acc[..., 4:8] + acc[..., 0:4]
+    return (v[..., 0] + v[..., 2]) + (v[..., 1] + v[..., 3])
+
+
+def _pad(a: np.ndarray, mult: int, axis: int = -1) -> np.ndarray:
+    n = a.shape[axis]
+    extra = -n % mult
+    if not extra:
+        return a
+    widths = [(0, 0)] * a.ndim
+    widths[axis] = (0, extra)
+    return np.pad(a, widths)
+
+
+# ---- attention ----------------------------------------------------------------------------
+
+def softmax(scores: np.ndarray, allowed: np.ndarray, scale) -> np.ndarray:
+    """ggml_compute_forward_soft_max_f32 on rows [..., S] (S a multiple of 8) with a 0/-inf
+    mask: w = scores * scale + mask; e = v_expf(w - max w) by groups of 8; each group's sum
+    in the hsum order, the group sums added in double; p = e * (float)(1.0 / sum)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        w = scores * F32(scale)
+        w = np.where(allowed, w, F32(-np.inf))
+        m = w.max(axis=-1, keepdims=True)
+        e = v_expf(w - m)
+        g = e.reshape(e.shape[:-1] + (-1, 8))
+        v = g[..., 4:8] + g[..., 0:4]
+        hs = ((v[..., 0] + v[..., 2]) + (v[..., 1] + v[..., 3])).astype(np.float64)
+        total = np.zeros(hs.shape[:-1], np.float64)
+        for i in range(hs.shape[-1]):                       # in order, in double
+            total = total + hs[..., i]
+        inv = (1.0 / total).astype(F32)
+        return e * inv[..., None]
+
+
+def _interleave(x: np.ndarray) -> np.ndarray:
+    """Each head's last axis from minibit's (i, i + D/2) halves to the engine's pairs."""
+    D = x.shape[-1]
+    return np.ascontiguousarray(x.reshape(x.shape[:-1] + (2, D // 2)).swapaxes(-1, -2)
+                                ).reshape(x.shape)
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int,
+              engine: str = "bitnet.cpp", interleaved: bool = False) -> np.ndarray:
+    """Causal grouped-query attention as the engine's non-flash graph computes it.
+
+    q [T, H, D] float32 (after RoPE); k, v [G, S, D] from the KV cache (float16 for an F16
+    cache, float32 for F32), S = start + T.  Returns [T, H*D] float32.
+
+    scores: F16 cache: rounded q, vec_dot_f16 (llama.cpp, T >= 2, D % 8 == 0: tinyBLAS);
+            F32 cache: vec_dot_f32.
+    softmax with scale 1/sqrtf(D).
+    p . V:  T >= 2: tinyBLAS over positions (llama.cpp with an F16 cache: on rounded p);
+            T == 1: F16: vec_dot_f16 on rounded p; F32: vec_dot_f32.
+
+    interleaved (arch "llama"): the engine holds q and k with each head's dimensions in the
+    converter's permuted order (i, i + D/2 side by side), so q . k adds them in that order.
+    """
+    T, H, D = q.shape
+    G, S, _ = k.shape
+    half = k.dtype == np.float16
+    f16_rhs = ENGINES[engine]["f16_tinyblas_rhs"]
+    rep = H // G
+    if interleaved:                                             # [.., 2, D/2] -> [.., D/2, 2]
+        q = _interleave(np.asarray(q, F32))
+        k = _interleave(np.asarray(k, F32 if not half else np.float16))
+    kk = _pad(np.asarray(k, F32), 8, axis=1)                    # [G, S8, D] zero rows added
+    vv = _pad(np.asarray(v, F32), 32, axis=1)                   # [G, S32, D]
+    S8 = kk.shape[1]
+    qq = f16(q) if half else np.asarray(q, F32)
+    qg = qq.reshape(T, G, rep, 1, D)
+    if half and f16_rhs and T >= 2 and D % 8 == 0:
+        scores = tinyblas(qg, kk[None, :, None])                # [T, G, rep, S8]
+    elif half:
+        scores = vec_dot_f16(qg, kk[None, :, None])
+    else:
+        scores = vec_dot_f32(qg, kk[None, :, None])
+    allowed = np.arange(S8)[None, :] <= (start + np.arange(T))[:, None]   # [T, S8]
+    scale = F32(1) / np.sqrt(F32(D))
+    p = softmax(scores, allowed[:, None, None, :], scale)      # [T, G, rep, S8]
+    p = _pad(p, 32)                                             # [T, G, rep, S32]
+    vt = vv.transpose(0, 2, 1)[None, :, None]                   # [1, G, 1, D, S32]
+    if T >= 2:
+        pr = f16(p) if (half and f16_rhs) else p
+        out = tinyblas(vt, pr[..., None, :])                    # [T, G, rep, D]
+    elif half:
+        out = vec_dot_f16(vt, f16(p)[..., None, :])
+    else:
+        out = vec_dot_f32(vt, p[..., None, :])
+    return np.ascontiguousarray(out.reshape(T, H * D), F32)
+
+
+# ---- the LM head --------------------------------------------------------------------------
+
+def lm_head(h: np.ndarray, W: np.ndarray, dtype: str, engine: str = "bitnet.cpp") -> np.ndarray:
+    """h [T, hidden] float32 @ W.T for the F16 or F32 output matrix W [vocab, hidden].
+
+    T >= 2 and hidden % 8 == 0: tinyBLAS (llama.cpp with an F16 head: on h rounded to F16).
+    Otherwise (one row, as in decode): h is converted to W's type (F16: rounded) and each
+    logit is one vec_dot.
+    """
+    h = np.ascontiguousarray(h, F32)
+    Wf = np.asarray(W).astype(F32)
+    if h.shape[0] >= 2 and h.shape[1] % 8 == 0:
+        if dtype == "F16" and ENGINES[engine]["f16_tinyblas_rhs"]:
+            h = f16(h)
+        return tinyblas(h[:, None, :], Wf[None, :, :])
+    if dtype == "F16":
+        return vec_dot_f16(f16(h)[:, None, :], Wf[None, :, :])
+    return vec_dot_f32(h[:, None, :], Wf[None, :, :])
