@@ -3,21 +3,22 @@
 
 Same functions and signatures as the reference (its module docstring has the rules); the
 loops live in ``mb_ggml.h``.  Attention's (token, head) pairs and the LM head's rows run on
-``minibit.kernels.get_threads()`` OpenMP threads when the work is large; each output is one
-thread's fixed-order arithmetic, so the thread count never changes a bit.
+the shared pool of ``mb_rt.h`` (``minibit.kernels.get_threads()`` threads) when the work is
+large; each output is one thread's fixed-order arithmetic, so the thread count never changes
+a bit.
 """
 
 import numpy as np
 cimport numpy as cnp
-from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint16_t
 
 from minibit.model import ggml as _ref
 
 cnp.import_array()
 
+include "mb_rt.pxi"
+
 cdef extern from "mb_ggml.h" nogil:
-    int mbg_simd_allowed
     int mbg_use_simd()
     float mbg_expf(float x)
     void mbg_silu_row(const float *x, int64_t n, float *y)
@@ -40,21 +41,59 @@ ENGINES = _ref.ENGINES
 TWINNED = _ref.TWINNED
 
 
-def _set_simd(on):
-    """Allow (True) or forbid (False) the AVX2+FMA+F16C code; returns the previous setting."""
-    global mbg_simd_allowed
-    old = bool(mbg_simd_allowed)
-    mbg_simd_allowed = 1 if on else 0
-    return old
+def _nth(work):
+    """Threads for a loop of ``work`` multiply-adds: the kernels' count, or one when small."""
+    return max(1, _threads()) if work >= MIN_PARALLEL_MAC else 1
 
 
-def _simd():
-    return "avx2" if mbg_use_simd() else "scalar"
+ctypedef struct AttnJob:
+    const float *q
+    const char *k
+    const char *v
+    float *out
+    float *scratch
+    int64_t T, H, D, S, st, rep, S32, row, vrow, per, scols
+    int half16, f16_rhs, il, batch
 
 
-def _threads(work):
-    import minibit.kernels as kernels
-    return max(1, kernels.get_threads()) if work >= MIN_PARALLEL_MAC else 1
+cdef void _attend_items(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
+    """Items [i0, i1) of the job at ctx; item c: (token, head) pairs [c per, c per + per),
+    with scratch row c (one item never runs on two threads at once)."""
+    cdef const AttnJob *j = <const AttnJob *>ctx
+    cdef int64_t c, i, t, h, g, e
+    cdef float *sc
+    for c in range(i0, i1):
+        sc = j.scratch + c * j.scols
+        e = min((c + 1) * j.per, j.T * j.H)
+        for i in range(c * j.per, e):
+            t = i // j.H
+            h = i % j.H
+            g = h // j.rep
+            mbg_attend(j.q + (t * j.H + h) * j.D, j.k + g * j.row, j.v + g * j.vrow, j.half16,
+                       j.D, j.S, j.st + t, j.batch, j.f16_rhs, j.il, sc, sc + j.S32,
+                       sc + j.S32 + j.D, j.out + t * j.H * j.D + h * j.D)
+
+
+ctypedef struct HeadJob:
+    const float *x
+    const char *w
+    float *y
+    int64_t T, K, N, row
+    int wh, tb
+
+
+cdef void _head_items(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
+    """Items [i0, i1): item c is output rows [64 c, 64 c + 64) of every token."""
+    cdef const HeadJob *j = <const HeadJob *>ctx
+    cdef int64_t n, t
+    for n in range(i0 * 64, min(i1 * 64, j.N)):
+        for t in range(j.T):
+            if j.tb:
+                j.y[t * j.N + n] = mbg_tinyblas(j.x + t * j.K, 0, 1, j.w + n * j.row, j.wh, 1,
+                                                j.K, 0)
+            else:
+                j.y[t * j.N + n] = mbg_vec_dot(j.x + t * j.K, 0, 1, j.w + n * j.row, j.wh, 1,
+                                               j.K, j.wh, 0)
 
 
 def _f32(a, ndim, what):
@@ -179,28 +218,19 @@ def attention(q, k, v, start, engine="bitnet.cpp", interleaved=False):
     cdef int64_t row = k.strides[0], vrow = v.strides[0]    # kv head stride, bytes
     cdef const float[:, :, ::1] Q = q
     cdef float[:, ::1] O = out
-    cdef int nth = _threads(T * H * S * D * 2)
-    scratch = np.empty((nth, S32 + D + 32 * D), np.float32)
+    cdef int64_t pairs = T * H
+    cdef int nth = <int>min(_nth(T * H * S * D * 2), pairs)
+    cdef int64_t scols = S32 + D + 32 * D
+    scratch = np.empty((nth, scols), np.float32)
     cdef float[:, ::1] SC = scratch
-    cdef int64_t i, t, h, g
-    cdef int tid
-    if nth == 1:
-        with nogil:
-            for i in range(T * H):
-                t = i // H
-                h = i % H
-                g = h // rep
-                mbg_attend(&Q[t, h, 0], pk + g * row, pv + g * vrow, half16, D, S, st + t,
-                           batch, f16_rhs, il, &SC[0, 0], &SC[0, S32], &SC[0, S32 + D],
-                           &O[t, h * D])
-        return out
-    for i in prange(T * H, nogil=True, num_threads=nth, schedule="static"):
-        tid = threadid()
-        t = i // H
-        h = i % H
-        g = h // rep
-        mbg_attend(&Q[t, h, 0], pk + g * row, pv + g * vrow, half16, D, S, st + t, batch,
-                   f16_rhs, il, &SC[tid, 0], &SC[tid, S32], &SC[tid, S32 + D], &O[t, h * D])
+    cdef AttnJob job
+    job.q, job.k, job.v, job.out, job.scratch = &Q[0, 0, 0], pk, pv, &O[0, 0], &SC[0, 0]
+    job.T, job.H, job.D, job.S, job.st, job.rep, job.S32 = T, H, D, S, st, rep, S32
+    job.row, job.vrow, job.scols = row, vrow, scols
+    job.per = (pairs + nth - 1) // nth
+    job.half16, job.f16_rhs, job.il, job.batch = half16, f16_rhs, il, batch
+    with nogil:
+        mb_parallel(_attend_items, &job, nth, nth)
     return out
 
 
@@ -234,14 +264,13 @@ def lm_head(h, W, dtype, engine="bitnet.cpp"):
     cdef int64_t row = K * (2 if wh else 4)
     cdef const float[:, ::1] X = h
     cdef float[:, ::1] Y = out
-    cdef int nth = _threads(T * N * K)
-    for i in prange(N * T, nogil=True, num_threads=nth, schedule="static"):
-        n = i // T
-        t = i % T
-        if tb:
-            Y[t, n] = mbg_tinyblas(&X[t, 0], 0, 1, pw + n * row, wh, 1, K, 0)
-        else:
-            Y[t, n] = mbg_vec_dot(&X[t, 0], 0, 1, pw + n * row, wh, 1, K, wh, 0)
+    cdef int64_t tiles = (N + 63) // 64
+    cdef int nth = <int>min(_nth(T * N * K), tiles)
+    cdef HeadJob job
+    job.x, job.w, job.y, job.T, job.K, job.N, job.row = &X[0, 0], pw, &Y[0, 0], T, K, N, row
+    job.wh, job.tb = wh, tb
+    with nogil:
+        mb_parallel(_head_items, &job, tiles, nth)
     return out
 
 

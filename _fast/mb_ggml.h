@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "mb_rt.h"     /* the shared SIMD switch */
+
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #  define MBG_X86 1
 #else
@@ -34,8 +36,6 @@
 #  undef MBG_ATTR
 #endif
 
-static int mbg_simd_allowed = 1;
-
 static int mbg_use_simd(void) {
 #if MBG_X86
     static int cached = -1;
@@ -44,7 +44,7 @@ static int mbg_use_simd(void) {
         cached = (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
                   && __builtin_cpu_supports("f16c")) ? 1 : 0;
     }
-    return mbg_simd_allowed && cached;
+    return mb_simd() && cached;
 #else
     return 0;
 #endif

@@ -39,6 +39,7 @@ TWINS = {
     "sampling": "minibit.sampling",
     "quant_a48": "minibit.quant_a48",
     "float_ternary": "minibit.kernels.float_ternary",
+    "ggml": "minibit.model.ggml",
 }
 
 

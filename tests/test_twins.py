@@ -127,6 +127,13 @@ EXAMPLES = {
     "float_ternary": {
         "matmul": lambda: (_f32(2, 64), _HFP.data.copy(), 10, 64, np.abs(_f32(10, 2)), 32),
     },
+    "ggml": {
+        "rms_norm": lambda: (_f32(2, 64), _f32(64), 1e-5),
+        "rope_neox": lambda: (_f32(3, 2, 8), _COS.copy(), _SIN.copy()),
+        "silu": lambda: (_f32(2, 16),),
+        "attention": lambda: (_f32(2, 4, 8), _f32(2, 5, 8), _f32(2, 5, 8), 3),
+        "lm_head": lambda: (_f32(2, 16), _f32(5, 16), "F32"),
+    },
     "sampling": {
         "candidates": lambda: (_f32(50), np.array([1, 2, 3]), SamplingParams(top_k=10)),
         "sample": lambda: (_f32(50), np.array([1, 2, 3]), SamplingParams(top_k=10),
