@@ -4,21 +4,40 @@
 Each output (t, r) is one thread's loop: per column block, 32 float32 lanes by column index
 within the block (a zero-padded last step), mbd_tree's fixed reduction, times the block's
 scale, added to y in block order -- the reference's steps exactly, so the bits match for
-any thread count.  The codes are read straight from the hf_packed bytes.
+any thread count.  The codes are read straight from the hf_packed bytes.  Threads: the
+shared pool of ``mb_rt.h`` over tiles of 64 output rows.
 """
 
 import numpy as np
 cimport numpy as cnp
-from cython.parallel cimport prange
 from libc.stdint cimport int64_t, uint8_t
 
 from minibit.kernels import float_ternary as _ref
 
 cnp.import_array()
 
+include "mb_rt.pxi"
+
 cdef extern from "mb_float_ternary.h" nogil:
     float mbf_one(const float *x, const uint8_t *data, int64_t R, int64_t cols, int64_t r,
                   const float *scale_row, int64_t block)
+
+
+ctypedef struct Job:
+    const float *x
+    const uint8_t *d
+    const float *s
+    float *y
+    int64_t T, N, K, R, nb, B
+
+
+cdef void _tiles(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
+    """Items [i0, i1): item c is output rows [64 c, 64 c + 64) of every token."""
+    cdef const Job *j = <const Job *>ctx
+    cdef int64_t t, r
+    for r in range(i0 * 64, min(i1 * 64, j.N)):
+        for t in range(j.T):
+            j.y[t * j.N + r] = mbf_one(j.x + t * j.K, j.d, j.R, j.K, r, j.s + r * j.nb, j.B)
 
 
 def matmul(x, data, rows, cols, scales, block):
@@ -33,17 +52,11 @@ def matmul(x, data, rows, cols, scales, block):
     cdef const uint8_t[:, ::1] D = data
     cdef const float[:, ::1] S = scales
     cdef float[:, ::1] Y = out
-    cdef int64_t i, t, r
-    cdef const float *xp = &X[0, 0]
-    cdef const uint8_t *dp = &D[0, 0]
-    cdef const float *sp = &S[0, 0]
-    cdef float *yp = &Y[0, 0]
-    from minibit.kernels import get_threads
-    cdef int nt = get_threads()
-    if T * N * K < (1 << 16):
-        nt = 1
-    for i in prange(T * N, nogil=True, num_threads=nt, schedule="static"):
-        t = i // N
-        r = i % N
-        yp[i] = mbf_one(xp + t * K, dp, R, K, r, sp + r * nb, B)
+    cdef Job job
+    job.x, job.d, job.s, job.y = &X[0, 0], &D[0, 0], &S[0, 0], &Y[0, 0]
+    job.T, job.N, job.K, job.R, job.nb, job.B = T, N, K, R, nb, B
+    cdef int64_t tiles = (N + 63) // 64
+    cdef int nt = 1 if T * N * K < (1 << 16) else <int>min(max(1, _threads()), tiles)
+    with nogil:
+        mb_parallel(_tiles, &job, tiles, nt)
     return out

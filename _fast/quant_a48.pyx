@@ -9,7 +9,6 @@ np.rint; TopK finds the K-th largest |x| by sorting a copy and keeps ties by pos
 
 import numpy as np
 cimport numpy as cnp
-from cython.parallel cimport prange
 from libc.stdint cimport int64_t, int8_t
 from libc.math cimport fabsf, rintf
 from libc.stdlib cimport malloc, free, qsort
@@ -18,6 +17,8 @@ from minibit import quant_a48 as _ref
 from minibit.quant import _activations
 
 cnp.import_array()
+
+include "mb_rt.pxi"
 
 cdef extern from "mb_dense.h" nogil:
     float mbd_tree(const float *acc)
@@ -59,7 +60,7 @@ def quantize_act_a4(x):
     cdef float[::1] S = s
     cdef float beta, sc, v
     cdef float sq7 = SQRT7, eps = EPS
-    for t in prange(T, nogil=True, schedule="static"):
+    for t in range(T):
         beta = _abs_lane_sum(&X[t, 0], K) / <float>K
         sc = sq7 / (beta + eps)
         S[t] = sc
@@ -79,7 +80,7 @@ def quantize_act_a8(x):
     cdef int8_t[:, ::1] Q = q
     cdef float[::1] S = s
     cdef float g, sc, v, eps = EPS, c127 = 127.0
-    for t in prange(T, nogil=True, schedule="static"):
+    for t in range(T):
         g = 0.0
         for k in range(K):
             if fabsf(X[t, k]) > g:
@@ -107,7 +108,7 @@ def topk_sparsify(x, ratio=TOPK_RATIO):
     cdef float[:, ::1] O = out
     cdef float *buf
     cdef float thr, a
-    for t in prange(T, nogil=True, schedule="static"):
+    for t in range(T):
         buf = <float *>malloc(K * sizeof(float))
         for k in range(K):
             buf[k] = fabsf(X[t, k])
@@ -139,7 +140,7 @@ def quantize_kv_int3(x):
     cdef const float[:, :, ::1] X = a
     cdef float[:, :, ::1] O = out
     cdef float g, sc, eps = EPS, qv, c3 = 3.0
-    for i in prange(T * G, nogil=True, schedule="static"):
+    for i in range(T * G):
         g = 0.0
         for k in range(D):
             if fabsf(X[i // G, i % G, k]) > g:
