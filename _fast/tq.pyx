@@ -109,12 +109,25 @@ def linear_q8k(data, rows, cols, fmt, q, d):
     return _run(data, int(rows), int(cols), fmt, q, d)
 
 
-cdef inline void _lane_tile(int64_t i, int fmt2, const uint8_t *data, int64_t cols,
-                            const int8_t *q, const int32_t *csum, const float *da, int64_t T,
-                            int64_t rows, int fused, int32_t *lanes, float *out) noexcept nogil:
-    cdef int64_t r0 = i * TILE_ROWS
-    mb_tq_lanes(fmt2, data, cols, q, csum, da, T, rows, r0, min(r0 + TILE_ROWS, rows), fused,
-                lanes, out)
+ctypedef struct LaneJob:
+    const uint8_t *data
+    const int8_t *q
+    const int32_t *csum
+    const float *da
+    int32_t *lanes
+    float *out
+    int64_t cols, T, rows
+    int fmt2, fused
+
+
+cdef void _lane_tiles(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
+    """Items [i0, i1) of the job at ctx; item i: weight rows [TILE_ROWS i, TILE_ROWS (i + 1))."""
+    cdef const LaneJob *j = <const LaneJob *>ctx
+    cdef int64_t i, r0
+    for i in range(i0, i1):
+        r0 = i * TILE_ROWS
+        mb_tq_lanes(j.fmt2, j.data, j.cols, j.q, j.csum, j.da, j.T, j.rows, r0,
+                    min(r0 + TILE_ROWS, j.rows), j.fused, j.lanes, j.out)
 
 
 cdef _run_lanes(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d, int fused):
@@ -145,17 +158,12 @@ cdef _run_lanes(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d, int fused
     cdef float *pout = NULL if want_lanes else &O[0, 0]
     cdef int64_t ntiles = (rows + TILE_ROWS - 1) // TILE_ROWS
     cdef int nth = max(1, min(_threads(), ntiles)) if T * rows * cols >= MIN_PARALLEL_MAC else 1
-    cdef int64_t i
-    cdef int64_t chunk = max(1, ntiles // (8 * nth))
-    if nth == 1:
-        with nogil:
-            for i in range(ntiles):
-                _lane_tile(i, fmt2, &D[0, 0], cols, &Q[0, 0], &CS[0, 0, 0], &DA[0, 0], T, rows,
-                           fused, plan, pout)
-        return result
-    for i in prange(ntiles, nogil=True, num_threads=nth, schedule="dynamic", chunksize=chunk):
-        _lane_tile(i, fmt2, &D[0, 0], cols, &Q[0, 0], &CS[0, 0, 0], &DA[0, 0], T, rows, fused,
-                   plan, pout)
+    cdef LaneJob job
+    job.data, job.q, job.csum, job.da = &D[0, 0], &Q[0, 0], &CS[0, 0, 0], &DA[0, 0]
+    job.lanes, job.out, job.cols, job.T, job.rows = plan, pout, cols, T, rows
+    job.fmt2, job.fused = fmt2, fused
+    with nogil:
+        mb_parallel(_lane_tiles, &job, ntiles, nth)
     return result
 
 
