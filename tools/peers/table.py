@@ -4,7 +4,8 @@
 
 For every engine, architecture and ternary format the engine runs (peers.RUNS), on the
 synthetic models of peers.synthetic_models (40 positions; F16 KV cache, the engines'
-default), batch and token by token ("seq"): how many positions' logits are bit-identical,
+default; no flash attention, which minibit does not copy), batch and token by token
+("seq"), under the engine's own profile: how many positions' logits are bit-identical,
 how many agree on the argmax, and the median and max per-position relative error
 ||minibit - engine|| / ||engine||.  The last column says whether the row meets issue 17's
 bar (peers.meets_done_when with exact=False).  Prints a Markdown table.
@@ -34,11 +35,11 @@ def rows(threads=(1,), models_dir=None, log=print):
             continue
         for arch, fmt in peers.RUNS[name]:
             path = models[(arch, fmt)]
-            profile = peers.PROFILE_OF[fmt]
+            profile = name                  # the engine's own profile (minibit.model.ggml)
             for mode in ("batch", "seq"):
                 mine = peers.minibit_logits(path, ids, mode, profile=profile)
                 for t in threads:
-                    eng = peers.evaluate(p, path, ids, mode, t)["logits"]
+                    eng = peers.evaluate(p, path, ids, mode, t, flash_attn="off")["logits"]
                     a = peers.agreement(mine, eng)
                     out.append(dict(profile=profile, engine=p.label, fmt=fmt, arch=arch, mode=mode,
                                     threads=t, **{k: v for k, v in a.items() if k != "rel"},
