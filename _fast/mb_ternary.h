@@ -762,7 +762,7 @@ static void mb_tq_lanes(int fmt2, const uint8_t *data, int64_t cols, const int8_
     const int B = fmt2 ? 66 : 54;
     const int64_t rb = nb * B;
 #if MB_X86
-    const int avx2 = mb_use_avx2();
+    const int avx2 = mb_simd();
 #endif
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *w = data + r * rb;
