@@ -83,8 +83,6 @@ def write_checkpoint(path: str, arch: str = "bitnet-b1.58", hidden: int = 64, in
     embedding at 0.66 GB instead of 1.3 GB)."""
     if embed_dtype not in ("float32", "float16"):
         raise ValueError(f"embed_dtype must be float32 or float16, got {embed_dtype!r}")
-    from safetensors.numpy import save_file
-
     os.makedirs(path, exist_ok=True)
     rng = np.random.default_rng(seed)
     hd = head_dim or hidden // heads
@@ -143,7 +141,14 @@ def write_checkpoint(path: str, arch: str = "bitnet-b1.58", hidden: int = 64, in
     t["model.norm.weight"] = norm(hidden)
     if not tied:
         t["lm_head.weight"] = (0.5 * rng.standard_normal((vocab, hidden))).astype(embed_dtype)
-    save_file(t, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    return _save_snapshot(path, t, cfg)
+
+
+def _save_snapshot(path: str, tensors: dict, cfg: dict) -> str:
+    """Write a snapshot directory: model.safetensors, config.json and the byte tokenizer."""
+    from safetensors.numpy import save_file
+
+    save_file(tensors, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
         json.dump(cfg, f, indent=1)
     with open(os.path.join(path, "tokenizer.json"), "w", encoding="utf-8") as f:
@@ -161,8 +166,6 @@ def write_trilm_checkpoint(path: str, shards: int = 2, hidden: int = 64, interme
     minibit.io.trilm) -- stored unpacked in ``dtype`` ("float16" as the released
     checkpoints, or "float32"); ``pretraining_model_parallel`` = shards in config.json.
     ternary=False writes ordinary float weights instead (a float LLaMA, not ternary)."""
-    from safetensors.numpy import save_file
-
     if dtype not in ("float16", "float32"):
         raise ValueError(f"dtype must be float16 or float32, got {dtype!r}")
     os.makedirs(path, exist_ok=True)
@@ -198,9 +201,4 @@ def write_trilm_checkpoint(path: str, shards: int = 2, hidden: int = 64, interme
     t["model.norm.weight"] = (1.0 + 0.1 * rng.standard_normal(hidden)).astype(dtype)
     if not tied:
         t["lm_head.weight"] = (0.5 * rng.standard_normal((vocab, hidden))).astype(dtype)
-    save_file(t, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
-    with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
-        json.dump(cfg, f, indent=1)
-    with open(os.path.join(path, "tokenizer.json"), "w", encoding="utf-8") as f:
-        f.write(byte_tokenizer_json())
-    return path
+    return _save_snapshot(path, t, cfg)
