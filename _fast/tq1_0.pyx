@@ -8,7 +8,7 @@ from libc.math cimport roundf, isinf
 from minibit.formats._packed import check_matrix
 from minibit.formats import tq1_0 as _ref
 from minibit.formats import tq2_0 as _tq2
-from minibit._fast.tq2_0 import _block_max
+from minibit._fast.tq2_0 import _block_max, _scale_codes
 
 cnp.import_array()
 
@@ -111,14 +111,4 @@ def unpack(data, Py_ssize_t rows, Py_ssize_t cols):
 def dequantize(data, Py_ssize_t rows, Py_ssize_t cols):
     """uint8 [rows, nb*54] -> float32 [rows, cols] = (trit - 1) * d."""
     codes, scales = unpack(data, rows, cols)
-    cdef Py_ssize_t nb = cols // QK, r, b, j
-    cdef const cnp.int8_t[:, ::1] c = codes
-    cdef const float[:, ::1] s = scales
-    out = np.empty((rows, cols), dtype=np.float32)
-    cdef float[:, ::1] o = out
-    with nogil:
-        for r in range(rows):
-            for b in range(nb):
-                for j in range(QK):
-                    o[r, b * QK + j] = <float>c[r, b * QK + j] * s[r, b]
-    return out
+    return _scale_codes(codes, scales, rows, cols)

@@ -108,6 +108,12 @@ def unpack(data, Py_ssize_t rows, Py_ssize_t cols):
 def dequantize(data, Py_ssize_t rows, Py_ssize_t cols):
     """uint8 [rows, nb*66] -> float32 [rows, cols] = (code - 1) * d."""
     codes, scales = unpack(data, rows, cols)
+    return _scale_codes(codes, scales, rows, cols)
+
+
+def _scale_codes(codes, scales, Py_ssize_t rows, Py_ssize_t cols):
+    """int8 codes [rows, cols] times their 256-block's scale float32 [rows, nb] -> float32
+    [rows, cols] (the last step of TQ2_0's and TQ1_0's dequantize)."""
     cdef Py_ssize_t nb = cols // QK, r, b, j
     cdef const cnp.int8_t[:, ::1] c = codes
     cdef const float[:, ::1] s = scales
