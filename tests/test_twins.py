@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from minibit import _backend, formats
 from minibit.formats import tl1, tl2
 from minibit.kernels import lut
+from minibit.model import ggml
 from minibit.model.layers import rope_tables
 from minibit.sampling import SamplingParams
 
@@ -48,6 +49,7 @@ _TL1 = tl1.default_params(64, 96)
 _TL2 = tl2.default_params(64, 96)
 _TLC = _codes(64, 96)
 _COS, _SIN = rope_tables(np.arange(3, 6), 8, 10000.0)
+_GCOS, _GSIN = ggml.rope_tables(np.arange(3, 6), 8, 10000.0)
 
 # twin name -> {function: () -> args}; every TWINNED function of every twin has one
 EXAMPLES = {
@@ -96,6 +98,9 @@ EXAMPLES = {
         "block_sums": lambda: (_TQ2.copy(), 3, 256, "tq2_0", _q(2, 256)),
         "linear_q8k": lambda: (_TQ1.copy(), 3, 256, "tq1_0", _q(2, 256),
                                np.float32([[0.01], [0.02]])),
+        "lane_sums": lambda: (_TQ2.copy(), 3, 256, "tq2_0", _q(2, 256)),
+        "linear_q8k_avx2": lambda: (_TQ2.copy(), 3, 256, "tq2_0", _q(2, 256),
+                                    np.float32([[0.01], [0.02]])),
     },
     "lut": {
         "tl1_integer": lambda: (_q(2, 96), _TL1P),
@@ -129,8 +134,13 @@ EXAMPLES = {
     },
     "ggml": {
         "rms_norm": lambda: (_f32(2, 64), _f32(64), 1e-5),
-        "rope_neox": lambda: (_f32(3, 2, 8), _COS.copy(), _SIN.copy()),
+        "rope_tables": lambda: (np.arange(3, 6), 8, 10000.0),
+        "rope_neox": lambda: (_f32(3, 2, 8), _GCOS.copy(), _GSIN.copy()),
+        "v_expf": lambda: (_f32(10),),
         "silu": lambda: (_f32(2, 16),),
+        "vec_dot_f16": lambda: (_f32(3, 16), _f32(3, 16)),
+        "vec_dot_f32": lambda: (_f32(3, 16), _f32(3, 16)),
+        "tinyblas": lambda: (_f32(3, 16), _f32(3, 16)),
         "attention": lambda: (_f32(2, 4, 8), _f32(2, 5, 8), _f32(2, 5, 8), 3),
         "lm_head": lambda: (_f32(2, 16), _f32(5, 16), "F32"),
     },

@@ -83,7 +83,8 @@ __all__ = ["ENGINES", "fmaf", "f16", "rms_norm", "rope_tables", "rope_neox", "v_
            "vec_dot_f16", "vec_dot_f32", "tinyblas", "softmax", "attention", "lm_head",
            "TWINNED"]
 
-TWINNED = ("rms_norm", "rope_neox", "silu", "attention", "lm_head")
+TWINNED = ("rms_norm", "rope_tables", "rope_neox", "v_expf", "silu", "vec_dot_f16", "vec_dot_f32",
+           "tinyblas", "attention", "lm_head")
 
 F32 = np.float32
 
