@@ -136,14 +136,17 @@ class ServeProcess:
     def __init__(self, *args, timeout=120.0):
         import re
         import subprocess
+        import tempfile
         import sys
         import time
 
         env = dict(os.environ)
         env.pop("PYTHONWARNINGS", None)
+        # from outside the checkout, so the installed package (twins, data) answers
         self.proc = subprocess.Popen([sys.executable, "-m", "minibit", "serve", "--port", "0", *args],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, bufsize=0, env=env)
+                                     stderr=subprocess.PIPE, bufsize=0, env=env,
+                                     cwd=tempfile.gettempdir())
         self._buf = b""
         self.url = None
         deadline = time.monotonic() + timeout

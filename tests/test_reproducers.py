@@ -53,10 +53,11 @@ def test_bad_packed_is_a_format_error(be, shape, data):
         formats.decode(formats.Packed("i2_s", shape, data))
 
 
-def test_inspect_demo():
-    """`minibit inspect demo` lists the bundled model (it said "no such file or directory")."""
+def test_inspect_demo(tmp_path):
+    """`minibit inspect demo` lists the bundled model (it said "no such file or directory").
+    Run outside the checkout, so the installed package answers."""
     r = subprocess.run([sys.executable, "-m", "minibit", "inspect", "demo"], capture_output=True,
-                       text=True, timeout=120)
+                       text=True, timeout=120, cwd=str(tmp_path))
     assert r.returncode == 0 and r.stderr == "", r.stderr
     assert "model.embed_tokens.weight" in r.stdout and "# 74 tensors" in r.stdout
 

@@ -13,6 +13,7 @@ import json
 import signal
 import socket
 import subprocess
+import tempfile
 import sys
 import time
 
@@ -67,7 +68,7 @@ def test_sigint_stops_with_130():
 
 def _serve_cmd(*args):
     return subprocess.run([sys.executable, "-m", "minibit", "serve", *args], capture_output=True,
-                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+                          text=True, timeout=120, stdin=subprocess.DEVNULL, cwd=tempfile.gettempdir())
 
 
 @pytest.mark.parametrize("args, needle", [

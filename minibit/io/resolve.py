@@ -19,9 +19,18 @@ DEMOS = ("demo", "demo-a4.8")      # bundled models: package data minibit.data/<
 
 
 def demo_dir(name: str = "demo") -> str:
-    """A bundled demo model's directory (package data minibit.data/demo, .../demo-a4.8)."""
-    from .. import data
-    return os.path.join(os.path.dirname(os.path.abspath(data.__file__)), name)
+    """A bundled demo model's directory (package data minibit.data/demo, .../demo-a4.8).
+
+    setup.py installs data/ as the package minibit.data.  Run from a source checkout without
+    that mapping (``python -m minibit`` in the repository root imports the source tree), the
+    package is data/ beside minibit/."""
+    try:
+        from .. import data
+        root = os.path.dirname(os.path.abspath(data.__file__))
+    except ImportError:
+        root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__)))), "data")
+    return os.path.join(root, name)
 
 
 def hf_cache_dir() -> str:
