@@ -29,9 +29,12 @@
 #undef MBG_ATTR
 
 #if MBG_X86
+#  include <immintrin.h>
 #  define MBG_FN(n) n##_x
 #  define MBG_ATTR __attribute__((target("avx2,fma,f16c")))
+#  define MBG_VECTOR 1          /* the body's vector fast paths (intrinsics) */
 #  include "mb_ggml_body.h"
+#  undef MBG_VECTOR
 #  undef MBG_FN
 #  undef MBG_ATTR
 #endif

@@ -110,6 +110,24 @@ MBG_ATTR static float MBG_FN(mbg_vec_dot)(const void *x, int xh, int64_t xs, con
     float acc[4][8];
     memset(acc, 0, sizeof(acc));
     const int64_t np = n & ~(int64_t)31, half = n / 2;
+#ifdef MBG_VECTOR
+    if (!il && xs == 1 && ys == 1) {
+        /* the same lanes in registers: acc[j] is one __m256, each lane one fmaf per step;
+         * F16 -> F32 is exact (vcvtph2ps) */
+        __m256 a[4];
+        for (int j = 0; j < 4; j++) a[j] = _mm256_setzero_ps();
+        for (int64_t i = 0; i < np; i += 32)
+            for (int j = 0; j < 4; j++) {
+                const int64_t e = i + 8 * j;
+                const __m256 xv = xh ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)x + e)))
+                                     : _mm256_loadu_ps((const float *)x + e);
+                const __m256 yv = yh ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)y + e)))
+                                     : _mm256_loadu_ps((const float *)y + e);
+                a[j] = _mm256_fmadd_ps(xv, yv, a[j]);
+            }
+        for (int j = 0; j < 4; j++) _mm256_storeu_ps(acc[j], a[j]);
+    } else
+#endif
     for (int64_t i = 0; i < np; i += 32)
         for (int j = 0; j < 4; j++)
             for (int l = 0; l < 8; l++) {

@@ -754,6 +754,55 @@ MB_AVX2 static inline void mb_tq2_lanes_avx2(const uint8_t *qs, const int8_t *y,
 }
 #endif
 
+#if MB_X86
+/* One TQ2_0 row x one token in the AVX2 kernel's order, all in registers: the lanes of
+ * mb_tq2_lanes_avx2 minus csum, widened to float, then per lane fl(L * dd) + sumf (fused:
+ * one fmaf per lane, _mm256_fmadd_ps); the same steps as the scalar loop below, lane by lane,
+ * so the same bits.  Needs FMA for the fused order (mb_cpu_has_fma). */
+#  define MB_TQ_LANE_BODY(FUSE)                                                              \
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi16(1);                       \
+    __m256 sumf = _mm256_setzero_ps();                                                       \
+    for (int64_t b = 0; b < nb; b++) {                                                       \
+        const uint8_t *qs = w + 66 * b;                                                      \
+        const int8_t *yb = y + 256 * b;                                                      \
+        __m256i acc = _mm256_setzero_si256();                                                \
+        for (int h = 0; h < 2; h++) {                                                        \
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(qs + 32 * h));            \
+            for (int n = 0; n < 4; n++)                                                      \
+                acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(                            \
+                          _mm256_and_si256(_mm256_srli_epi16(x, 2 * n), m3),                 \
+                          _mm256_loadu_si256((const __m256i *)(yb + 128 * h + 32 * n))));    \
+        }                                                                                    \
+        const __m256i L = _mm256_sub_epi32(_mm256_madd_epi16(acc, one),                      \
+                                           _mm256_loadu_si256((const __m256i *)(cs + 8 * b)));\
+        const __m256 dd = _mm256_set1_ps(da[b] * mb_half_to_float(qs + 64));                 \
+        sumf = FUSE;                                                                         \
+    }                                                                                        \
+    float s[8];                                                                              \
+    _mm256_storeu_ps(s, sumf);                                                               \
+    float s4[4];                                                                             \
+    for (int i = 0; i < 4; i++) s4[i] = s[4 + i] + s[i];                                     \
+    return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+
+__attribute__((target("avx2,f16c,fma")))
+static float mb_tq2_lanes_row_fused(const uint8_t *w, int64_t nb, const int8_t *y,
+                                    const int32_t *cs, const float *da) {
+    MB_TQ_LANE_BODY(_mm256_fmadd_ps(_mm256_cvtepi32_ps(L), dd, sumf))
+}
+
+MB_AVX2 static float mb_tq2_lanes_row(const uint8_t *w, int64_t nb, const int8_t *y,
+                                      const int32_t *cs, const float *da) {
+    MB_TQ_LANE_BODY(_mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(L), dd), sumf))
+}
+#  undef MB_TQ_LANE_BODY
+
+static int mb_cpu_has_fma(void) {
+    static int cached = -1;
+    if (cached < 0) { __builtin_cpu_init(); cached = __builtin_cpu_supports("fma") ? 1 : 0; }
+    return cached;
+}
+#endif
+
 /* rows [r0, r1) x T tokens; csum [T, nb, 8]; lanes_out [T, rows, nb, 8] or out [T, rows] */
 static void mb_tq_lanes(int fmt2, const uint8_t *data, int64_t cols, const int8_t *q,
                         const int32_t *csum, const float *da, int64_t T, int64_t rows,
@@ -763,6 +812,18 @@ static void mb_tq_lanes(int fmt2, const uint8_t *data, int64_t cols, const int8_
     const int64_t rb = nb * B;
 #if MB_X86
     const int avx2 = mb_simd();
+#endif
+#if MB_X86
+    if (avx2 && fmt2 && out && !lanes_out && (!fused || mb_cpu_has_fma())) {
+        for (int64_t r = r0; r < r1; r++)
+            for (int64_t t = 0; t < T; t++) {
+                const uint8_t *w = data + r * rb;
+                out[t * rows + r] = fused
+                    ? mb_tq2_lanes_row_fused(w, nb, q + t * cols, csum + t * nb * 8, da + t * nb)
+                    : mb_tq2_lanes_row(w, nb, q + t * cols, csum + t * nb * 8, da + t * nb);
+            }
+        return;
+    }
 #endif
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *w = data + r * rb;
