@@ -49,6 +49,14 @@ cdef float _abs_lane_sum(const float *x, int64_t K) noexcept nogil:
     return mbd_tree(acc)
 
 
+cdef void _round_clip(const float *x, int64_t K, float sc, float lo, float hi,
+                      int8_t *q) noexcept nogil:
+    """q = clip(rint(x * sc), lo, hi): the last step of both per-token quantizers."""
+    cdef int64_t k
+    for k in range(K):
+        q[k] = <int8_t>_clampf(rintf(x[k] * sc), lo, hi)
+
+
 def quantize_act_a4(x):
     """INT4 absmean per token -> (int8 q in [-8, 7], float32 s [T]); see the reference."""
     x = _activations(x)
@@ -58,15 +66,13 @@ def quantize_act_a4(x):
     cdef const float[:, ::1] X = x
     cdef int8_t[:, ::1] Q = q
     cdef float[::1] S = s
-    cdef float beta, sc, v
+    cdef float beta, sc
     cdef float sq7 = SQRT7, eps = EPS
     for t in range(T):
         beta = _abs_lane_sum(&X[t, 0], K) / <float>K
         sc = sq7 / (beta + eps)
         S[t] = sc
-        for k in range(K):
-            v = X[t, k] * sc
-            Q[t, k] = <int8_t>_clampf(rintf(v), -8.0, 7.0)
+        _round_clip(&X[t, 0], K, sc, -8.0, 7.0, &Q[t, 0])
     return q, s
 
 
@@ -79,7 +85,7 @@ def quantize_act_a8(x):
     cdef const float[:, ::1] X = x
     cdef int8_t[:, ::1] Q = q
     cdef float[::1] S = s
-    cdef float g, sc, v, eps = EPS, c127 = 127.0
+    cdef float g, sc, eps = EPS, c127 = 127.0
     for t in range(T):
         g = 0.0
         for k in range(K):
@@ -87,9 +93,7 @@ def quantize_act_a8(x):
                 g = fabsf(X[t, k])
         sc = c127 / (g + eps)      # float32 division, as the reference
         S[t] = sc
-        for k in range(K):
-            v = X[t, k] * sc
-            Q[t, k] = <int8_t>_clampf(rintf(v), -128.0, 127.0)
+        _round_clip(&X[t, 0], K, sc, -128.0, 127.0, &Q[t, 0])
     return q, s
 
 

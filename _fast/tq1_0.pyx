@@ -3,7 +3,7 @@
 
 import numpy as np
 cimport numpy as cnp
-from libc.math cimport roundf, isinf
+from libc.math cimport roundf
 
 from minibit.formats._packed import check_matrix
 from minibit.formats import tq1_0 as _ref
@@ -11,6 +11,8 @@ from minibit.formats import tq2_0 as _tq2
 from minibit._fast.tq2_0 import _block_max, _scale_codes
 
 cnp.import_array()
+
+include "tq_block.pxi"
 
 cdef enum:
     QK = 256
@@ -46,11 +48,7 @@ def quantize(w):
     with nogil:
         for r in range(rows):
             for b in range(nb):
-                inv = 0.0
-                if dm[r, b] != 0:
-                    inv = <float>1.0 / dm[r, b]
-                    if isinf(inv):                # d < 2^-128: see block_scales in formats/tq2_0.py
-                        inv = 0.0
+                inv = _inv_scale(dm[r, b])
                 base = b * QK
                 ob = b * BLK
                 for m in range(32):                       # elements m + 32n

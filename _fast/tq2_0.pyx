@@ -8,12 +8,14 @@ twin and the reference share one conversion.
 
 import numpy as np
 cimport numpy as cnp
-from libc.math cimport roundf, fabsf, isinf
+from libc.math cimport roundf, fabsf
 
 from minibit.formats._packed import check_matrix
 from minibit.formats import tq2_0 as _ref
 
 cnp.import_array()
+
+include "tq_block.pxi"
 
 cdef enum:
     QK = 256
@@ -60,11 +62,7 @@ def quantize(w):
     with nogil:
         for r in range(rows):
             for b in range(nb):
-                inv = 0.0
-                if dm[r, b] != 0:
-                    inv = <float>1.0 / dm[r, b]
-                    if isinf(inv):                # d < 2^-128: see block_scales in formats/tq2_0.py
-                        inv = 0.0
+                inv = _inv_scale(dm[r, b])
                 base = b * QK
                 for h in range(2):
                     for m in range(32):
