@@ -134,23 +134,31 @@ def topk_sparsify(x, ratio=TOPK_RATIO):
     return out
 
 
-def quantize_kv_int3(x):
-    """The 3-bit cache values q / s per (token, head); see the reference."""
+def quantize_kv_int3(x, start=0):
+    """The 3-bit cache values (u - h) / s per (token, head), the first position at 4 bits;
+    see the reference."""
     a = np.ascontiguousarray(x, dtype=np.float32)
     if a.ndim != 3:
         raise ValueError(f"quantize_kv_int3: expected [T, G, D], got shape {a.shape}")
-    cdef int64_t T = a.shape[0], G = a.shape[1], D = a.shape[2], i, k
+    start = int(start)
+    if start < 0:
+        raise ValueError(f"quantize_kv_int3: start must be >= 0, got {start}")
+    cdef int64_t T = a.shape[0], G = a.shape[1], D = a.shape[2], i, t, k
+    cdef int64_t first = 1 if start == 0 else 0     # rows of token 0 (4 bits)
     out = np.empty_like(a)
     cdef const float[:, :, ::1] X = a
     cdef float[:, :, ::1] O = out
-    cdef float g, sc, eps = EPS, qv, c3 = 3.0
+    cdef float g, sc, L, h, u, eps = EPS
     for i in range(T * G):
+        t = i // G
+        L = 15.0 if t < first else 7.0
+        h = 7.5 if t < first else 3.5
         g = 0.0
         for k in range(D):
-            if fabsf(X[i // G, i % G, k]) > g:
-                g = fabsf(X[i // G, i % G, k])
-        sc = c3 / (g + eps)
+            if fabsf(X[t, i % G, k]) > g:
+                g = fabsf(X[t, i % G, k])
+        sc = h / (g + eps)
         for k in range(D):
-            qv = _clampf(rintf(X[i // G, i % G, k] * sc), -4.0, 3.0)
-            O[i // G, i % G, k] = qv / sc
+            u = _clampf(rintf(X[t, i % G, k] * sc + h), 0.0, L)
+            O[t, i % G, k] = (u - h) / sc
     return out

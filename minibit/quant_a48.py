@@ -12,7 +12,8 @@ o_proj                TopK sparsification, then INT8 absmax       :func:`topk_sp
                       (sharp distribution with outliers)          :func:`quantize_act_a8`
 down_proj             INT8 absmax; the input is already sparse    :func:`quantize_act_a8`
                       (squared ReLU + GLU)
-K and V heads         optional 3-bit cache                        :func:`quantize_kv_int3`
+K and V heads         optional 3-bit cache (post-RoPE, unsigned   :func:`quantize_kv_int3`
+                      absmax; the BOS token's heads at 4 bits)
 ====================  ==========================================  =========================
 
 The formulas, per token (one row of x), with RoundClip(y, a, b) = min(max(round(y), a), b)::
@@ -20,19 +21,24 @@ The formulas, per token (one row of x), with RoundClip(y, a, b) = min(max(round(
     INT8 (absmax):   gamma = max|x|                 Q(x) = gamma/127 * RoundClip(127 x / (gamma + eps), -128, 127)
     INT4 (absmean):  beta  = mean|x|                Q(x) = beta/sqrt(7) * RoundClip(sqrt(7) x / (beta + eps), -8, 7)
     TopK:            keep the K entries of largest |x|, zero the rest; K = 50% of the row
-    INT3 (absmax):   gamma = max|x| over one head   Q(x) = gamma/3 * RoundClip(3 x / (gamma + eps), -4, 3)
+    KV, b bits:      gamma = max|x| over one head   Q(x) = (u - h) / s,  s = h / (gamma + eps),  h = (2^b - 1) / 2,
+                                                   u = RoundClip(s x + h, 0, 2^b - 1)   (b = 3; 4 for the BOS token)
 
-(INT8 and INT4 are the paper's equations for Q_INT8 and Q_INT4; the 3-bit cache follows the
-same absmax form with 2^(3-1) - 1 = 3 levels each side, one scale per token and kv head.
-Training runs with these in the forward pass and straight-through gradients; the paper
-trains with INT8 activations first and switches to this hybrid scheme for the last 5% of
-the tokens.)  These formulas were transcribed from the paper in an earlier reading; the
-stored copy available to this session only reaches the paper's introduction, so check the
-equations against §2 of the paper before relying on the exact epsilon placement.
+(INT8 and INT4 are the paper's equations (3) and (7) for Q_INT8 and Q_INT4, checked against the
+paper's text; TopK 50% on the o_proj input is its equation (1) with the K of its §3.  The paper
+says of the cache only that the heads are quantized after RoPE "to unsigned integers using the
+absmax function", with the BOS token's heads kept at 4 bits for a 3-bit cache (§3.1, "Low-bit
+Attention"); the unsigned absmax form above, h = (2^b - 1) / 2 so that -max|x| and +max|x| are
+the end codes, is minibit's reading of that sentence.  Training runs with these in the forward
+pass and straight-through gradients; the paper trains with INT8 activations first and switches
+to this hybrid scheme for the last 5% of the tokens (95B + 5B), reusing the optimizer states.
+Dequantization: the paper writes gamma/127 (and beta/sqrt(7)); minibit divides by s, i.e.
+multiplies by (gamma + eps)/127, the order the b1.58 "hf" profile uses: a relative
+difference of 1e-5 / max|x| in the dequantized value, the same on both backends.)
 
 minibit's arithmetic, every step float32 and rounded once, in this order:
 
-* ``s = C / (scale + 1e-5)`` with C = 127, sqrt(7) rounded to float32 (2.6457512) or 3;
+* ``s = C / (scale + 1e-5)`` with C = 127 or sqrt(7) rounded to float32 (2.6457512);
   ``q = clip(rint(x * s), lo, hi)``: the product in float32, then round half to even
   (``np.rint``, as torch.round).  The integer product with the ternary codes then goes
   back to float as ``(float)R / s * weight_scale``, the "hf" profile's order.
@@ -46,6 +52,12 @@ Worked example (INT4)::
     x = [0.5, -1.0, 0.25, 0.0]     mean|x| = 1.75 / 4 = 0.4375
     s = 2.6457512 / 0.43751 = 6.047...     x * s = [3.02, -6.05, 1.51, 0]
     q = [3, -6, 2, 0]              (dequantized: q / s = [0.496, -0.992, 0.331, 0])
+
+Worked example (3-bit cache, a head of a token after the first)::
+
+    x = [1.0, -0.5, 0.2, 0.0]      max|x| = 1, h = 3.5, s = 3.5 / 1.00001 = 3.49997
+    x * s + h = [7.0, 1.75, 4.2, 3.5]     u = [7, 2, 4, 4]   (3.5 rounds half to even)
+    (u - h) / s = [1.00001, -0.42857, 0.14286, 0.14286]
 """
 
 from __future__ import annotations
@@ -111,17 +123,33 @@ def topk_sparsify(x, ratio: float = TOPK_RATIO):
     return out
 
 
-def quantize_kv_int3(x):
+def quantize_kv_int3(x, start: int = 0):
     """The 3-bit cache: float32 [T, G, D] -> float32 [T, G, D], each (token, head) vector
-    replaced by its INT3 absmax value q / s with s = 3 / (max|x| + 1e-5), q = clip(rint(x*s), -4, 3).
+    replaced by the value its unsigned absmax code stands for (see the module's table).
 
-    minibit keeps the result as float32 (exactly q / s, rounded once): the values a 3-bit
-    cache holds, not its memory layout.
+    ``x`` holds the tokens at positions start, start+1, ...; the token at position 0 (the
+    sequence's first, BOS when the tokenizer adds one) keeps 4 bits, as in the paper.  Per
+    (token, head), with b bits, L = 2^b - 1 and h = L / 2 (3.5 or 7.5)::
+
+        s = h / (max|x| + 1e-5);   u = clip(rint(x * s + h), 0, L);   value = (u - h) / s
+
+    each step in float32 (x * s, + h and u - h rounded once each; u - h is exact).  The
+    levels (u - h) / s are symmetric, +-0.5/s ... +-h/s: all 2^b codes are used, and zero
+    is not a level.  minibit keeps the values as float32: what a 3-bit cache holds, not its
+    memory layout.
     """
     a = np.ascontiguousarray(x, dtype=np.float32)
     if a.ndim != 3:
         raise ValueError(f"quantize_kv_int3: expected [T, G, D], got shape {a.shape}")
+    start = int(start)
+    if start < 0:
+        raise ValueError(f"quantize_kv_int3: start must be >= 0, got {start}")
+    bits = np.full((a.shape[0], 1, 1), 3)
+    if start == 0 and a.shape[0]:
+        bits[0] = 4                                             # the first token: 4 bits
+    L = (np.float32(1) * (2 ** bits - 1)).astype(np.float32)      # 7 or 15
+    h = (L / np.float32(2)).astype(np.float32)                    # 3.5 or 7.5 (exact)
     gamma = np.abs(a).max(axis=2, keepdims=True)
-    s = (np.float32(3) / (gamma + EPS)).astype(np.float32)
-    q = np.clip(np.rint(a * s), -4, 3).astype(np.float32)
-    return (q / s).astype(np.float32)
+    s = (h / (gamma + EPS)).astype(np.float32)
+    u = np.clip(np.rint((a * s).astype(np.float32) + h), 0, L).astype(np.float32)
+    return ((u - h) / s).astype(np.float32)

@@ -55,10 +55,23 @@ def test_topk_keeps_half_by_magnitude_ties_by_position():
 
 def test_kv_int3_worked_example():
     x = np.array([[[1.0, -0.5, 0.2, 0.0]]], F32)              # one token, one head
-    out = quant_a48.quantize_kv_int3(x)
-    s = F32(3) / (F32(1.0) + F32(1e-5))                        # 2.99997
-    # x * s = [2.99997, -1.49998, 0.59999, 0] -> [3, -1, 1, 0] (clip [-4, 3])
-    assert out.tolist() == [[[F32(3) / s, F32(-1) / s, F32(1) / s, 0.0]]]
+    s = F32(3.5) / (F32(1.0) + F32(1e-5))                      # 3.49997
+    # a later token (3 bits): x * s + 3.5 = [7.0, 1.75, 4.2, 3.5] -> u = [7, 2, 4, 4]
+    out = quant_a48.quantize_kv_int3(x, start=5)
+    assert out.tolist() == [[[F32(3.5) / s, F32(-1.5) / s, F32(0.5) / s, F32(0.5) / s]]]
+    # the first token (4 bits): s4 = 7.5 / 1.00001; x * s4 + 7.5 = [15.0, 3.75, 9.0, 7.5] -> [15, 4, 9, 8]
+    s4 = F32(7.5) / (F32(1.0) + F32(1e-5))
+    first = quant_a48.quantize_kv_int3(x)
+    assert first.tolist() == [[[F32(7.5) / s4, F32(-3.5) / s4, F32(1.5) / s4, F32(0.5) / s4]]]
+
+
+@pytest.mark.parametrize("start, levels", [(0, 16), (1, 8)])
+def test_kv_int3_uses_every_level(start, levels):
+    # a ramp from -max to +max reaches every code once: 2^b distinct values, symmetric
+    x = np.linspace(-2.0, 2.0, 97, dtype=F32)[None, None]
+    v = np.unique(quant_a48.quantize_kv_int3(x, start))
+    assert len(v) == levels and np.array_equal(v, -v[::-1])
+    assert np.abs(v).max() <= F32(2.0) * (1 + 1e-5) and 0.0 not in v
 
 
 # ---- twins ---------------------------------------------------------------------------------
@@ -86,10 +99,10 @@ def test_twin_topk_ratios_and_ties(x, ratio):
 
 
 @given(hnp.arrays(F32, st.tuples(st.integers(1, 4), st.integers(1, 3), st.integers(1, 70)),
-                  elements=finite))
-def test_twin_kv_int3(x):
+                  elements=finite), st.integers(0, 3))
+def test_twin_kv_int3(x, start):
     ref, fast = twin_pair("quant_a48")
-    assert np.array_equal(ref.quantize_kv_int3(x), fast.quantize_kv_int3(x))
+    assert np.array_equal(ref.quantize_kv_int3(x, start), fast.quantize_kv_int3(x, start))
 
 
 # ---- the a4.8 BitLinear against a hand computation -------------------------------------------
@@ -157,9 +170,11 @@ def test_kv_int3_cache_changes_only_attention_inputs():
     c3 = m.new_cache(len(ids), kv="int3")
     lg3 = m.forward(ids, c3)
     assert c3.k.dtype == np.float32 and not np.array_equal(lg3, full)
-    # every cached key vector holds at most 8 distinct values (3 bits) per (token, head)
-    k = c3.k[0, :, :len(ids)]
-    assert max(len(np.unique(v)) for v in k.reshape(-1, k.shape[-1])) <= 8
+    # every cached key vector holds at most 8 distinct values (3 bits) per (token, head),
+    # the first token's at most 16 (4 bits)
+    k = c3.k[0, :, :len(ids)]                                   # [G, T, D]
+    assert max(len(np.unique(v)) for v in k[:, 1:].reshape(-1, k.shape[-1])) <= 8
+    assert max(len(np.unique(v)) for v in k[:, 0]) <= 16
     # decode token by token gives the same logits as the batch (each token quantized alone)
     c = m.new_cache(len(ids), kv="int3")
     step = [m.forward([t], c)[-1] for t in ids]

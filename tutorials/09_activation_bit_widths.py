@@ -147,7 +147,8 @@ print("saved 09_activation_bit_widths.png")
 # %% [markdown]
 # ## 3. The 3-bit KV cache
 #
-# a4.8 also stores keys and values in 3 bits (absmax per token and head, levels -4..3).
+# a4.8 also stores keys and values in 3 bits, after RoPE: unsigned absmax codes per token and
+# head, 8 levels symmetric about zero (+-max|x| at the ends), the first token's heads at 4 bits.
 # In minibit it is a cache option: `model.kv_cache = "int3"` (or `new_cache(kv="int3")`).
 
 # %%

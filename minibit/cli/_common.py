@@ -64,7 +64,7 @@ def model_args(ap, generation: bool = True) -> None:
     ap.add_argument("--kv-cache", choices=KV_CHOICES, default="f32",
                     help="KV cache type: f32 (default) or f16 (half the memory, as llama.cpp "
                          "keeps it; keys and values rounded to float16); int3: BitNet a4.8's "
-                         "3-bit cache (absmax per token and head)")
+                         "3-bit cache (absmax per token and head, the first token at 4 bits)")
     if not generation:
         return
     # every option is checked here, before anything loads (exit 2 with one line)

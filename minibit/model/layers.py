@@ -75,7 +75,7 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     return x * cos[:, None, :] + rot * sin[:, None, :]
 
 
-# "int3": BitNet a4.8's 3-bit cache, held as float32 values q / s (transformer.forward
+# "int3": BitNet a4.8's 3-bit cache, held as float32 values (u - h) / s (transformer.forward
 # quantizes k and v with minibit.quant_a48.quantize_kv_int3 before storing them)
 KV_DTYPES = {"f32": np.float32, "f16": np.float16, "int3": np.float32}
 

@@ -38,9 +38,9 @@ def _ops():
     return _backend.select("layers", _layers)
 
 
-def _kv_int3(x):
+def _kv_int3(x, start):
     from .. import quant_a48
-    return _backend.select("quant_a48", quant_a48).quantize_kv_int3(x)
+    return _backend.select("quant_a48", quant_a48).quantize_kv_int3(x, start)
 
 
 def _ggml_ops():
@@ -198,7 +198,7 @@ class Transformer:
             q = apply_rope(q, cos, sin)
             k = apply_rope(k, cos, sin)
             if cache.dtype == "int3":                                      # a4.8's 3-bit cache
-                k, v = _kv_int3(k), _kv_int3(v)
+                k, v = _kv_int3(k, start), _kv_int3(v, start)
             tr(f"Qcur_rope-{li}", q)
             tr(f"Kcur_rope-{li}", k)
             ops.store_kv(cache.k[li], start, k)                             # -> [G, S, D]
