@@ -7,16 +7,14 @@ from libc.math cimport roundf
 
 from minibit.formats._packed import check_matrix
 from minibit.formats import tq1_0 as _ref
-from minibit.formats import tq2_0 as _tq2
-from minibit._fast.tq2_0 import _block_max, _scale_codes
 
 cnp.import_array()
-
-include "tq_block.pxi"
 
 cdef enum:
     QK = 256
     BLK = 54
+
+include "tq_block.pxi"
 
 
 cdef inline int _trit(const float[:, ::1] x, Py_ssize_t r, Py_ssize_t e, float inv) noexcept nogil:
@@ -31,14 +29,10 @@ cdef inline cnp.uint8_t _frac(int q) noexcept nogil:
 def quantize(w):
     """float32 [rows, cols] -> uint8 [rows, cols/256 * 54]."""
     w = check_matrix(w)
+    dmax, d16 = _block_scales("tq1_0", w)
     cdef Py_ssize_t rows = w.shape[0], cols = w.shape[1]
-    _tq2.check_shape("tq1_0", rows, cols)
     cdef Py_ssize_t nb = cols // QK, r, b, m, n, j, base, ob
     cdef const float[:, ::1] x = w
-    dmax = _block_max(x, nb)
-    if (dmax > _tq2.FP16_MAX).any():
-        _tq2.block_scales("tq1_0", w)         # raises the reference's FormatError
-    d16 = dmax.astype("<f2").view(np.uint8).reshape(rows, nb, 2)
     cdef const cnp.uint8_t[:, :, ::1] dh = d16
     cdef const float[:, ::1] dm = dmax
     out = np.empty((rows, nb * BLK), dtype=np.uint8)
@@ -81,11 +75,10 @@ cdef inline cnp.int8_t _digit(cnp.uint8_t byte, int n) noexcept nogil:
 
 def unpack(data, Py_ssize_t rows, Py_ssize_t cols):
     """uint8 [rows, nb*54] -> (int8 codes [rows, cols], float32 d [rows, nb])."""
-    _tq2.check_shape("tq1_0", rows, cols)
-    data = np.ascontiguousarray(data, dtype=np.uint8)
-    cdef Py_ssize_t nb = cols // QK, r, b, m, n, j, base, ob
-    if data.ndim != 2 or data.shape[0] != rows or data.shape[1] != nb * BLK:
+    data, fits = _packed_bytes("tq1_0", data, rows, cols, BLK)
+    if not fits:
         return _ref.unpack(data, rows, cols)  # raises the reference's FormatError
+    cdef Py_ssize_t nb = cols // QK, r, b, m, n, j, base, ob
     cdef const cnp.uint8_t[:, ::1] d = data
     codes = np.empty((rows, cols), dtype=np.int8)
     cdef cnp.int8_t[:, ::1] c = codes
@@ -102,8 +95,7 @@ def unpack(data, Py_ssize_t rows, Py_ssize_t cols):
                 for n in range(4):
                     for j in range(4):
                         c[r, base + 240 + j + 4 * n] = _digit(d[r, ob + 48 + j], n)
-    scales = np.ascontiguousarray(data.reshape(rows, nb, BLK)[:, :, 52:]).view("<f2")[..., 0]
-    return codes, scales.astype(np.float32)
+    return codes, _stored_scales(data, rows, cols, BLK)
 
 
 def dequantize(data, Py_ssize_t rows, Py_ssize_t cols):
