@@ -11,12 +11,11 @@ directions.  Arguments are checked by the reference's own check functions first.
 import numpy as np
 cimport numpy as cnp
 
-from minibit.formats._packed import check_codes
 from minibit.formats import tl2 as _ref
 
 cnp.import_array()
 
-include "tl_pairs.pxi"
+include "tl_pack.pxi"      # pack and unpack (the two directions of _walk), the pair byte
 
 
 cdef inline Py_ssize_t _row(Py_ssize_t q) noexcept nogil:
@@ -34,16 +33,34 @@ cdef inline int _triplet(const cnp.int8_t *row, Py_ssize_t k) noexcept nogil:
     return 9 * row[k] + 3 * row[k + 1] + row[k + 2]
 
 
-cdef int _walk(cnp.int8_t *c, cnp.uint8_t *d, cnp.int8_t *vals, Py_ssize_t M, Py_ssize_t K,
-               Py_ssize_t BM, Py_ssize_t BK, bint packing) noexcept:
+cdef void _triplet_codes(const cnp.int8_t *vals, Py_ssize_t nv, cnp.int8_t *c, Py_ssize_t M,
+                         Py_ssize_t K) noexcept nogil:
+    """Codes c[m, 3j..3j+2] from the signed triplet values vals[m, j] (-13..13; anything else,
+    only from a bad magnitude byte, gives zeros)."""
+    cdef Py_ssize_t m, j
+    cdef int v
+    for m in range(M):
+        for j in range(nv):
+            v = vals[m * nv + j] + 13
+            if v < 0 or v > 26:
+                v = 13
+            c[m * K + 3 * j] = <cnp.int8_t>(v // 9 - 1)
+            c[m * K + 3 * j + 1] = <cnp.int8_t>((v // 3) % 3 - 1)
+            c[m * K + 3 * j + 2] = <cnp.int8_t>(v % 3 - 1)
+
+
+cdef int _walk(cnp.int8_t *c, cnp.uint8_t *d, Py_ssize_t M, Py_ssize_t K, Py_ssize_t BM,
+               Py_ssize_t BK, Py_ssize_t bm, bint packing) except -1:
     """Every stored byte d[pos] of the TL2 layout with what it holds (c is the codes [M, K]
-    row-major): packing writes d from c; else the triplet columns go to vals [M, three_k/3]
-    (signed triplet values, turned into codes by the caller) and the pair columns to c.
-    Returns 1 when an unpacked byte held a nibble out of range."""
+    row-major): packing writes d from c, else c from d (the triplet columns by way of their
+    signed values, _triplet_codes).  Returns 1 when an unpacked byte held a nibble out of
+    range."""
     cdef Py_ssize_t three_k = K // BK * BK, two_k = K - three_k, nv = three_k // 3
-    cdef Py_ssize_t t, kb, sb, g, q, u, i, m, k, j, base, pos = 0
+    cdef Py_ssize_t t, kb, sb, g, q, u, i, m, k, base, pos = 0
     cdef int hi, lo, bad = 0
     cdef unsigned int word
+    vals_arr = np.empty(0 if packing else M * nv, dtype=np.int8)
+    cdef cnp.int8_t[::1] vals = vals_arr       # unpack: signed triplet values [M, nv], -13..13
     with nogil:
         # 1. magnitudes of two triplets per byte
         for t in range(M // BM):
@@ -99,43 +116,6 @@ cdef int _walk(cnp.int8_t *c, cnp.uint8_t *d, cnp.int8_t *vals, Py_ssize_t M, Py
                             else:
                                 bad |= _pair_codes(d[pos], c + m * K, k)
                             pos += 1
+        if not packing:
+            _triplet_codes(&vals[0], nv, c, M, K)
     return bad
-
-
-def pack(codes, BM, BK, bm):
-    """int8 codes [M, K] in {-1, 0, 1} -> uint8 [nbytes(M, K)], transform_to_tl2's bytes."""
-    codes = check_codes(codes)
-    _ref.check_params(codes.shape[0], codes.shape[1], BM, BK, bm)
-    cdef const cnp.int8_t[:, ::1] c = codes
-    cdef Py_ssize_t M = codes.shape[0], K = codes.shape[1]
-    out = np.zeros(_ref.nbytes(M, K), dtype=np.uint8)
-    cdef cnp.uint8_t[::1] o = out
-    _walk(<cnp.int8_t *>&c[0, 0], &o[0], NULL, M, K, BM, BK, True)    # reads the codes only
-    return out
-
-
-def unpack(data, M, K, BM, BK, bm):
-    """uint8 [nbytes(M, K)] -> int8 codes [M, K], the inverse of pack (padding not read)."""
-    d_arr = _unpack_input(_ref, data, M, K, BM, BK, bm)
-    if d_arr is None:
-        return _ref.unpack(data, M, K, BM, BK, bm)       # raises the reference's FormatError
-    cdef const cnp.uint8_t[::1] d = d_arr
-    cdef Py_ssize_t tM = int(M), tK = int(K), three_k = tK // int(BK) * int(BK), m, j
-    out = np.empty((tM, tK), dtype=np.int8)
-    cdef cnp.int8_t[:, ::1] c = out
-    vals_arr = np.empty((tM, three_k // 3), dtype=np.int8)
-    cdef cnp.int8_t[:, ::1] vals = vals_arr             # signed triplet values -13..13
-    cdef int v
-    bad = _walk(&c[0, 0], <cnp.uint8_t *>&d[0], &vals[0, 0], tM, tK, BM, BK, False)
-    with nogil:
-        for m in range(tM):
-            for j in range(three_k // 3):
-                v = vals[m, j] + 13
-                if v < 0 or v > 26:                    # only from a bad magnitude
-                    v = 13
-                c[m, 3 * j] = <cnp.int8_t>(v // 9 - 1)
-                c[m, 3 * j + 1] = <cnp.int8_t>((v // 3) % 3 - 1)
-                c[m, 3 * j + 2] = <cnp.int8_t>(v % 3 - 1)
-    if bad:
-        return _ref.unpack(data, M, K, BM, BK, bm)       # raises, naming the first bad byte
-    return out
