@@ -1,9 +1,12 @@
-# Shared by the TQ1_0 and TQ2_0 twins (include "tq_block.pxi" after QK = 256 is declared):
-# the steps both formats take around their own bit layouts -- each 256-block's max |x|, its
-# fp16 scale bytes and inverse scale (quantize), the byte checks and the scales of a packed
-# tensor, and codes times scales (unpack, dequantize).
+# Shared by the TQ1_0 and TQ2_0 twins (include "tq_block.pxi" after the module's QK = 256,
+# BLK (bytes per block) and _FMT): quantize, unpack and dequantize, the steps both formats
+# take around their own bit layouts.  Each module gives its layout as two block functions:
+#   _pack_block(x, inv, o)   the code bytes o[0 .. BLK-3] of the 256 floats x (inverse scale inv)
+#   _unpack_block(d, c)      the 256 codes c of the code bytes d; returns how many were invalid
+# Every block ends with its fp16 scale d = max|x| in bytes BLK-2, BLK-1 (little-endian).
 
 from libc.math cimport isinf as _tq_isinf, fabsf as _tq_fabsf
+from minibit.formats._packed import check_matrix
 from minibit.formats import tq2_0 as _tq_ref2
 
 
@@ -25,18 +28,6 @@ def _block_max(const float[:, ::1] x, Py_ssize_t nb):
     return out
 
 
-cdef tuple _block_scales(str fmt, w):
-    """A checked float32 matrix -> (max |x| per block float32 [rows, nb], the same as fp16
-    bytes uint8 [rows, nb, 2]); a block over the fp16 range raises the reference's
-    FormatError (tq2_0.block_scales)."""
-    cdef Py_ssize_t rows = w.shape[0], cols = w.shape[1]
-    _tq_ref2.check_shape(fmt, rows, cols)
-    dmax = _block_max(w, cols // QK)
-    if (dmax > _tq_ref2.FP16_MAX).any():
-        _tq_ref2.block_scales(fmt, w)         # raises the reference's FormatError
-    return dmax, dmax.astype("<f2").view(np.uint8).reshape(rows, cols // QK, 2)
-
-
 cdef inline float _inv_scale(float d) noexcept nogil:
     """1 / d for a block's max |x| (0 for an all-zero block, and 0 when 1 / d overflows:
     d < 2^-128, see block_scales in minibit/formats/tq2_0.py)."""
@@ -48,26 +39,57 @@ cdef inline float _inv_scale(float d) noexcept nogil:
     return inv
 
 
-cdef tuple _packed_bytes(str fmt, data, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t blk):
-    """(data as contiguous uint8, whether it is [rows, cols/256 * blk]); when it is not, the
-    caller hands it to the reference, which raises its FormatError."""
-    _tq_ref2.check_shape(fmt, rows, cols)
+def quantize(w):
+    """float32 [rows, cols] -> uint8 [rows, cols/256 * BLK]: per 256-block, the code bytes
+    (_pack_block) and the fp16 scale max|x| (converted by NumPy, round to nearest even as
+    F16C); a block over the fp16 range raises the reference's FormatError."""
+    w = check_matrix(w)
+    cdef Py_ssize_t rows = w.shape[0], cols = w.shape[1], nb = cols // QK, r, b
+    _tq_ref2.check_shape(_FMT, rows, cols)
+    dmax = _block_max(w, nb)
+    if (dmax > _tq_ref2.FP16_MAX).any():
+        _tq_ref2.block_scales(_FMT, w)        # raises the reference's FormatError
+    d16 = dmax.astype("<f2").view(np.uint8).reshape(rows, nb, 2)
+    cdef const float[:, ::1] x = w
+    cdef const float[:, ::1] dm = dmax
+    cdef const cnp.uint8_t[:, :, ::1] dh = d16
+    out = np.empty((rows, nb * BLK), dtype=np.uint8)
+    cdef cnp.uint8_t[:, ::1] o = out
+    with nogil:
+        for r in range(rows):
+            for b in range(nb):
+                _pack_block(&x[r, b * QK], _inv_scale(dm[r, b]), &o[r, b * BLK])
+                o[r, b * BLK + BLK - 2] = dh[r, b, 0]
+                o[r, b * BLK + BLK - 1] = dh[r, b, 1]
+    return out
+
+
+def unpack(data, Py_ssize_t rows, Py_ssize_t cols):
+    """uint8 [rows, cols/256 * BLK] -> (int8 codes [rows, cols], float32 d [rows, nb])."""
+    _tq_ref2.check_shape(_FMT, rows, cols)
     data = np.ascontiguousarray(data, dtype=np.uint8)
-    return data, data.ndim == 2 and data.shape[0] == rows and data.shape[1] == cols // QK * blk
+    cdef Py_ssize_t nb = cols // QK, r, b, bad = 0
+    if data.ndim != 2 or data.shape[0] != rows or data.shape[1] != nb * BLK:
+        return _ref.unpack(data, rows, cols)  # raises the reference's FormatError
+    cdef const cnp.uint8_t[:, ::1] d = data
+    codes = np.empty((rows, cols), dtype=np.int8)
+    cdef cnp.int8_t[:, ::1] c = codes
+    with nogil:
+        for r in range(rows):
+            for b in range(nb):
+                bad += _unpack_block(&d[r, b * BLK], &c[r, b * QK])
+    if bad:
+        return _ref.unpack(data, rows, cols)  # raises, naming the first bad byte
+    scales = np.ascontiguousarray(data.reshape(rows, nb, BLK)[:, :, BLK - 2:]).view("<f2")
+    return codes, scales[..., 0].astype(np.float32)
 
 
-cdef object _stored_scales(data, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t blk):
-    """float32 [rows, nb]: the fp16 scale in the last two bytes of every blk-byte block."""
-    cdef Py_ssize_t nb = cols // QK
-    d16 = np.ascontiguousarray(data.reshape(rows, nb, blk)[:, :, blk - 2:]).view("<f2")[..., 0]
-    return d16.astype(np.float32)
-
-
-def _scale_codes(codes, scales, Py_ssize_t rows, Py_ssize_t cols):
-    """int8 codes [rows, cols] times their 256-block's scale float32 [rows, nb] -> float32
-    [rows, cols] (the last step of TQ2_0's and TQ1_0's dequantize)."""
+def dequantize(data, Py_ssize_t rows, Py_ssize_t cols):
+    """uint8 [rows, cols/256 * BLK] -> float32 [rows, cols] = (code - 1) * d, d the block's
+    scale."""
+    codes, scales = unpack(data, rows, cols)
     cdef Py_ssize_t nb = cols // QK, r, b, j
-    cdef const cnp.int8_t[:, ::1] c = codes
+    cdef const cnp.int8_t[:, ::1] cv = codes
     cdef const float[:, ::1] s = scales
     out = np.empty((rows, cols), dtype=np.float32)
     cdef float[:, ::1] o = out
@@ -75,5 +97,5 @@ def _scale_codes(codes, scales, Py_ssize_t rows, Py_ssize_t cols):
         for r in range(rows):
             for b in range(nb):
                 for j in range(QK):
-                    o[r, b * QK + j] = <float>c[r, b * QK + j] * s[r, b]
+                    o[r, b * QK + j] = <float>cv[r, b * QK + j] * s[r, b]
     return out
