@@ -13,6 +13,7 @@ any thread count and for the scalar and AVX2 versions.  Threads:
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int8_t, int16_t, int32_t, uint8_t, int64_t
+from libc.string cimport memset
 
 from minibit._errors import FormatError
 from minibit.formats import tl2 as _tl2
@@ -146,7 +147,11 @@ cdef object _run(Job *job, q, Py_ssize_t na, Py_ssize_t nb, Py_ssize_t nitems):
     R = np.zeros((T, job.M), dtype=np.int32)
     if T == 0:
         return R
-    keep = (_tables(T, na, &job.A), _tables(T, nb, &job.B))
+    keep = _tables(T, na, &job.A)
+    if job.kind == TL2:
+        keep_b = _tables(T, nb, &job.B)
+    else:
+        memset(&job.B, 0, sizeof(Tables))
     cdef const int8_t[:, ::1] qv = q
     cdef int32_t[:, ::1] o = R
     job.q, job.o, job.T, job.simd = &qv[0, 0], &o[0, 0], T, _simd_on()
