@@ -71,3 +71,15 @@ def each_simd(fast, fn):
             fn(simd)
     finally:
         fast._set_simd(old)
+
+
+def assert_model_backends_agree(m, ids, twin):
+    """m.logits(ids) on the NumPy path and on the Cython twins give the same bits.  twin: the
+    twin the model's own kernels need (skipped when it is not built, failed under
+    MINIBIT_REQUIRE_FAST=1, as twin_pair does)."""
+    twin_pair(twin)
+    with _backend.use("numpy"):
+        a = m.logits(ids)
+    with _backend.use("cython"):
+        b = m.logits(ids)
+    assert_same_bytes(b, a, f"logits with the {twin} twin vs NumPy")
