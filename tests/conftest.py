@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, settings, strategies as st
 
 from minibit import _backend
 
@@ -83,3 +83,15 @@ def assert_model_backends_agree(m, ids, twin):
     with _backend.use("cython"):
         b = m.logits(ids)
     assert_same_bytes(b, a, f"logits with the {twin} twin vs NumPy")
+
+
+@st.composite
+def tl1_tilings(draw, max_strips=2):
+    """(M, K, params) of a valid TL1 tiling: bm in {32, 64}, BM = 1..max_strips strips of bm
+    rows, BK a multiple of by = 256 / bm (up to 4), M and K whole tiles (1-2 and 1-3)."""
+    bm = draw(st.sampled_from([32, 64]))
+    by = 256 // bm
+    BM = bm * draw(st.integers(1, max_strips))
+    BK = by * draw(st.integers(1, 4))
+    M, K = BM * draw(st.integers(1, 2)), BK * draw(st.integers(1, 3))
+    return M, K, {"BM": BM, "BK": BK, "bm": bm}
