@@ -17,6 +17,7 @@ from minibit.model import ggml as _ref
 cnp.import_array()
 
 include "mb_rt.pxi"
+include "rms_rows.pxi"
 
 cdef extern from "mb_ggml.h" nogil:
     int mbg_use_simd()
@@ -122,17 +123,7 @@ def rms_norm(x, weight, eps):
     weight = _f32(weight, 1, "rms_norm: weight")
     if weight.shape[0] != x.shape[1]:
         raise ValueError(f"rms_norm: weight of {weight.shape[0]} for rows of {x.shape[1]}")
-    out = np.empty_like(x)
-    cdef const float[:, ::1] X = x
-    cdef const float[::1] W = weight
-    cdef float[:, ::1] Y = out
-    cdef int64_t T = X.shape[0], n = X.shape[1], t
-    cdef float e = <float>np.float32(eps)
-    if T and n:
-        with nogil:
-            for t in range(T):
-                mbg_rms_row(&X[t, 0], &W[0], n, e, &Y[t, 0])
-    return out
+    return _rms_rows(x, weight, eps, mbg_rms_row)
 
 
 def rope_tables(positions, n_dims, base):

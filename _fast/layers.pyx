@@ -19,6 +19,7 @@ from minibit.model import layers as _ref
 cnp.import_array()
 
 include "mb_rt.pxi"
+include "rms_rows.pxi"
 
 cdef extern from "mb_layers.h" nogil:
     void mbl_exp(const float *x, float *y, int64_t n)
@@ -50,17 +51,7 @@ def expf(x):
 def rms_norm(x, weight, eps):
     """[T, n] float32 -> [T, n]: layers.rms_norm's steps."""
     x, weight = _ref.check_norm(x, weight)
-    out = np.empty_like(x)
-    cdef const float[:, ::1] X = x
-    cdef const float[::1] W = weight
-    cdef float[:, ::1] Y = out
-    cdef int64_t T = X.shape[0], n = X.shape[1], t
-    cdef float e = <float>np.float32(eps)
-    if T and n:
-        with nogil:
-            for t in range(T):
-                mbl_rms_row(&X[t, 0], &W[0], n, e, &Y[t, 0])
-    return out
+    return _rms_rows(x, weight, eps, mbl_rms_row)
 
 
 def apply_rope(x, cos, sin):

@@ -13,6 +13,7 @@ any thread count and for the scalar and AVX2 versions.  Threads:
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int8_t, int16_t, int32_t, uint8_t, int64_t
+from libc.string cimport memset
 
 from minibit._errors import FormatError
 from minibit.formats import tl2 as _tl2
@@ -58,114 +59,128 @@ def _use_simd(flag=None):
     return bool(_simd_on())
 
 
+cdef enum:                      # the three kernels a Job runs
+    TL1 = 1
+    TL2 = 2
+    TMAC = 3
+
+
+ctypedef struct Tables:         # one kind of lookup table, for every token of a call
+    int16_t *L                  # int16 entries [T][n][16]
+    uint8_t *P                  # their low/high byte planes [T][n][32] (the AVX2 loops)
+    int64_t n, nL, nP           # tables per token; elements from one token's L / P to the next
+
+
 ctypedef struct Job:
-    int kind                 # 1: TL1, 2: TL2, 3: T-MAC
-    const uint8_t *d
-    const int16_t *L
-    const int16_t *L2
-    const uint8_t *P
-    const uint8_t *P2
-    const int32_t *sq
-    int32_t *o
-    int64_t T, M, K, BM, BK, bm, nL, nL2, nP, nP2, KB
+    int kind                    # TL1, TL2 or TMAC
+    const uint8_t *d            # the packed weights (TMAC: its bit planes)
+    const int8_t *q             # activations [T][K]
+    const int32_t *sq           # TMAC: sum of each token's q
+    Tables A                    # TL1 pairs, TL2 triplets, TMAC 4-bit groups
+    Tables B                    # TL2 pairs of the last two_k columns (else none: n = 0)
+    int32_t *o                  # R [T][M]
+    int64_t T, M, K, BM, BK, bm, KB
     int simd
 
 
+cdef object _tables(Py_ssize_t T, Py_ssize_t n, Tables *tab):
+    """Zeroed tables and planes for T tokens of n tables each, pointed to by tab; returns the
+    arrays, which the caller keeps alive while tab is in use."""
+    L = np.zeros((max(T, 1), max(n, 1), 16), dtype=np.int16)
+    P = np.zeros((max(T, 1), max(n, 1), 32), dtype=np.uint8)
+    tab.L, tab.P = <int16_t *>cnp.PyArray_DATA(L), <uint8_t *>cnp.PyArray_DATA(P)
+    tab.n, tab.nL, tab.nP = n, L.shape[1] * 16, P.shape[1] * 32
+    return L, P
+
+
+cdef void _build(const Job *j) noexcept nogil:
+    """Every token's tables for the job's kernel, and their byte planes when the AVX2 loops
+    run (TL1 with bm = 32 wants its planes in the lane order of mb_planes_tl1_bm32)."""
+    cdef int64_t t
+    cdef const int8_t *q
+    cdef int16_t *LA
+    cdef uint8_t *PA
+    for t in range(j.T):
+        q, LA, PA = j.q + t * j.K, j.A.L + t * j.A.nL, j.A.P + t * j.A.nP
+        if j.kind == TL1:
+            mb_pair_table(q, j.A.n, LA)
+        elif j.kind == TL2:
+            mb_triplet_table(q, j.A.n, LA)
+            if j.B.n:
+                mb_pair_table(q + 3 * j.A.n, j.B.n, j.B.L + t * j.B.nL)
+        else:
+            mb_tmac_table(q, j.K, j.A.n, LA)
+        if not j.simd:
+            continue
+        if j.kind == TL1 and j.bm == 32:
+            mb_planes_tl1_bm32(LA, j.A.n // 4, PA)
+        else:
+            mb_planes(LA, j.A.n, PA)
+        if j.kind == TL2:
+            mb_planes(j.B.L + t * j.B.nL, j.B.n, j.B.P + t * j.B.nP)
+
+
 cdef void _tiles(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
-    """Output tiles [i0, i1) of the job at ctx, for every token (row t of L/P at t * n)."""
+    """Output tiles [i0, i1) of the job at ctx, for every token."""
     cdef const Job *j = <const Job *>ctx
+    cdef const Tables *A = &j.A
+    cdef const Tables *B = &j.B
     cdef int64_t tile, t
     for tile in range(i0, i1):
         for t in range(j.T):
-            if j.kind == 1:
-                mb_tl1_tile(j.d, j.L + t * j.nL, j.P + t * j.nP, j.M, j.K, j.BM, j.BK, j.bm,
+            if j.kind == TL1:
+                mb_tl1_tile(j.d, A.L + t * A.nL, A.P + t * A.nP, j.M, j.K, j.BM, j.BK, j.bm,
                             tile, j.o + t * j.M, j.simd)
-            elif j.kind == 2:
-                mb_tl2_tile(j.d, j.L + t * j.nL, j.L2 + t * j.nL2, j.P + t * j.nP,
-                            j.P2 + t * j.nP2, j.M, j.K, j.BM, j.BK, tile, j.o + t * j.M, j.simd)
+            elif j.kind == TL2:
+                mb_tl2_tile(j.d, A.L + t * A.nL, B.L + t * B.nL, A.P + t * A.nP,
+                            B.P + t * B.nP, j.M, j.K, j.BM, j.BK, tile, j.o + t * j.M, j.simd)
             else:
-                mb_tmac_block(j.d, j.L + t * j.nL, j.P + t * j.nP, j.M, j.KB, j.sq[t], tile,
+                mb_tmac_block(j.d, A.L + t * A.nL, A.P + t * A.nP, j.M, j.KB, j.sq[t], tile,
                               j.o + t * j.M, j.simd)
 
 
-cdef object _empty16(Py_ssize_t T, Py_ssize_t n):
-    return np.zeros((max(T, 1), max(n, 1), 16), dtype=np.int16)
-
-
-cdef object _empty_planes(Py_ssize_t T, Py_ssize_t n):
-    return np.zeros((max(T, 1), max(n, 1), 32), dtype=np.uint8)
+cdef object _run(Job *job, q, Py_ssize_t na, Py_ssize_t nb, Py_ssize_t nitems):
+    """The steps every kernel shares, once its job holds the weights and the shape: int32 R
+    [T, M] for q [T, K]; na tables A and nb tables B per token (_build); the shared pool
+    over nitems output units (_tiles).  Each output row is one thread's integers."""
+    cdef Py_ssize_t T = q.shape[0]
+    R = np.zeros((T, job.M), dtype=np.int32)
+    if T == 0:
+        return R
+    keep = _tables(T, na, &job.A)
+    if job.kind == TL2:
+        keep_b = _tables(T, nb, &job.B)
+    else:
+        memset(&job.B, 0, sizeof(Tables))
+    cdef const int8_t[:, ::1] qv = q
+    cdef int32_t[:, ::1] o = R
+    job.q, job.o, job.T, job.simd = &qv[0, 0], &o[0, 0], T, _simd_on()
+    cdef int nth = _threads()
+    with nogil:
+        _build(job)
+        mb_parallel(_tiles, job, nitems, nth)
+    return R
 
 
 def tl1_integer(q, p):
     """int8 q [T, K] and a "tl1" Packed [M, K] -> int32 R [T, M]; see minibit.kernels.lut."""
-    M_, K_, BM_, BK_, bm_, data_ = _ref._check_tl(p, "tl1")
-    q = _ref._check_q(q, K_)
-    cdef Py_ssize_t T = q.shape[0], M = M_, K = K_, BM = BM_, BK = BK_, bm = bm_
-    cdef Py_ssize_t npair = K // 2, ntile = M // BM, t, tile
-    R = np.zeros((T, M), dtype=np.int32)
-    if T == 0:
-        return R
-    L_ = _empty16(T, npair)
-    P_ = _empty_planes(T, npair)
-    cdef const int8_t[:, ::1] qv = q
-    cdef const uint8_t[::1] d = data_
-    cdef int16_t[:, :, ::1] L = L_
-    cdef uint8_t[:, :, ::1] P = P_
-    cdef int32_t[:, ::1] o = R
-    cdef int simd = _simd_on(), nth = _threads()
+    M, K, BM, BK, bm, data = _ref._check_tl(p, "tl1")
+    q = _ref._check_q(q, K)
+    cdef const uint8_t[::1] d = data
     cdef Job job
-    with nogil:
-        for t in range(T):
-            mb_pair_table(&qv[t, 0], npair, &L[t, 0, 0])
-            if simd:
-                if bm == 32:
-                    mb_planes_tl1_bm32(&L[t, 0, 0], npair // 4, &P[t, 0, 0])
-                else:
-                    mb_planes(&L[t, 0, 0], npair, &P[t, 0, 0])
-        job.kind, job.d, job.L, job.P, job.o = 1, &d[0], &L[0, 0, 0], &P[0, 0, 0], &o[0, 0]
-        job.T, job.M, job.K, job.BM, job.BK, job.bm = T, M, K, BM, BK, bm
-        job.nL, job.nP, job.simd = L.shape[1] * 16, P.shape[1] * 32, simd
-        mb_parallel(_tiles, &job, ntile, nth)
-    return R
+    job.kind, job.d, job.M, job.K, job.BM, job.BK, job.bm = TL1, &d[0], M, K, BM, BK, bm
+    return _run(&job, q, K // 2, 0, M // BM)
 
 
 def tl2_integer(q, p):
     """int8 q [T, K] and a "tl2" Packed [M, K] -> int32 R [T, M]; see minibit.kernels.lut."""
-    M_, K_, BM_, BK_, bm_, data_ = _ref._check_tl(p, "tl2")
-    q = _ref._check_q(q, K_)
-    three_k_, two_k_ = _tl2.split_k(K_, BK_)
-    cdef Py_ssize_t T = q.shape[0], M = M_, K = K_, BM = BM_, BK = BK_
-    cdef Py_ssize_t three_k = three_k_, ntrip = three_k_ // 3, npair = two_k_ // 2
-    cdef Py_ssize_t ntile = M // BM, t, tile
-    R = np.zeros((T, M), dtype=np.int32)
-    if T == 0:
-        return R
-    L3_, L2_ = _empty16(T, ntrip), _empty16(T, npair)
-    P3_, P2_ = _empty_planes(T, ntrip), _empty_planes(T, npair)
-    cdef const int8_t[:, ::1] qv = q
-    cdef const uint8_t[::1] d = data_
-    cdef int16_t[:, :, ::1] L3 = L3_
-    cdef int16_t[:, :, ::1] L2 = L2_
-    cdef uint8_t[:, :, ::1] P3 = P3_
-    cdef uint8_t[:, :, ::1] P2 = P2_
-    cdef int32_t[:, ::1] o = R
-    cdef int simd = _simd_on(), nth = _threads()
+    M, K, BM, BK, bm, data = _ref._check_tl(p, "tl2")
+    q = _ref._check_q(q, K)
+    three_k, two_k = _tl2.split_k(K, BK)
+    cdef const uint8_t[::1] d = data
     cdef Job job
-    with nogil:
-        for t in range(T):
-            mb_triplet_table(&qv[t, 0], ntrip, &L3[t, 0, 0])
-            if npair:
-                mb_pair_table(&qv[t, three_k], npair, &L2[t, 0, 0])
-            if simd:
-                mb_planes(&L3[t, 0, 0], ntrip, &P3[t, 0, 0])
-                mb_planes(&L2[t, 0, 0], npair, &P2[t, 0, 0])
-        job.kind, job.d, job.o = 2, &d[0], &o[0, 0]
-        job.L, job.L2, job.P, job.P2 = &L3[0, 0, 0], &L2[0, 0, 0], &P3[0, 0, 0], &P2[0, 0, 0]
-        job.nL, job.nL2 = L3.shape[1] * 16, L2.shape[1] * 16
-        job.nP, job.nP2 = P3.shape[1] * 32, P2.shape[1] * 32
-        job.T, job.M, job.K, job.BM, job.BK, job.simd = T, M, K, BM, BK, simd
-        mb_parallel(_tiles, &job, ntile, nth)
-    return R
+    job.kind, job.d, job.M, job.K, job.BM, job.BK = TL2, &d[0], M, K, BM, BK
+    return _run(&job, q, three_k // 3, two_k // 2, M // BM)
 
 
 def tl_integer(q, p):
@@ -224,28 +239,10 @@ def tmac_integer(q, planes, rows):
     """int8 q [T, K], tmac_pack planes, rows N -> int32 [T, N] = codes @ q.T exactly."""
     q = _ref._check_q(q)
     P_in = _ref._check_planes(planes, rows, q.shape[1])
-    cdef Py_ssize_t T = q.shape[0], K = q.shape[1], N = int(rows)
-    cdef Py_ssize_t NB = P_in.shape[0], KB = P_in.shape[2], G = 2 * KB, t, nb
-    R = np.zeros((T, N), dtype=np.int32)
-    if T == 0:
-        return R
     sums = q.sum(axis=1, dtype=np.int32)
-    L_, P_ = _empty16(T, G), _empty_planes(T, G)
-    cdef const int8_t[:, ::1] qv = q
     cdef const uint8_t[:, :, :, ::1] W = P_in
     cdef const int32_t[::1] sq = sums
-    cdef int16_t[:, :, ::1] L = L_
-    cdef uint8_t[:, :, ::1] P = P_
-    cdef int32_t[:, ::1] o = R
-    cdef int simd = _simd_on(), nth = _threads()
     cdef Job job
-    with nogil:
-        for t in range(T):
-            mb_tmac_table(&qv[t, 0], K, G, &L[t, 0, 0])
-            if simd:
-                mb_planes(&L[t, 0, 0], G, &P[t, 0, 0])
-        job.kind, job.d, job.L, job.P, job.sq, job.o = 3, &W[0, 0, 0, 0], &L[0, 0, 0], &P[0, 0, 0], &sq[0], &o[0, 0]
-        job.T, job.M, job.KB, job.simd = T, N, KB, simd
-        job.nL, job.nP = L.shape[1] * 16, P.shape[1] * 32
-        mb_parallel(_tiles, &job, NB, nth)
-    return R
+    job.kind, job.d, job.sq = TMAC, &W[0, 0, 0, 0], &sq[0]
+    job.M, job.K, job.KB = int(rows), q.shape[1], P_in.shape[2]
+    return _run(&job, q, 2 * P_in.shape[2], 0, P_in.shape[0])

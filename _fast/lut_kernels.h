@@ -51,6 +51,63 @@ static inline int mb_tl2_row(int q) {
     return (((ch & 1) << 1) | (ch >> 1)) * 8 + (q & 7);
 }
 
+/* Tile t's BM outputs of this token, zeroed: every kernel adds its blocks into them. */
+static inline uint32_t *mb_tile_out(int32_t *out, mb_i64 BM, mb_i64 t) {
+    uint32_t *o = (uint32_t *)out + t * BM;
+    for (mb_i64 r = 0; r < BM; r++) o[r] = 0;
+    return o;
+}
+
+/* Block (kb, sb) of TL1 tile t (nkb column blocks, nsb row blocks a tile): bm rows x BK
+ * columns, bm * BK / 4 bytes. */
+static inline const uint8_t *mb_tl1_block(const uint8_t *data, mb_i64 nkb, mb_i64 nsb,
+                                          mb_i64 BK, mb_i64 bm, mb_i64 t, mb_i64 kb, mb_i64 sb) {
+    return data + ((t * nkb + kb) * nsb + sb) * (bm * BK / 4);
+}
+
+/* Where the parts of a TL2 tensor lie.  Columns [0, three_k) are triplets in BK-column blocks,
+ * stored as magnitude bytes (n1 = M * three_k / 6 of them) then sign words (n2 bytes); the
+ * last two_k columns are pairs in 32-column blocks, 256 bytes per 32 x 32 block. */
+typedef struct {
+    mb_i64 three_k, nkb, nkb2, nsb, n1, n2;   /* nkb / nkb2: column blocks, nsb: 32-row blocks */
+} mb_tl2_layout;
+
+static inline mb_tl2_layout mb_tl2_layout_of(mb_i64 M, mb_i64 K, mb_i64 BM, mb_i64 BK) {
+    mb_tl2_layout y;
+    y.three_k = K / BK * BK;
+    y.nkb = y.three_k / BK;
+    y.nkb2 = (K - y.three_k) / 32;
+    y.nsb = BM / 32;
+    y.n1 = M * y.three_k / 6;
+    y.n2 = M * y.three_k / 24;
+    return y;
+}
+
+/* Triplet block (kb, sb) of tile t: its magnitude bytes (BK/6 x 32) and sign bytes (BK/24 x 32). */
+static inline const uint8_t *mb_tl2_mags(const uint8_t *data, const mb_tl2_layout *y, mb_i64 BK,
+                                         mb_i64 t, mb_i64 kb, mb_i64 sb) {
+    return data + ((t * y->nkb + kb) * y->nsb + sb) * (BK / 6 * 32);
+}
+
+static inline const uint8_t *mb_tl2_signs(const uint8_t *data, const mb_tl2_layout *y, mb_i64 BK,
+                                          mb_i64 t, mb_i64 kb, mb_i64 sb) {
+    return data + y->n1 + ((t * y->nkb + kb) * y->nsb + sb) * (BK / 24 * 32);
+}
+
+/* Pair block (kb, sb) of tile t: 8 groups of 32 bytes. */
+static inline const uint8_t *mb_tl2_pairs(const uint8_t *data, const mb_tl2_layout *y, mb_i64 t,
+                                          mb_i64 kb, mb_i64 sb) {
+    return data + y->n1 + y->n2 + ((t * y->nkb2 + kb) * y->nsb + sb) * 256;
+}
+
+/* T-MAC's last step for block nb: R = S0 + 2 S1 - sum(q) (codes c = b0 + 2 b1 = w + 1, so
+ * sum c*q - sum q = sum w*q), for the rows that exist (< N). */
+static inline void mb_tmac_store(uint32_t S[2][32], int32_t sumq, mb_i64 nb, mb_i64 N,
+                                 int32_t *out) {
+    for (int r = 0; r < 32 && 32 * nb + r < N; r++)
+        out[32 * nb + r] = (int32_t)(S[0][r] + (S[1][r] << 1) - (uint32_t)sumq);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Tables                                                                                      */
 
@@ -123,13 +180,12 @@ static void mb_planes_tl1_bm32(const int16_t *L, mb_i64 ngroups, uint8_t *P) {
 static void mb_tl1_tile_scalar(const uint8_t *data, const int16_t *L, mb_i64 M, mb_i64 K,
                                mb_i64 BM, mb_i64 BK, mb_i64 bm, mb_i64 t, int32_t *out) {
     const mb_i64 by = 256 / bm, nkb = K / BK, nsb = BM / bm, ng = BK / by;
-    uint32_t *o = (uint32_t *)out + t * BM;
+    uint32_t *o = mb_tile_out(out, BM, t);
     int32_t acc[64];
     (void)M;
-    for (mb_i64 r = 0; r < BM; r++) o[r] = 0;
     for (mb_i64 kb = 0; kb < nkb; kb++)
         for (mb_i64 sb = 0; sb < nsb; sb++) {
-            const uint8_t *d = data + ((t * nkb + kb) * nsb + sb) * (bm * BK / 4);
+            const uint8_t *d = mb_tl1_block(data, nkb, nsb, BK, bm, t, kb, sb);
             for (mb_i64 r = 0; r < bm; r++) acc[r] = 0;
             for (mb_i64 g = 0; g < ng; g++)
                 for (mb_i64 h = 0; h < bm / 16; h++)
@@ -161,13 +217,12 @@ static void mb_tl1_tile_avx2(const uint8_t *data, const uint8_t *P, mb_i64 M, mb
                              mb_i64 BM, mb_i64 BK, mb_i64 bm, mb_i64 t, int32_t *out) {
     const mb_i64 by = 256 / bm, nkb = K / BK, nsb = BM / bm, ng = BK / by;
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    uint32_t *o = (uint32_t *)out + t * BM;
+    uint32_t *o = mb_tile_out(out, BM, t);
     int16_t tmp[64];
     (void)M;
-    for (mb_i64 r = 0; r < BM; r++) o[r] = 0;
     for (mb_i64 kb = 0; kb < nkb; kb++)
         for (mb_i64 sb = 0; sb < nsb; sb++) {
-            const uint8_t *d = data + ((t * nkb + kb) * nsb + sb) * (bm * BK / 4);
+            const uint8_t *d = mb_tl1_block(data, nkb, nsb, BK, bm, t, kb, sb);
             __m256i c0 = _mm256_setzero_si256(), c1 = _mm256_setzero_si256();
             __m256i c2 = _mm256_setzero_si256(), c3 = _mm256_setzero_si256();
             for (mb_i64 g = 0; g < ng; g++, d += 64) {
@@ -232,17 +287,13 @@ static void mb_tl1_tile_avx2(const uint8_t *data, const uint8_t *P, mb_i64 M, mb
 
 static void mb_tl2_tile_scalar(const uint8_t *data, const int16_t *L3, const int16_t *L2,
                                mb_i64 M, mb_i64 K, mb_i64 BM, mb_i64 BK, mb_i64 t, int32_t *out) {
-    const mb_i64 three_k = K / BK * BK, two_k = K - three_k;
-    const mb_i64 nkb = three_k / BK, nkb2 = two_k / 32, nsb = BM / 32;
-    const mb_i64 n1 = M * three_k / 6, n2 = M * three_k / 24;
-    uint32_t *o = (uint32_t *)out + t * BM;
+    const mb_tl2_layout y = mb_tl2_layout_of(M, K, BM, BK);
+    uint32_t *o = mb_tile_out(out, BM, t);
     int32_t acc[32];
-    for (mb_i64 r = 0; r < BM; r++) o[r] = 0;
-    for (mb_i64 kb = 0; kb < nkb; kb++)
-        for (mb_i64 sb = 0; sb < nsb; sb++) {
-            const mb_i64 blk = (t * nkb + kb) * nsb + sb;
-            const uint8_t *a = data + blk * (BK / 6 * 32);
-            const uint8_t *sg = data + n1 + blk * (BK / 24 * 32);
+    for (mb_i64 kb = 0; kb < y.nkb; kb++)
+        for (mb_i64 sb = 0; sb < y.nsb; sb++) {
+            const uint8_t *a = mb_tl2_mags(data, &y, BK, t, kb, sb);
+            const uint8_t *sg = mb_tl2_signs(data, &y, BK, t, kb, sb);
             for (int r = 0; r < 32; r++) acc[r] = 0;
             for (mb_i64 G = 0; G < BK / 24; G++) {
                 uint16_t w[16];
@@ -264,9 +315,9 @@ static void mb_tl2_tile_scalar(const uint8_t *data, const int16_t *L3, const int
             }
             for (int r = 0; r < 32; r++) o[sb * 32 + r] += mb_wrap16(acc[r]);
         }
-    for (mb_i64 kb = 0; kb < nkb2; kb++)
-        for (mb_i64 sb = 0; sb < nsb; sb++) {
-            const uint8_t *a = data + n1 + n2 + ((t * nkb2 + kb) * nsb + sb) * 256;
+    for (mb_i64 kb = 0; kb < y.nkb2; kb++)
+        for (mb_i64 sb = 0; sb < y.nsb; sb++) {
+            const uint8_t *a = mb_tl2_pairs(data, &y, t, kb, sb);
             for (int r = 0; r < 32; r++) acc[r] = 0;
             for (int g = 0; g < 8; g++) {
                 const int16_t *La = L2 + 16 * (kb * 16 + 2 * g), *Lb = La + 16;
@@ -280,6 +331,15 @@ static void mb_tl2_tile_scalar(const uint8_t *data, const int16_t *L3, const int
 }
 
 #ifdef MB_X86
+/* Widen the int16 block sums of rows 0..15 (c0) and 16..31 (c1) and add them into o[0..31]. */
+__attribute__((target("avx2")))
+static inline void mb_add_rows32(__m256i c0, __m256i c1, uint32_t *o) {
+    int16_t tmp[32];
+    _mm256_storeu_si256((__m256i *)tmp, c0);
+    _mm256_storeu_si256((__m256i *)(tmp + 16), c1);
+    for (int r = 0; r < 32; r++) o[r] += (uint32_t)(int32_t)tmp[r];
+}
+
 /* One register of two triplets (top nibble = triplet 2j, bottom = 2j + 1 of an 8-triplet sign
  * group): look up, negate by the sign bits 15 - (4j + 0..3), add into c0 (rows 0..15, the
  * even sign bits) and c1 (rows 16..31, the odd ones).  J must be a constant.
@@ -305,20 +365,15 @@ static void mb_tl2_tile_scalar(const uint8_t *data, const int16_t *L3, const int
 __attribute__((target("avx2")))
 static void mb_tl2_tile_avx2(const uint8_t *data, const uint8_t *P3, const uint8_t *P2,
                              mb_i64 M, mb_i64 K, mb_i64 BM, mb_i64 BK, mb_i64 t, int32_t *out) {
-    const mb_i64 three_k = K / BK * BK, two_k = K - three_k;
-    const mb_i64 nkb = three_k / BK, nkb2 = two_k / 32, nsb = BM / 32;
-    const mb_i64 n1 = M * three_k / 6, n2 = M * three_k / 24;
+    const mb_tl2_layout y = mb_tl2_layout_of(M, K, BM, BK);
     const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi16(1);
-    uint32_t *o = (uint32_t *)out + t * BM;
-    int16_t tmp[32];
-    for (mb_i64 r = 0; r < BM; r++) o[r] = 0;
+    uint32_t *o = mb_tile_out(out, BM, t);
     /* unpacklo gives byte positions 0..7 | 16..23 = rows 0..15 and unpackhi 8..15 | 24..31
      * = rows 16..31 (the stored chunk order 0, 2, 1, 3 undone), so tmp is in row order. */
-    for (mb_i64 kb = 0; kb < nkb; kb++)
-        for (mb_i64 sb = 0; sb < nsb; sb++) {
-            const mb_i64 blk = (t * nkb + kb) * nsb + sb;
-            const uint8_t *a = data + blk * (BK / 6 * 32);
-            const uint8_t *sg = data + n1 + blk * (BK / 24 * 32);
+    for (mb_i64 kb = 0; kb < y.nkb; kb++)
+        for (mb_i64 sb = 0; sb < y.nsb; sb++) {
+            const uint8_t *a = mb_tl2_mags(data, &y, BK, t, kb, sb);
+            const uint8_t *sg = mb_tl2_signs(data, &y, BK, t, kb, sb);
             __m256i c0 = _mm256_setzero_si256(), c1 = _mm256_setzero_si256();
             for (mb_i64 G = 0; G < BK / 24; G++) {
                 const __m256i sv = _mm256_loadu_si256((const __m256i *)(sg + 32 * G));
@@ -327,13 +382,11 @@ static void mb_tl2_tile_avx2(const uint8_t *data, const uint8_t *P3, const uint8
                 MB_TL2_STEP(2);
                 MB_TL2_STEP(3);
             }
-            _mm256_storeu_si256((__m256i *)tmp, c0);
-            _mm256_storeu_si256((__m256i *)(tmp + 16), c1);
-            for (int r = 0; r < 32; r++) o[sb * 32 + r] += (uint32_t)(int32_t)tmp[r];
+            mb_add_rows32(c0, c1, o + sb * 32);
         }
-    for (mb_i64 kb = 0; kb < nkb2; kb++)
-        for (mb_i64 sb = 0; sb < nsb; sb++) {
-            const uint8_t *a = data + n1 + n2 + ((t * nkb2 + kb) * nsb + sb) * 256;
+    for (mb_i64 kb = 0; kb < y.nkb2; kb++)
+        for (mb_i64 sb = 0; sb < y.nsb; sb++) {
+            const uint8_t *a = mb_tl2_pairs(data, &y, t, kb, sb);
             __m256i c0 = _mm256_setzero_si256(), c1 = _mm256_setzero_si256();
             for (int g = 0; g < 8; g++) {
                 const uint8_t *Pa = P2 + 32 * (kb * 16 + 2 * g);
@@ -346,9 +399,7 @@ static void mb_tl2_tile_avx2(const uint8_t *data, const uint8_t *P3, const uint8
                 MB_LUT16(MB_BCAST(Pa + 32), MB_BCAST(Pa + 48), bot, xl, xh);
                 c0 = _mm256_add_epi16(c0, xl); c1 = _mm256_add_epi16(c1, xh);
             }
-            _mm256_storeu_si256((__m256i *)tmp, c0);
-            _mm256_storeu_si256((__m256i *)(tmp + 16), c1);
-            for (int r = 0; r < 32; r++) o[sb * 32 + r] += (uint32_t)(int32_t)tmp[r];
+            mb_add_rows32(c0, c1, o + sb * 32);
         }
 }
 #endif
@@ -368,8 +419,7 @@ static void mb_tmac_block_scalar(const uint8_t *planes, const int16_t *L, mb_i64
                 S[b][r] += (uint32_t)(int32_t)(L0[p[r] & 15] + L1[p[r] >> 4]);
         }
     }
-    for (int r = 0; r < 32 && 32 * nb + r < N; r++)
-        out[32 * nb + r] = (int32_t)(S[0][r] + (S[1][r] << 1) - (uint32_t)sumq);
+    mb_tmac_store(S, sumq, nb, N, out);
 }
 
 #ifdef MB_X86
@@ -408,8 +458,7 @@ static void mb_tmac_block_avx2(const uint8_t *planes, const uint8_t *P, mb_i64 N
             }
         }
     }
-    for (int r = 0; r < 32 && 32 * nb + r < N; r++)
-        out[32 * nb + r] = (int32_t)(S[0][r] + (S[1][r] << 1) - (uint32_t)sumq);
+    mb_tmac_store(S, sumq, nb, N, out);
 }
 #endif
 

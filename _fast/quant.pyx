@@ -10,7 +10,7 @@ reuses the reference's NumPy mean, so both sum in the same order.
 
 import numpy as np
 cimport numpy as cnp
-from libc.math cimport rintf, fabsf, isfinite
+from libc.math cimport rintf, fabsf, isfinite, INFINITY
 
 from minibit._errors import FormatError
 from minibit import quant as _ref
@@ -64,74 +64,73 @@ def absmean_ternarize(w):
     return out.reshape(w.shape), np.float32(np.float32(1) / np.float32(s))
 
 
-def quantize_act_hf(x):
-    """Per-token int8 as transformers' ActQuant: -> (q int8 [T, K], s float32 [T])."""
-    a = _activations(x)
-    cdef const float[:, ::1] X = a
-    cdef Py_ssize_t T = a.shape[0], K = a.shape[1], t, k
-    qa = np.empty((T, K), dtype=np.int8)
-    sa = np.empty(T, dtype=np.float32)
-    cdef cnp.int8_t[:, ::1] Q = qa
-    cdef float[::1] S = sa
-    cdef float amax, s
-    with nogil:
-        for t in range(T):
-            amax = mbq_absmax(&X[t, 0], K)
-            if amax < <float>1e-5:
-                amax = <float>1e-5
-            s = <float>127.0 * (<float>1.0 / amax)      # torch's 127 / t: 127 * (1 / t)
-            S[t] = s
-            mbq_round(&X[t, 0], K, s, 0, &Q[t, 0])
-    return qa, sa
+cdef enum:                      # the per-token scale rules of _per_token
+    HF = 0                      # transformers: 127 * (1 / max(max|x|, 1e-5)), in float32
+    I2S = 1                     # bitnet.cpp I2_S: (float)(127.0 / max(max|x|, 1e-5)), in double
+    TL = 2                      # bitnet.cpp TL: 127 / max|x| in float32, no floor
 
 
-def quantize_act_i2s(x):
-    """bitnet.cpp's quantize_row_i8_s: -> (q int8 [T, K], s float32 [T], sums int32 [T])."""
+cdef inline float _token_scale(float amax, int rule, float *stored) noexcept nogil:
+    """The scale s that multiplies a token whose max |x| is amax, under rule; *stored gets
+    the scale the quantizer returns.  Only TL's two differ: a zero row stores inf and
+    rounds with s = 0, as does a row whose 127 / max|x| overflows."""
+    cdef float s
+    cdef double amax_d
+    if rule == TL:
+        if not amax > 0:
+            stored[0] = INFINITY
+            return 0.0
+        s = <float>127.0 / amax
+        stored[0] = s
+        return s if isfinite(s) else 0.0       # max|x| < 127 / FLT_MAX: a zero row
+    if rule == HF:
+        if amax < <float>1e-5:
+            amax = <float>1e-5
+        s = <float>127.0 * (<float>1.0 / amax)          # torch's 127 / t: 127 * (1 / t)
+    else:                                               # I2S
+        amax_d = <double>amax                           # max |x| is exact in float
+        if amax_d < 1e-5:
+            amax_d = 1e-5
+        s = <float>(127.0 / amax_d)
+    stored[0] = s
+    return s
+
+
+cdef tuple _per_token(x, int rule):
+    """The per-token int8 quantizers in one loop: each row's max |x|, its scale by rule, then
+    q = clamp(rint(x * s)) and the row's sum -> (q int8 [T, K], s float32 [T], sums int32 [T])."""
     a = _activations(x)
     cdef const float[:, ::1] X = a
-    cdef Py_ssize_t T = a.shape[0], K = a.shape[1], t, k
+    cdef Py_ssize_t T = a.shape[0], K = a.shape[1], t
     qa = np.empty((T, K), dtype=np.int8)
     sa = np.empty(T, dtype=np.float32)
     ua = np.empty(T, dtype=np.int32)
     cdef cnp.int8_t[:, ::1] Q = qa
     cdef float[::1] S = sa
     cdef cnp.int32_t[::1] U = ua
-    cdef double amax
     cdef float s
     with nogil:
         for t in range(T):
-            amax = <double>mbq_absmax(&X[t, 0], K)          # max |x| is exact in float
-            if amax < 1e-5:
-                amax = 1e-5
-            s = <float>(127.0 / amax)
-            S[t] = s
+            s = _token_scale(mbq_absmax(&X[t, 0], K), rule, &S[t])
             U[t] = mbq_round(&X[t, 0], K, s, 0, &Q[t, 0])
     return qa, sa, ua
 
 
+def quantize_act_hf(x):
+    """Per-token int8 as transformers' ActQuant: -> (q int8 [T, K], s float32 [T])."""
+    q, s, _ = _per_token(x, HF)
+    return q, s
+
+
+def quantize_act_i2s(x):
+    """bitnet.cpp's quantize_row_i8_s: -> (q int8 [T, K], s float32 [T], sums int32 [T])."""
+    return _per_token(x, I2S)
+
+
 def quantize_act_tl(x):
     """bitnet.cpp's TL activation quantization: -> (q int8 [T, K], s float32 [T])."""
-    a = _activations(x)
-    cdef const float[:, ::1] X = a
-    cdef Py_ssize_t T = a.shape[0], K = a.shape[1], t, k
-    qa = np.empty((T, K), dtype=np.int8)
-    sa = np.empty(T, dtype=np.float32)
-    cdef cnp.int8_t[:, ::1] Q = qa
-    cdef float[::1] S = sa
-    cdef float amax, s, inf = np.inf
-    with nogil:
-        for t in range(T):
-            amax = mbq_absmax(&X[t, 0], K)
-            if amax > 0:
-                s = <float>127.0 / amax
-                S[t] = s
-                if not isfinite(s):       # max|x| < 127 / FLT_MAX: a zero row
-                    s = 0.0
-            else:
-                s = 0.0
-                S[t] = inf
-            mbq_round(&X[t, 0], K, s, 0, &Q[t, 0])
-    return qa, sa
+    q, s, _ = _per_token(x, TL)
+    return q, s
 
 
 def quantize_q8_k(x):

@@ -49,6 +49,16 @@ cdef float _abs_lane_sum(const float *x, int64_t K) noexcept nogil:
     return mbd_tree(acc)
 
 
+cdef float _absmax(const float *x, int64_t K) noexcept nogil:
+    """max |x| over K floats (exact: a maximum does not round)."""
+    cdef float g = 0.0
+    cdef int64_t k
+    for k in range(K):
+        if fabsf(x[k]) > g:
+            g = fabsf(x[k])
+    return g
+
+
 cdef void _round_clip(const float *x, int64_t K, float sc, float lo, float hi,
                       int8_t *q) noexcept nogil:
     """q = clip(rint(x * sc), lo, hi): the last step of both per-token quantizers."""
@@ -57,44 +67,41 @@ cdef void _round_clip(const float *x, int64_t K, float sc, float lo, float hi,
         q[k] = <int8_t>_clampf(rintf(x[k] * sc), lo, hi)
 
 
-def quantize_act_a4(x):
-    """INT4 absmean per token -> (int8 q in [-8, 7], float32 s [T]); see the reference."""
+cdef enum:                      # the two per-token quantizers of _per_token
+    A4 = 0                      # INT4 absmean: s = sqrt(7) / (mean|x| + eps), q in [-8, 7]
+    A8 = 1                      # INT8 absmax: s = 127 / (max|x| + eps), q in [-128, 127]
+
+
+cdef tuple _per_token(x, int kind):
+    """Both per-token quantizers in one loop: each row's scale by kind, then
+    q = clip(rint(x * s)) -> (int8 q [T, K], float32 s [T])."""
     x = _activations(x)
-    cdef int64_t T = x.shape[0], K = x.shape[1], t, k
+    cdef int64_t T = x.shape[0], K = x.shape[1], t
     q = np.empty((T, K), np.int8)
     s = np.empty(T, np.float32)
     cdef const float[:, ::1] X = x
     cdef int8_t[:, ::1] Q = q
     cdef float[::1] S = s
-    cdef float beta, sc
-    cdef float sq7 = SQRT7, eps = EPS
+    cdef float sc, sq7 = SQRT7, eps = EPS, c127 = 127.0
+    cdef float lo = -8.0 if kind == A4 else -128.0, hi = 7.0 if kind == A4 else 127.0
     for t in range(T):
-        beta = _abs_lane_sum(&X[t, 0], K) / <float>K
-        sc = sq7 / (beta + eps)
+        if kind == A4:
+            sc = sq7 / (_abs_lane_sum(&X[t, 0], K) / <float>K + eps)
+        else:
+            sc = c127 / (_absmax(&X[t, 0], K) + eps)      # float32 division, as the reference
         S[t] = sc
-        _round_clip(&X[t, 0], K, sc, -8.0, 7.0, &Q[t, 0])
+        _round_clip(&X[t, 0], K, sc, lo, hi, &Q[t, 0])
     return q, s
+
+
+def quantize_act_a4(x):
+    """INT4 absmean per token -> (int8 q in [-8, 7], float32 s [T]); see the reference."""
+    return _per_token(x, A4)
 
 
 def quantize_act_a8(x):
     """INT8 absmax per token -> (int8 q, float32 s [T]); see the reference."""
-    x = _activations(x)
-    cdef int64_t T = x.shape[0], K = x.shape[1], t, k
-    q = np.empty((T, K), np.int8)
-    s = np.empty(T, np.float32)
-    cdef const float[:, ::1] X = x
-    cdef int8_t[:, ::1] Q = q
-    cdef float[::1] S = s
-    cdef float g, sc, eps = EPS, c127 = 127.0
-    for t in range(T):
-        g = 0.0
-        for k in range(K):
-            if fabsf(X[t, k]) > g:
-                g = fabsf(X[t, k])
-        sc = c127 / (g + eps)      # float32 division, as the reference
-        S[t] = sc
-        _round_clip(&X[t, 0], K, sc, -128.0, 127.0, &Q[t, 0])
-    return q, s
+    return _per_token(x, A8)
 
 
 cdef int _desc(const void *a, const void *b) noexcept nogil:
@@ -148,16 +155,14 @@ def quantize_kv_int3(x, start=0):
     out = np.empty_like(a)
     cdef const float[:, :, ::1] X = a
     cdef float[:, :, ::1] O = out
-    cdef float g, sc, L, h, u, eps = EPS
+    cdef float sc, L, h, u, eps = EPS
     for i in range(T * G):
         t = i // G
         L = 15.0 if t < first else 7.0
         h = 7.5 if t < first else 3.5
-        g = 0.0
-        for k in range(D):
-            if fabsf(X[t, i % G, k]) > g:
-                g = fabsf(X[t, i % G, k])
-        sc = h / (g + eps)
+        if D == 0:
+            continue
+        sc = h / (_absmax(&X[t, i % G, 0], D) + eps)
         for k in range(D):
             u = _clampf(rintf(X[t, i % G, k] * sc + h), 0.0, L)
             O[t, i % G, k] = (u - h) / sc

@@ -34,45 +34,35 @@ cdef enum:
 ctypedef struct Job:
     const uint8_t *data
     const int8_t *q
-    const int32_t *ysum
+    const int32_t *qsum     # per-block (mb_tq) or per-32-chunk (mb_tq_lanes) sums of q
     const float *da
-    int32_t *sumi
+    int32_t *ints           # int32 results (sumi or lanes) when out is NULL
     float *out
     int64_t T, rows, cols
-    int fmt2
+    int fmt2, lanes, fused
 
 
 cdef void _tiles(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
     """Work items [i0, i1) of the job at ctx; item i: rows [16 i, 16 i + 16) of every token
     (16 rows of weights stay in L1 while every token passes them)."""
     cdef const Job *j = <const Job *>ctx
-    cdef int64_t i
+    cdef int64_t i, r0, r1
     for i in range(i0, i1):
-        mb_tq(j.fmt2, j.data, j.cols, j.q, j.ysum, j.da, j.T, j.rows, i * TILE_ROWS,
-              min(i * TILE_ROWS + TILE_ROWS, j.rows), j.sumi, j.out)
+        r0 = i * TILE_ROWS
+        r1 = min(r0 + TILE_ROWS, j.rows)
+        if j.lanes:
+            mb_tq_lanes(j.fmt2, j.data, j.cols, j.q, j.qsum, j.da, j.T, j.rows, r0, r1,
+                        j.fused, j.ints, j.out)
+        else:
+            mb_tq(j.fmt2, j.data, j.cols, j.q, j.qsum, j.da, j.T, j.rows, r0, r1, j.ints, j.out)
 
 
-cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d):
-    """Checked arrays -> int32 sumi [T, rows, nb] (d is None) or float32 y [T, rows]."""
-    cdef int64_t T = q.shape[0], nb = cols // 256
-    cdef int fmt2 = fmt == "tq2_0"
-    cdef bint want_sums = d is None
-    if want_sums:
-        shape_sums, shape_out = (T, rows, nb), (1, 1)
-    else:
-        shape_sums, shape_out = (1, 1, 1), (T, rows)
-    sumi = np.empty(shape_sums, dtype=np.int32)
-    out = np.empty(shape_out, dtype=np.float32)
-    result = sumi if want_sums else out
-    if T == 0:
-        return result
-    ysum = np.empty((T, nb), dtype=np.int32)                            # [T, nb] sum of q per block
-    if want_sums:
-        d = np.zeros((T, nb), dtype=np.float32)
-    cdef const uint8_t[:, ::1] D = data
+cdef object _block_q_sums(q, int64_t nb):
+    """int32 [T, nb]: the sum of q over every 256-block, one C loop (no temporaries)."""
+    cdef int64_t T = q.shape[0], t, b, j
+    ysum = np.empty((T, nb), dtype=np.int32)
     cdef const int8_t[:, ::1] Q = q
     cdef int32_t[:, ::1] YS = ysum
-    cdef int64_t t, b, j
     cdef int32_t acc
     with nogil:
         for t in range(T):
@@ -81,14 +71,41 @@ cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d):
                 for j in range(256):
                     acc = acc + Q[t, b * 256 + j]
                 YS[t, b] = acc
+    return ysum
+
+
+cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d, int lanes, int fused):
+    """Checked arrays -> the int32 results when d is None (lanes: the AVX2 kernel's eight
+    lanes [T, rows, nb, 8], else the block sums sumi [T, rows, nb]), or float32 y [T, rows]."""
+    cdef int64_t T = q.shape[0], nb = cols // 256
+    cdef bint want_ints = d is None
+    if not want_ints:
+        ints, out = np.empty(1, np.int32), np.empty((T, rows), np.float32)
+    elif lanes:
+        ints, out = np.empty((T, rows, nb, 8), np.int32), np.empty(1, np.float32)
+    else:
+        ints, out = np.empty((T, rows, nb), np.int32), np.empty(1, np.float32)
+    result = ints if want_ints else out
+    if T == 0:
+        return result
+    if lanes:   # the activations' sum over every 32-element chunk (bsums[2k] + bsums[2k + 1])
+        qsum = q.reshape(T, nb, 8, 32).sum(axis=3, dtype=np.int32)
+    else:       # [T, nb] sum of q per block
+        qsum = _block_q_sums(q, nb)
+    if want_ints:
+        d = np.zeros((T, nb), dtype=np.float32)
+    cdef const uint8_t[:, ::1] D = data
+    cdef const int8_t[:, ::1] Q = q
+    cdef const int32_t[::1] QS = qsum.reshape(-1)
     cdef const float[:, ::1] DA = d
-    cdef int32_t[:, :, ::1] SI = sumi
-    cdef float[:, ::1] O = out
-    cdef int32_t *psumi = &SI[0, 0, 0] if want_sums else NULL
-    cdef float *pout = NULL if want_sums else &O[0, 0]
+    cdef int32_t[::1] I = ints.reshape(-1)
+    cdef float[::1] O = out.reshape(-1)
     cdef Job job
-    job.data, job.q, job.ysum, job.da, job.sumi, job.out = &D[0, 0], &Q[0, 0], &YS[0, 0], &DA[0, 0], psumi, pout
-    job.T, job.rows, job.cols, job.fmt2 = T, rows, cols, fmt2
+    job.data, job.q, job.qsum, job.da = &D[0, 0], &Q[0, 0], &QS[0], &DA[0, 0]
+    job.ints = &I[0] if want_ints else NULL
+    job.out = NULL if want_ints else &O[0]
+    job.T, job.rows, job.cols = T, rows, cols
+    job.fmt2, job.lanes, job.fused = fmt == "tq2_0", lanes, fused
     cdef int64_t ntiles = (rows + TILE_ROWS - 1) // TILE_ROWS
     # small products run on one thread (no pool job at all); the split never changes a bit
     cdef int nth = max(1, min(_threads(), ntiles)) if T * rows * cols >= MIN_PARALLEL_MAC else 1
@@ -100,80 +117,22 @@ cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d):
 def block_sums(data, rows, cols, fmt, q):
     """sumi[t, n, b] = sum over block b of q * (code - 1): int32 [T, rows, nb]."""
     data, q, _ = _ref.check_args(data, rows, cols, fmt, q)
-    return _run(data, int(rows), int(cols), fmt, q, None)
+    return _run(data, int(rows), int(cols), fmt, q, None, 0, 0)
 
 
 def linear_q8k(data, rows, cols, fmt, q, d):
     """Profile "llama.cpp": sum over blocks, in order, of (float)sumi * (d * d_w): float32 [T, rows]."""
     data, q, d = _ref.check_args(data, rows, cols, fmt, q, d)
-    return _run(data, int(rows), int(cols), fmt, q, d)
-
-
-ctypedef struct LaneJob:
-    const uint8_t *data
-    const int8_t *q
-    const int32_t *csum
-    const float *da
-    int32_t *lanes
-    float *out
-    int64_t cols, T, rows
-    int fmt2, fused
-
-
-cdef void _lane_tiles(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
-    """Items [i0, i1) of the job at ctx; item i: weight rows [TILE_ROWS i, TILE_ROWS (i + 1))."""
-    cdef const LaneJob *j = <const LaneJob *>ctx
-    cdef int64_t i, r0
-    for i in range(i0, i1):
-        r0 = i * TILE_ROWS
-        mb_tq_lanes(j.fmt2, j.data, j.cols, j.q, j.csum, j.da, j.T, j.rows, r0,
-                    min(r0 + TILE_ROWS, j.rows), j.fused, j.lanes, j.out)
-
-
-cdef _run_lanes(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d, int fused):
-    """Checked arrays -> int32 lanes [T, rows, nb, 8] (d is None) or float32 y [T, rows]."""
-    cdef int64_t T = q.shape[0], nb = cols // 256
-    cdef int fmt2 = fmt == "tq2_0"
-    cdef bint want_lanes = d is None
-    if want_lanes:
-        shape_lanes, shape_out = (T, rows, nb, 8), (1, 1)
-    else:
-        shape_lanes, shape_out = (1, 1, 1, 1), (T, rows)
-    lanes = np.empty(shape_lanes, dtype=np.int32)
-    out = np.empty(shape_out, dtype=np.float32)
-    result = lanes if want_lanes else out
-    if T == 0:
-        return result
-    # the activations' sum over every 32-element chunk (bsums[2k] + bsums[2k + 1])
-    csum = q.reshape(T, nb, 8, 32).sum(axis=3, dtype=np.int32)
-    if want_lanes:
-        d = np.zeros((T, nb), dtype=np.float32)
-    cdef const uint8_t[:, ::1] D = data
-    cdef const int8_t[:, ::1] Q = q
-    cdef const int32_t[:, :, ::1] CS = csum
-    cdef const float[:, ::1] DA = d
-    cdef int32_t[:, :, :, ::1] LN = lanes
-    cdef float[:, ::1] O = out
-    cdef int32_t *plan = &LN[0, 0, 0, 0] if want_lanes else NULL
-    cdef float *pout = NULL if want_lanes else &O[0, 0]
-    cdef int64_t ntiles = (rows + TILE_ROWS - 1) // TILE_ROWS
-    cdef int nth = max(1, min(_threads(), ntiles)) if T * rows * cols >= MIN_PARALLEL_MAC else 1
-    cdef LaneJob job
-    job.data, job.q, job.csum, job.da = &D[0, 0], &Q[0, 0], &CS[0, 0, 0], &DA[0, 0]
-    job.lanes, job.out, job.cols, job.T, job.rows = plan, pout, cols, T, rows
-    job.fmt2, job.fused = fmt2, fused
-    with nogil:
-        mb_parallel(_lane_tiles, &job, ntiles, nth)
-    return result
+    return _run(data, int(rows), int(cols), fmt, q, d, 0, 0)
 
 
 def lane_sums(data, rows, cols, fmt, q):
     """The AVX2 kernel's eight int32 lanes per block: int32 [T, rows, nb, 8]."""
     data, q, _ = _ref.check_args(data, rows, cols, fmt, q)
-    return _run_lanes(data, int(rows), int(cols), fmt, q, None, 0)
+    return _run(data, int(rows), int(cols), fmt, q, None, 1, 0)
 
 
 def linear_q8k_avx2(data, rows, cols, fmt, q, d, fused=False):
     """TQ x Q8_K in the AVX2 kernel's order (eight float lanes; fused: fmaf): float32 [T, rows]."""
     data, q, d = _ref.check_args(data, rows, cols, fmt, q, d)
-    return _run_lanes(data, int(rows), int(cols), fmt, q, d, 1 if fused else 0)
+    return _run(data, int(rows), int(cols), fmt, q, d, 1, 1 if fused else 0)

@@ -1,26 +1,29 @@
 # cython: language_level=3
-"""Twin of minibit/formats/tq1_0.py: llama.cpp's base-3 TQ1_0 as C loops, gguf-py's bytes."""
+"""Twin of minibit/formats/tq1_0.py: llama.cpp's base-3 TQ1_0 as C loops, gguf-py's bytes.
+
+This file holds the TQ1_0 bit layout of one 256-block (_pack_block, _unpack_block);
+quantize, unpack and dequantize around it are shared with the TQ2_0 twin (tq_block.pxi).
+"""
 
 import numpy as np
 cimport numpy as cnp
 from libc.math cimport roundf
 
-from minibit.formats._packed import check_matrix
 from minibit.formats import tq1_0 as _ref
-from minibit.formats import tq2_0 as _tq2
-from minibit._fast.tq2_0 import _block_max, _scale_codes
 
 cnp.import_array()
 
-include "tq_block.pxi"
-
 cdef enum:
     QK = 256
-    BLK = 54
+    BLK = 54                    # qs[48], qh[4], fp16 d
+
+_FMT = "tq1_0"
+
+include "tq_block.pxi"
 
 
-cdef inline int _trit(const float[:, ::1] x, Py_ssize_t r, Py_ssize_t e, float inv) noexcept nogil:
-    return <int>roundf(x[r, e] * inv) + 1
+cdef inline int _trit(float v, float inv) noexcept nogil:
+    return <int>roundf(v * inv) + 1
 
 
 cdef inline cnp.uint8_t _frac(int q) noexcept nogil:
@@ -28,47 +31,25 @@ cdef inline cnp.uint8_t _frac(int q) noexcept nogil:
     return <cnp.uint8_t>((q * 256 + 242) // 243)
 
 
-def quantize(w):
-    """float32 [rows, cols] -> uint8 [rows, cols/256 * 54]."""
-    w = check_matrix(w)
-    cdef Py_ssize_t rows = w.shape[0], cols = w.shape[1]
-    _tq2.check_shape("tq1_0", rows, cols)
-    cdef Py_ssize_t nb = cols // QK, r, b, m, n, j, base, ob
-    cdef const float[:, ::1] x = w
-    dmax = _block_max(x, nb)
-    if (dmax > _tq2.FP16_MAX).any():
-        _tq2.block_scales("tq1_0", w)         # raises the reference's FormatError
-    d16 = dmax.astype("<f2").view(np.uint8).reshape(rows, nb, 2)
-    cdef const cnp.uint8_t[:, :, ::1] dh = d16
-    cdef const float[:, ::1] dm = dmax
-    out = np.empty((rows, nb * BLK), dtype=np.uint8)
-    cdef cnp.uint8_t[:, ::1] o = out
-    cdef float inv
-    cdef int q
-    with nogil:
-        for r in range(rows):
-            for b in range(nb):
-                inv = _inv_scale(dm[r, b])
-                base = b * QK
-                ob = b * BLK
-                for m in range(32):                       # elements m + 32n
-                    q = 0
-                    for n in range(5):
-                        q = q * 3 + _trit(x, r, base + m + 32 * n, inv)
-                    o[r, ob + m] = _frac(q)
-                for m in range(16):                       # elements 160 + m + 16n
-                    q = 0
-                    for n in range(5):
-                        q = q * 3 + _trit(x, r, base + 160 + m + 16 * n, inv)
-                    o[r, ob + 32 + m] = _frac(q)
-                for j in range(4):                        # elements 240 + j + 4n, then x3
-                    q = 0
-                    for n in range(4):
-                        q = q * 3 + _trit(x, r, base + 240 + j + 4 * n, inv)
-                    o[r, ob + 48 + j] = _frac(q * 3)
-                o[r, ob + 52] = dh[r, b, 0]
-                o[r, ob + 53] = dh[r, b, 1]
-    return out
+cdef inline void _pack_block(const float *x, float inv, cnp.uint8_t *o) noexcept nogil:
+    """The 52 code bytes of one block: qs[m] holds the trits of elements m + 32 n (n = 0..4),
+    qs[32 + m] those of 160 + m + 16 n, qh[j] those of 240 + j + 4 n (n = 0..3, then x3)."""
+    cdef int m, n, j, q
+    for m in range(32):
+        q = 0
+        for n in range(5):
+            q = q * 3 + _trit(x[m + 32 * n], inv)
+        o[m] = _frac(q)
+    for m in range(16):
+        q = 0
+        for n in range(5):
+            q = q * 3 + _trit(x[160 + m + 16 * n], inv)
+        o[32 + m] = _frac(q)
+    for j in range(4):
+        q = 0
+        for n in range(4):
+            q = q * 3 + _trit(x[240 + j + 4 * n], inv)
+        o[48 + j] = _frac(q * 3)
 
 
 cdef inline cnp.int8_t _digit(cnp.uint8_t byte, int n) noexcept nogil:
@@ -79,34 +60,15 @@ cdef inline cnp.int8_t _digit(cnp.uint8_t byte, int n) noexcept nogil:
     return <cnp.int8_t>((((byte * p) & 255) * 3) >> 8) - 1
 
 
-def unpack(data, Py_ssize_t rows, Py_ssize_t cols):
-    """uint8 [rows, nb*54] -> (int8 codes [rows, cols], float32 d [rows, nb])."""
-    _tq2.check_shape("tq1_0", rows, cols)
-    data = np.ascontiguousarray(data, dtype=np.uint8)
-    cdef Py_ssize_t nb = cols // QK, r, b, m, n, j, base, ob
-    if data.ndim != 2 or data.shape[0] != rows or data.shape[1] != nb * BLK:
-        return _ref.unpack(data, rows, cols)  # raises the reference's FormatError
-    cdef const cnp.uint8_t[:, ::1] d = data
-    codes = np.empty((rows, cols), dtype=np.int8)
-    cdef cnp.int8_t[:, ::1] c = codes
-    with nogil:
-        for r in range(rows):
-            for b in range(nb):
-                base = b * QK
-                ob = b * BLK
-                for n in range(5):
-                    for m in range(32):
-                        c[r, base + m + 32 * n] = _digit(d[r, ob + m], n)
-                    for m in range(16):
-                        c[r, base + 160 + m + 16 * n] = _digit(d[r, ob + 32 + m], n)
-                for n in range(4):
-                    for j in range(4):
-                        c[r, base + 240 + j + 4 * n] = _digit(d[r, ob + 48 + j], n)
-    scales = np.ascontiguousarray(data.reshape(rows, nb, BLK)[:, :, 52:]).view("<f2")[..., 0]
-    return codes, scales.astype(np.float32)
-
-
-def dequantize(data, Py_ssize_t rows, Py_ssize_t cols):
-    """uint8 [rows, nb*54] -> float32 [rows, cols] = (trit - 1) * d."""
-    codes, scales = unpack(data, rows, cols)
-    return _scale_codes(codes, scales, rows, cols)
+cdef inline int _unpack_block(const cnp.uint8_t *d, cnp.int8_t *c) noexcept nogil:
+    """The inverse of _pack_block, trits - 1 in {-1, 0, 1}; every byte decodes (returns 0)."""
+    cdef int m, n, j
+    for n in range(5):
+        for m in range(32):
+            c[m + 32 * n] = _digit(d[m], n)
+        for m in range(16):
+            c[160 + m + 16 * n] = _digit(d[32 + m], n)
+    for n in range(4):
+        for j in range(4):
+            c[240 + j + 4 * n] = _digit(d[48 + j], n)
+    return 0

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, settings, strategies as st
 
 from minibit import _backend
 
@@ -71,3 +71,27 @@ def each_simd(fast, fn):
             fn(simd)
     finally:
         fast._set_simd(old)
+
+
+def assert_model_backends_agree(m, ids, twin):
+    """m.logits(ids) on the NumPy path and on the Cython twins give the same bits.  twin: the
+    twin the model's own kernels need (skipped when it is not built, failed under
+    MINIBIT_REQUIRE_FAST=1, as twin_pair does)."""
+    twin_pair(twin)
+    with _backend.use("numpy"):
+        a = m.logits(ids)
+    with _backend.use("cython"):
+        b = m.logits(ids)
+    assert_same_bytes(b, a, f"logits with the {twin} twin vs NumPy")
+
+
+@st.composite
+def tl1_tilings(draw, max_strips=2):
+    """(M, K, params) of a valid TL1 tiling: bm in {32, 64}, BM = 1..max_strips strips of bm
+    rows, BK a multiple of by = 256 / bm (up to 4), M and K whole tiles (1-2 and 1-3)."""
+    bm = draw(st.sampled_from([32, 64]))
+    by = 256 // bm
+    BM = bm * draw(st.integers(1, max_strips))
+    BK = by * draw(st.integers(1, 4))
+    M, K = BM * draw(st.integers(1, 2)), BK * draw(st.integers(1, 3))
+    return M, K, {"BM": BM, "BK": BK, "bm": bm}

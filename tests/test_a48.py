@@ -10,7 +10,7 @@ import minibit
 from minibit import _backend, quant_a48
 from minibit.formats import hf_packed
 from minibit.model.layers import BitLinear
-from conftest import twin_pair
+from conftest import assert_model_backends_agree, twin_pair
 
 F32 = np.float32
 
@@ -152,15 +152,8 @@ def test_demo_a48_loads_with_its_profile():
 
 
 def test_demo_a48_backends_bit_identical():
-    if _backend.fast_module("quant_a48") is None:
-        twin_pair("quant_a48")                                  # skips, or fails in CI
     m = minibit.load("demo-a4.8")
-    ids = m.tokenizer.encode(IDS_TEXT)
-    with _backend.use("numpy"):
-        a = m.logits(ids)
-    with _backend.use("cython"):
-        b = m.logits(ids)
-    assert np.array_equal(a, b)
+    assert_model_backends_agree(m, m.tokenizer.encode(IDS_TEXT), "quant_a48")
 
 
 def test_kv_int3_cache_changes_only_attention_inputs():

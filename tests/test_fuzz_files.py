@@ -96,16 +96,23 @@ def test_safetensors_mutations(tmp_path_factory, st_bytes, kind, pos, val):
         pass
 
 
+def _scratch_checkpoint(tmp_path_factory, ckpt, dirname, names):
+    """The session's scratch directory dirname holding copies of the files names of the
+    checkpoint ckpt (copied once); each example then writes the one file it damages."""
+    d = tmp_path_factory.getbasetemp() / dirname
+    d.mkdir(exist_ok=True)
+    for name in names:
+        target = d / name
+        if not target.exists():
+            target.write_bytes(open(os.path.join(ckpt, name), "rb").read())
+    return d
+
+
 @fuzz
 @given(kind=st.sampled_from(["truncate", "flip_any", "json_edit"]), pos=st.integers(0, 2 ** 20),
        val=st.integers(0, 2 ** 64 - 1))
 def test_model_load_with_damaged_weights(tmp_path_factory, ckpt, st_bytes, kind, pos, val):
-    d = tmp_path_factory.getbasetemp() / "fuzzmodel"
-    d.mkdir(exist_ok=True)
-    for name in ("config.json", "tokenizer.json"):
-        target = d / name
-        if not target.exists():
-            target.write_bytes(open(os.path.join(ckpt, name), "rb").read())
+    d = _scratch_checkpoint(tmp_path_factory, ckpt, "fuzzmodel", ("config.json", "tokenizer.json"))
     (d / "model.safetensors").write_bytes(_mutate(st_bytes, kind, pos, val))
     try:
         m = minibit.load(str(d))
@@ -128,12 +135,7 @@ config_values = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 40, 2 ** 4
                             "max_position_embeddings", "bos_token_id"]),
        value=config_values)
 def test_config_fields(tmp_path_factory, ckpt, key, value):
-    d = tmp_path_factory.getbasetemp() / "fuzzcfg"
-    d.mkdir(exist_ok=True)
-    for name in ("model.safetensors", "tokenizer.json"):
-        target = d / name
-        if not target.exists():
-            target.write_bytes(open(os.path.join(ckpt, name), "rb").read())
+    d = _scratch_checkpoint(tmp_path_factory, ckpt, "fuzzcfg", ("model.safetensors", "tokenizer.json"))
     cfg = json.load(open(os.path.join(ckpt, "config.json")))
     cfg[key] = value
     (d / "config.json").write_text(json.dumps(cfg))

@@ -11,7 +11,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from conftest import assert_same_bytes, twin_pair
+from conftest import assert_same_bytes, tl1_tilings, twin_pair
 from minibit import _backend, kernels, quant
 from minibit._errors import FormatError
 from minibit.formats import Packed, i2_s, tl1, tl2
@@ -68,16 +68,6 @@ def product(q, codes):
 # strategies: valid tilings, ternary codes, activations with edge values
 
 @st.composite
-def tl1_shapes(draw):
-    bm = draw(st.sampled_from([32, 64]))
-    by = 256 // bm
-    BM = bm * draw(st.integers(1, 2))
-    BK = by * draw(st.integers(1, 4))
-    M, K = BM * draw(st.integers(1, 2)), BK * draw(st.integers(1, 3))
-    return M, K, {"BM": BM, "BK": BK, "bm": bm}
-
-
-@st.composite
 def tl2_shapes(draw):
     BM = 32 * draw(st.integers(1, 2))
     BK = 24 * draw(st.sampled_from([1, 2, 4, 8, 10]))
@@ -103,7 +93,7 @@ def default_shapes(draw, fmt):
 
 
 def shapes(fmt):
-    return st.one_of(tl1_shapes() if fmt == "tl1" else tl2_shapes(), default_shapes(fmt))
+    return st.one_of(tl1_tilings(max_strips=2) if fmt == "tl1" else tl2_shapes(), default_shapes(fmt))
 
 
 def ternary(M, K):

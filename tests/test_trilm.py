@@ -9,12 +9,11 @@ from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import minibit
-from minibit import _backend
 from minibit.formats import hf_packed
 from minibit.io.synthetic import write_trilm_checkpoint
 from minibit.io.trilm import TriLinear, split_ternary
 from minibit.kernels import float_ternary
-from conftest import twin_pair
+from conftest import assert_model_backends_agree, twin_pair
 
 F32 = np.float32
 IDS = [256, 72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100, 33, 32, 84, 104, 101]
@@ -128,13 +127,7 @@ def test_generate_and_backends_bit_identical(ckpts):
     m = minibit.load(ckpts["mp3-gqa"])
     text = m.generate("Hello", max_new_tokens=10, temperature=0.8, seed=3)
     assert isinstance(text, str)
-    if _backend.fast_module("float_ternary") is None:
-        twin_pair("float_ternary")
-    with _backend.use("numpy"):
-        a = m.logits(IDS)
-    with _backend.use("cython"):
-        b = m.logits(IDS)
-    assert np.array_equal(a, b)
+    assert_model_backends_agree(m, IDS, "float_ternary")
 
 
 # ---- the float kernel ---------------------------------------------------------------------
