@@ -29,6 +29,7 @@ cdef extern from "mb_ternary.h" nogil:
 cdef enum:
     MIN_PARALLEL_MAC = 1 << 18   # multiply-adds below which one thread runs
     TILE_ROWS = 16
+    MAX_GROUP = 8                # weights per group job (more: one job each)
 
 
 ctypedef struct Job:
@@ -130,10 +131,17 @@ cdef void _lane_tiles(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
                     min(r0 + TILE_ROWS, j.rows), j.fused, j.lanes, j.out)
 
 
-cdef _run_lanes(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d, int fused):
-    """Checked arrays -> int32 lanes [T, rows, nb, 8] (d is None) or float32 y [T, rows]."""
+cdef _csum(q, int64_t nb):
+    """The activations' sum over every 32-element chunk (bsums[2k] + bsums[2k + 1]): int32 [T, nb, 8]."""
+    return q.reshape(q.shape[0], nb, 8, 32).sum(axis=3, dtype=np.int32)
+
+
+cdef _lane_job(LaneJob *job, data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, csum, d,
+               int fused, list keep):
+    """Fill job for one weight (checked arrays; csum from _csum) -> its result array: int32
+    lanes [T, rows, nb, 8] (d is None) or float32 y [T, rows].  The arrays the job points
+    into are appended to keep (the caller holds them until the job has run)."""
     cdef int64_t T = q.shape[0], nb = cols // 256
-    cdef int fmt2 = fmt == "tq2_0"
     cdef bint want_lanes = d is None
     if want_lanes:
         shape_lanes, shape_out = (T, rows, nb, 8), (1, 1)
@@ -141,30 +149,53 @@ cdef _run_lanes(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d, int fused
         shape_lanes, shape_out = (1, 1, 1, 1), (T, rows)
     lanes = np.empty(shape_lanes, dtype=np.int32)
     out = np.empty(shape_out, dtype=np.float32)
-    result = lanes if want_lanes else out
-    if T == 0:
-        return result
-    # the activations' sum over every 32-element chunk (bsums[2k] + bsums[2k + 1])
-    csum = q.reshape(T, nb, 8, 32).sum(axis=3, dtype=np.int32)
     if want_lanes:
         d = np.zeros((T, nb), dtype=np.float32)
+    keep += [data, q, csum, d, lanes, out]
     cdef const uint8_t[:, ::1] D = data
     cdef const int8_t[:, ::1] Q = q
     cdef const int32_t[:, :, ::1] CS = csum
     cdef const float[:, ::1] DA = d
     cdef int32_t[:, :, :, ::1] LN = lanes
     cdef float[:, ::1] O = out
-    cdef int32_t *plan = &LN[0, 0, 0, 0] if want_lanes else NULL
-    cdef float *pout = NULL if want_lanes else &O[0, 0]
+    job.data, job.q, job.csum, job.da = &D[0, 0], &Q[0, 0], &CS[0, 0, 0], &DA[0, 0]
+    job.lanes = &LN[0, 0, 0, 0] if want_lanes else NULL
+    job.out = NULL if want_lanes else &O[0, 0]
+    job.cols, job.T, job.rows = cols, T, rows
+    job.fmt2, job.fused = fmt == "tq2_0", fused
+    return lanes if want_lanes else out
+
+
+cdef _run_lanes(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d, int fused):
+    """Checked arrays -> int32 lanes [T, rows, nb, 8] (d is None) or float32 y [T, rows]."""
+    cdef int64_t T = q.shape[0]
+    if T == 0:
+        return (np.empty((0, rows, cols // 256, 8), dtype=np.int32) if d is None
+                else np.empty((0, rows), dtype=np.float32))
+    cdef LaneJob job
+    keep = []
+    result = _lane_job(&job, data, rows, cols, fmt, q, _csum(q, cols // 256), d, fused, keep)
     cdef int64_t ntiles = (rows + TILE_ROWS - 1) // TILE_ROWS
     cdef int nth = max(1, min(_threads(), ntiles)) if T * rows * cols >= MIN_PARALLEL_MAC else 1
-    cdef LaneJob job
-    job.data, job.q, job.csum, job.da = &D[0, 0], &Q[0, 0], &CS[0, 0, 0], &DA[0, 0]
-    job.lanes, job.out, job.cols, job.T, job.rows = plan, pout, cols, T, rows
-    job.fmt2, job.fused = fmt2, fused
     with nogil:
         mb_parallel(_lane_tiles, &job, ntiles, nth)
     return result
+
+
+ctypedef struct LaneGroup:
+    LaneJob job[MAX_GROUP]
+    int64_t first[MAX_GROUP + 1]      # weight k owns work items [first[k], first[k + 1])
+
+
+cdef void _group_tiles(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
+    """Items [i0, i1) of a group: item i is tile i - first[k] of weight k."""
+    cdef const LaneGroup *g = <const LaneGroup *>ctx
+    cdef int k = 0
+    cdef int64_t i
+    for i in range(i0, i1):
+        while g.first[k + 1] <= i:
+            k += 1
+        _lane_tiles(<void *>&g.job[k], i - g.first[k], i - g.first[k] + 1)
 
 
 def lane_sums(data, rows, cols, fmt, q):
@@ -177,3 +208,33 @@ def linear_q8k_avx2(data, rows, cols, fmt, q, d, fused=False):
     """TQ x Q8_K in the AVX2 kernel's order (eight float lanes; fused: fmaf): float32 [T, rows]."""
     data, q, d = _ref.check_args(data, rows, cols, fmt, q, d)
     return _run_lanes(data, int(rows), int(cols), fmt, q, d, 1 if fused else 0)
+
+
+def linear_q8k_avx2_group(datas, rows, cols, fmt, q, d, fused=False):
+    """linear_q8k_avx2 of several weights on the same activations -> a tuple of float32
+    [T, rows[i]]: the activations' chunk sums once, every weight's row tiles in one
+    thread-pool job (one parallel region for q/k/v or gate/up); the same bits."""
+    datas, rows = _ref.check_group(datas, rows)
+    if len(datas) > MAX_GROUP:
+        return tuple(linear_q8k_avx2(a, r, cols, fmt, q, d, fused) for a, r in zip(datas, rows))
+    checked = [_ref.check_args(a, r, cols, fmt, q, d) for a, r in zip(datas, rows)]
+    q, d = checked[0][1], checked[0][2]
+    cdef Py_ssize_t c = int(cols)
+    cdef int64_t T = q.shape[0], mac = 0
+    cdef int k, n = len(datas)
+    if T == 0:
+        return tuple(np.empty((0, int(r)), dtype=np.float32) for r in rows)
+    cdef LaneGroup g
+    keep = []
+    csum = _csum(q, c // 256)
+    outs = []
+    g.first[0] = 0
+    for k in range(n):
+        outs.append(_lane_job(&g.job[k], checked[k][0], rows[k], c, fmt, q, csum, d,
+                              1 if fused else 0, keep))
+        g.first[k + 1] = g.first[k] + (rows[k] + TILE_ROWS - 1) // TILE_ROWS
+        mac += T * rows[k] * c
+    cdef int nth = max(1, min(_threads(), g.first[n])) if mac >= MIN_PARALLEL_MAC else 1
+    with nogil:
+        mb_parallel(_group_tiles, &g, g.first[n], nth)
+    return tuple(outs)
