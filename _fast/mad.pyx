@@ -36,6 +36,7 @@ cdef enum:
     M_LANES = 1          # lane_product:    raw
     M_HF = 2             # linear_hf
     M_I2S = 3            # linear_i2s
+    MAX_GROUP = 8        # weights per group job (more: one job each)
 
 
 ctypedef struct Job:
@@ -94,16 +95,10 @@ cdef void _tiles(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
         _tile(<const Job *>ctx, i)
 
 
-cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str layout, q, int mode, s, sums, float scale):
-    """The checked arrays -> int32 [T, rows] (modes M_INT, M_LANES) or float32 (M_HF, M_I2S)."""
-    cdef int64_t T = q.shape[0], R = (rows + 3) // 4
-    cdef int gc = MB_GC_LANES if mode in (M_LANES, M_I2S) else MB_GC_EXACT
-    cdef int i2s = layout == "i2_s"
-    raw = np.empty((T, rows), dtype=np.int32)
-    out = raw if mode in (M_INT, M_LANES) else np.empty((T, rows), dtype=np.float32)
-    if T == 0:
-        return out
-    qs = np.empty(T, dtype=np.int32)                                    # [T] sum of q
+cdef _qsums(q, int64_t cols):
+    """[T] int32: the sum of each token's q."""
+    cdef int64_t T = q.shape[0]
+    qs = np.empty(T, dtype=np.int32)
     cdef const int8_t[:, ::1] Qv = q
     cdef int32_t[::1] QSv = qs
     cdef int64_t tt, kk
@@ -114,28 +109,73 @@ cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str layout, q, int mode, s, su
             for kk in range(cols):
                 acc = acc + Qv[tt, kk]
             QSv[tt] = acc
+    return qs
+
+
+cdef _fill(Job *job, data, Py_ssize_t rows, Py_ssize_t cols, str layout, q, qs, int mode, s,
+           sums, float scale, list keep):
+    """Fill job for one weight (checked arrays, T > 0, qs from _qsums) -> its result array,
+    int32 [T, rows] (modes M_INT, M_LANES) or float32 (M_HF, M_I2S).  The arrays the job
+    points into are appended to keep (the caller holds them until the job has run)."""
+    cdef int64_t T = q.shape[0], R = (rows + 3) // 4
+    cdef int gc = MB_GC_LANES if mode in (M_LANES, M_I2S) else MB_GC_EXACT
+    cdef int i2s = layout == "i2_s"
+    raw = np.empty((T, rows), dtype=np.int32)
+    out = raw if mode in (M_INT, M_LANES) else np.empty((T, rows), dtype=np.float32)
     if s is None:
         s = np.ones(T, dtype=np.float32)
     if sums is None:
         sums = qs
-    cdef const uint8_t[::1] D = data.reshape(-1)
+    flat = data.reshape(-1)
+    keep += [flat, q, qs, s, sums, raw, out]
+    cdef const uint8_t[::1] D = flat
     cdef const int8_t[:, ::1] Q = q
     cdef const int32_t[::1] QS = qs
     cdef const float[::1] S = s
     cdef const int32_t[::1] U = sums
     cdef int32_t[:, ::1] RAW = raw
     cdef float[:, ::1] Y = out if mode in (M_HF, M_I2S) else np.empty((1, 1), dtype=np.float32)
-    cdef Job job
     job.data, job.q, job.qs, job.s, job.sums = &D[0], &Q[0, 0], &QS[0], &S[0], &U[0]
     job.raw, job.y = &RAW[0, 0], &Y[0, 0]
     job.T, job.rows, job.cols, job.R = T, rows, cols, R
     job.gc, job.i2s, job.mode, job.scale = gc, i2s, mode, scale
-    cdef int64_t ntiles = (rows + TILE_ROWS - 1) // TILE_ROWS if i2s else (R + 3) // 4
+    return out
+
+
+cdef int64_t _ntiles(const Job *job) noexcept nogil:
+    return (job.rows + TILE_ROWS - 1) // TILE_ROWS if job.i2s else (job.R + 3) // 4
+
+
+cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str layout, q, int mode, s, sums, float scale):
+    """The checked arrays -> int32 [T, rows] (modes M_INT, M_LANES) or float32 (M_HF, M_I2S)."""
+    cdef int64_t T = q.shape[0]
+    if T == 0:
+        return np.empty((T, rows), dtype=np.int32 if mode in (M_INT, M_LANES) else np.float32)
+    cdef Job job
+    keep = []
+    out = _fill(&job, data, rows, cols, layout, q, _qsums(q, cols), mode, s, sums, scale, keep)
+    cdef int64_t ntiles = _ntiles(&job)
     # small products run on one thread (no pool job at all); the split never changes a bit
     cdef int nth = max(1, min(_threads(), ntiles)) if T * rows * cols >= MIN_PARALLEL_MAC else 1
     with nogil:
         mb_parallel(_tiles, &job, ntiles, nth)
     return out
+
+
+ctypedef struct Group:
+    Job job[MAX_GROUP]
+    int64_t first[MAX_GROUP + 1]      # weight k owns work items [first[k], first[k + 1])
+
+
+cdef void _group_tiles(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
+    """Items [i0, i1) of a group: item i is tile i - first[k] of weight k."""
+    cdef const Group *g = <const Group *>ctx
+    cdef int k = 0
+    cdef int64_t i
+    for i in range(i0, i1):
+        while g.first[k + 1] <= i:
+            k += 1
+        _tile(&g.job[k], i - g.first[k])
 
 
 def integer_product(data, rows, cols, layout, q):
@@ -162,3 +202,41 @@ def linear_i2s(data, rows, cols, layout, q, s, sums, scale):
     data, q = _ref.check_args(data, rows, cols, layout, q, lanes=True)
     s, sums = _ref.check_scales(q.shape[0], s, sums)
     return _run(data, int(rows), int(cols), layout, q, M_I2S, s, sums, np.float32(scale))
+
+
+def linear_i2s_group(datas, rows, cols, layout, q, s, sums, scales):
+    """linear_i2s of several weights on the same activations -> a tuple of float32
+    [T, rows[i]]: the sums of q once, every weight's row tiles in one thread-pool job (one
+    parallel region for q/k/v or gate/up); the same bits."""
+    from minibit.kernels.tq import check_group
+    datas, rows = check_group(datas, rows)
+    scales = tuple(scales)
+    if len(scales) != len(datas):
+        raise _ref.FormatError(f"mad: {len(datas)} weights need as many scales, got {len(scales)}")
+    if len(datas) > MAX_GROUP:
+        return tuple(linear_i2s(a, r, cols, layout, q, s, sums, c)
+                     for a, r, c in zip(datas, rows, scales))
+    checked = []
+    for a, r in zip(datas, rows):
+        a, q = _ref.check_args(a, r, cols, layout, q, lanes=True)
+        s, sums = _ref.check_scales(q.shape[0], s, sums)
+        checked.append(a)
+    cdef Py_ssize_t c = int(cols)
+    cdef int64_t T = q.shape[0], mac = 0
+    cdef int k, n = len(datas)
+    if T == 0:
+        return tuple(np.empty((0, int(r)), dtype=np.float32) for r in rows)
+    cdef Group g
+    keep = []
+    qs = _qsums(q, c)
+    outs = []
+    g.first[0] = 0
+    for k in range(n):
+        outs.append(_fill(&g.job[k], checked[k], rows[k], c, layout, q, qs, M_I2S, s, sums,
+                          np.float32(scales[k]), keep))
+        g.first[k + 1] = g.first[k] + _ntiles(&g.job[k])
+        mac += T * rows[k] * c
+    cdef int nth = max(1, min(_threads(), g.first[n])) if mac >= MIN_PARALLEL_MAC else 1
+    with nogil:
+        mb_parallel(_group_tiles, &g, g.first[n], nth)
+    return tuple(outs)

@@ -803,6 +803,137 @@ static int mb_cpu_has_fma(void) {
 }
 #endif
 
+#if MB_X86
+/* The same lane-order product, blocked: four rows x one token (decode) and one row x four
+ * tokens (prefill).  Per output everything is as in mb_tq2_lanes_row[_fused]: the block's
+ * int32 lanes (exact, so the int16 adds may come in any order), minus csum, widened, then
+ * per lane fl(L * fl(da * dw)) + sumf (or the fmaf), block after block, and hsum_float_8 at
+ * the end -- four outputs' eight lanes side by side in four __m256, reduced together by a
+ * 4x4 transpose that adds the same pairs in the same order.  What is shared: the token's
+ * activations are loaded once for four rows' codes; a row's codes are decoded once for four
+ * tokens. */
+
+/* hsum_float_8 of s[0..3], output j in lane j: (a0 + a2) + (a1 + a3), a_i = s[4 + i] + s[i] */
+MB_AVX2 static inline __m128 mb_hsum8_x4(const __m256 s[4]) {
+    __m128 v0 = _mm_add_ps(_mm256_extractf128_ps(s[0], 1), _mm256_castps256_ps128(s[0]));
+    __m128 v1 = _mm_add_ps(_mm256_extractf128_ps(s[1], 1), _mm256_castps256_ps128(s[1]));
+    __m128 v2 = _mm_add_ps(_mm256_extractf128_ps(s[2], 1), _mm256_castps256_ps128(s[2]));
+    __m128 v3 = _mm_add_ps(_mm256_extractf128_ps(s[3], 1), _mm256_castps256_ps128(s[3]));
+    _MM_TRANSPOSE4_PS(v0, v1, v2, v3);                  /* v_i: a_i of the four outputs */
+    return _mm_add_ps(_mm_add_ps(v0, v2), _mm_add_ps(v1, v3));
+}
+
+/* acc += the 4 maddubs of one 32-byte code vector x (bit planes 0, 2, 4, 6) with y0..y3 */
+#  define MB_TQ2_PLANES(acc, x, y0, y1, y2, y3)                                             \
+    acc = _mm256_add_epi16(acc, _mm256_add_epi16(                                            \
+        _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256((x), m3), (y0)),              \
+                         _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16((x), 2), m3), (y1))), \
+        _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16((x), 4), m3), (y2)), \
+                         _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16((x), 6), m3), (y3)))))
+
+/* rows r .. r+3 (w: row r, the next at +rb) x one token -> o4[0..3] */
+#  define MB_TQ2_ROWS4_BODY(EPI)                                                            \
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi16(1);                       \
+    __m256 s[4];                                                                             \
+    for (int j = 0; j < 4; j++) s[j] = _mm256_setzero_ps();                                  \
+    for (int64_t b = 0; b < nb; b++) {                                                       \
+        const uint8_t *x = w + 66 * b;                                                       \
+        const int8_t *yb = y + 256 * b;                                                      \
+        __m256i a[4];                                                                        \
+        for (int j = 0; j < 4; j++) {                                                        \
+            a[j] = _mm256_setzero_si256();                                                   \
+            _mm_prefetch((const char *)(x + j * rb + MB_PF_BYTES), _MM_HINT_T0);             \
+            _mm_prefetch((const char *)(x + j * rb + MB_PF_BYTES + 65), _MM_HINT_T0);        \
+        }                                                                                    \
+        for (int h = 0; h < 2; h++) {                                                        \
+            const __m256i y0 = _mm256_loadu_si256((const __m256i *)(yb + 128 * h));          \
+            const __m256i y1 = _mm256_loadu_si256((const __m256i *)(yb + 128 * h + 32));     \
+            const __m256i y2 = _mm256_loadu_si256((const __m256i *)(yb + 128 * h + 64));     \
+            const __m256i y3 = _mm256_loadu_si256((const __m256i *)(yb + 128 * h + 96));     \
+            for (int j = 0; j < 4; j++) {                                                    \
+                const __m256i xx = _mm256_loadu_si256((const __m256i *)(x + j * rb + 32 * h)); \
+                MB_TQ2_PLANES(a[j], xx, y0, y1, y2, y3);                                     \
+            }                                                                                \
+        }                                                                                    \
+        const __m256i c = _mm256_loadu_si256((const __m256i *)(cs + 8 * b));                 \
+        uint16_t dh[4];                                                                      \
+        for (int j = 0; j < 4; j++) memcpy(&dh[j], x + j * rb + 64, 2);                      \
+        float dd[4];                                                                         \
+        _mm_storeu_ps(dd, _mm_mul_ps(_mm_set1_ps(da[b]), _mm_cvtph_ps(_mm_set_epi16(         \
+            0, 0, 0, 0, (short)dh[3], (short)dh[2], (short)dh[1], (short)dh[0]))));          \
+        for (int j = 0; j < 4; j++) {                                                        \
+            const __m256i L = _mm256_sub_epi32(_mm256_madd_epi16(a[j], one), c);              \
+            s[j] = EPI(L, _mm256_set1_ps(dd[j]), s[j]);                                      \
+        }                                                                                    \
+    }                                                                                        \
+    _mm_storeu_ps(o4, mb_hsum8_x4(s));
+
+/* one row x tokens t .. t+3 (y, cs, da: token t's; the next at +cols, +8 nb, +nb) -> o4 */
+#  define MB_TQ2_TOK4_BODY(EPI)                                                             \
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi16(1);                       \
+    __m256 s[4];                                                                             \
+    for (int j = 0; j < 4; j++) s[j] = _mm256_setzero_ps();                                  \
+    for (int64_t b = 0; b < nb; b++) {                                                       \
+        const uint8_t *x = w + 66 * b;                                                       \
+        __m256i a[4];                                                                        \
+        for (int j = 0; j < 4; j++) a[j] = _mm256_setzero_si256();                           \
+        for (int h = 0; h < 2; h++) {                                                        \
+            const __m256i xx = _mm256_loadu_si256((const __m256i *)(x + 32 * h));            \
+            const __m256i c0 = _mm256_and_si256(xx, m3);                                     \
+            const __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(xx, 2), m3);               \
+            const __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(xx, 4), m3);               \
+            const __m256i c3 = _mm256_and_si256(_mm256_srli_epi16(xx, 6), m3);               \
+            for (int j = 0; j < 4; j++) {                                                    \
+                const int8_t *yh = y + j * cols + 256 * b + 128 * h;                         \
+                a[j] = _mm256_add_epi16(a[j], _mm256_add_epi16(                              \
+                    _mm256_add_epi16(                                                        \
+                        _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i *)yh)),   \
+                        _mm256_maddubs_epi16(c1, _mm256_loadu_si256((const __m256i *)(yh + 32)))), \
+                    _mm256_add_epi16(                                                        \
+                        _mm256_maddubs_epi16(c2, _mm256_loadu_si256((const __m256i *)(yh + 64))), \
+                        _mm256_maddubs_epi16(c3, _mm256_loadu_si256((const __m256i *)(yh + 96)))))); \
+            }                                                                                \
+        }                                                                                    \
+        const float dw = mb_half_to_float(x + 64);                                           \
+        for (int j = 0; j < 4; j++) {                                                        \
+            const __m256i L = _mm256_sub_epi32(_mm256_madd_epi16(a[j], one),                  \
+                _mm256_loadu_si256((const __m256i *)(cs + j * 8 * nb + 8 * b)));             \
+            s[j] = EPI(L, _mm256_set1_ps(da[j * nb + b] * dw), s[j]);                        \
+        }                                                                                    \
+    }                                                                                        \
+    _mm_storeu_ps(o4, mb_hsum8_x4(s));
+
+#  define MB_EPI_FUSED(L, dd, s) _mm256_fmadd_ps(_mm256_cvtepi32_ps(L), (dd), (s))
+#  define MB_EPI_APART(L, dd, s) _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(L), (dd)), (s))
+
+__attribute__((target("avx2,f16c,fma")))
+static void mb_tq2_lanes_rows4_fused(const uint8_t *w, int64_t rb, int64_t nb, const int8_t *y,
+                                     const int32_t *cs, const float *da, float *o4) {
+    MB_TQ2_ROWS4_BODY(MB_EPI_FUSED)
+}
+
+MB_AVX2 static void mb_tq2_lanes_rows4(const uint8_t *w, int64_t rb, int64_t nb, const int8_t *y,
+                                       const int32_t *cs, const float *da, float *o4) {
+    MB_TQ2_ROWS4_BODY(MB_EPI_APART)
+}
+
+__attribute__((target("avx2,f16c,fma")))
+static void mb_tq2_lanes_tok4_fused(const uint8_t *w, int64_t nb, const int8_t *y, int64_t cols,
+                                    const int32_t *cs, const float *da, float *o4) {
+    MB_TQ2_TOK4_BODY(MB_EPI_FUSED)
+}
+
+MB_AVX2 static void mb_tq2_lanes_tok4(const uint8_t *w, int64_t nb, const int8_t *y, int64_t cols,
+                                      const int32_t *cs, const float *da, float *o4) {
+    MB_TQ2_TOK4_BODY(MB_EPI_APART)
+}
+#  undef MB_TQ2_ROWS4_BODY
+#  undef MB_TQ2_TOK4_BODY
+#  undef MB_TQ2_PLANES
+#  undef MB_EPI_FUSED
+#  undef MB_EPI_APART
+#endif
+
 /* rows [r0, r1) x T tokens; csum [T, nb, 8]; lanes_out [T, rows, nb, 8] or out [T, rows] */
 static void mb_tq_lanes(int fmt2, const uint8_t *data, int64_t cols, const int8_t *q,
                         const int32_t *csum, const float *da, int64_t T, int64_t rows,
@@ -815,13 +946,29 @@ static void mb_tq_lanes(int fmt2, const uint8_t *data, int64_t cols, const int8_
 #endif
 #if MB_X86
     if (avx2 && fmt2 && out && !lanes_out && (!fused || mb_cpu_has_fma())) {
-        for (int64_t r = r0; r < r1; r++)
-            for (int64_t t = 0; t < T; t++) {
+        float o4[4];
+        int64_t t = 0;
+        for (; t + 4 <= T; t += 4)                    /* tiles of four tokens: each row once */
+            for (int64_t r = r0; r < r1; r++) {
                 const uint8_t *w = data + r * rb;
-                out[t * rows + r] = fused
-                    ? mb_tq2_lanes_row_fused(w, nb, q + t * cols, csum + t * nb * 8, da + t * nb)
-                    : mb_tq2_lanes_row(w, nb, q + t * cols, csum + t * nb * 8, da + t * nb);
+                if (fused) mb_tq2_lanes_tok4_fused(w, nb, q + t * cols, cols, csum + t * nb * 8, da + t * nb, o4);
+                else mb_tq2_lanes_tok4(w, nb, q + t * cols, cols, csum + t * nb * 8, da + t * nb, o4);
+                for (int j = 0; j < 4; j++) out[(t + j) * rows + r] = o4[j];
             }
+        for (; t < T; t++) {                          /* the rest token by token, four rows at once */
+            const int8_t *y = q + t * cols;
+            const int32_t *cs = csum + t * nb * 8;
+            const float *d = da + t * nb;
+            int64_t r = r0;
+            for (; r + 4 <= r1; r += 4) {
+                if (fused) mb_tq2_lanes_rows4_fused(data + r * rb, rb, nb, y, cs, d, o4);
+                else mb_tq2_lanes_rows4(data + r * rb, rb, nb, y, cs, d, o4);
+                memcpy(out + t * rows + r, o4, sizeof o4);
+            }
+            for (; r < r1; r++)
+                out[t * rows + r] = fused ? mb_tq2_lanes_row_fused(data + r * rb, nb, y, cs, d)
+                                          : mb_tq2_lanes_row(data + r * rb, nb, y, cs, d);
+        }
         return;
     }
 #endif

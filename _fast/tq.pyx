@@ -29,6 +29,7 @@ cdef extern from "mb_ternary.h" nogil:
 cdef enum:
     MIN_PARALLEL_MAC = 1 << 18   # multiply-adds below which one thread runs
     TILE_ROWS = 16
+    MAX_GROUP = 8                # weights per group job (more: one job each)
 
 
 ctypedef struct Job:
@@ -74,9 +75,20 @@ cdef object _block_q_sums(q, int64_t nb):
     return ysum
 
 
-cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d, int lanes, int fused):
-    """Checked arrays -> the int32 results when d is None (lanes: the AVX2 kernel's eight
-    lanes [T, rows, nb, 8], else the block sums sumi [T, rows, nb]), or float32 y [T, rows]."""
+cdef object _q_sums(q, int64_t nb, int lanes):
+    """The activation sums a kernel subtracts: per 32-element chunk [T, nb, 8] (the AVX2
+    lanes: bsums[2k] + bsums[2k + 1]) or per 256-block [T, nb]."""
+    if lanes:
+        return q.reshape(q.shape[0], nb, 8, 32).sum(axis=3, dtype=np.int32)
+    return _block_q_sums(q, nb)
+
+
+cdef object _fill_job(Job *job, data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, qsum, d,
+                      int lanes, int fused, list keep):
+    """Point job at one weight's product (checked arrays, qsum from _q_sums) -> its result:
+    the int32 results when d is None (lanes: [T, rows, nb, 8], else sumi [T, rows, nb]) or
+    float32 y [T, rows].  Every array the job points into goes to keep, which the caller
+    holds until the job has run."""
     cdef int64_t T = q.shape[0], nb = cols // 256
     cdef bint want_ints = d is None
     if not want_ints:
@@ -85,33 +97,59 @@ cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d, int lanes, int 
         ints, out = np.empty((T, rows, nb, 8), np.int32), np.empty(1, np.float32)
     else:
         ints, out = np.empty((T, rows, nb), np.int32), np.empty(1, np.float32)
-    result = ints if want_ints else out
-    if T == 0:
-        return result
-    if lanes:   # the activations' sum over every 32-element chunk (bsums[2k] + bsums[2k + 1])
-        qsum = q.reshape(T, nb, 8, 32).sum(axis=3, dtype=np.int32)
-    else:       # [T, nb] sum of q per block
-        qsum = _block_q_sums(q, nb)
     if want_ints:
         d = np.zeros((T, nb), dtype=np.float32)
+    keep += [data, q, qsum, d, ints, out]
     cdef const uint8_t[:, ::1] D = data
     cdef const int8_t[:, ::1] Q = q
     cdef const int32_t[::1] QS = qsum.reshape(-1)
     cdef const float[:, ::1] DA = d
     cdef int32_t[::1] I = ints.reshape(-1)
     cdef float[::1] O = out.reshape(-1)
-    cdef Job job
     job.data, job.q, job.qsum, job.da = &D[0, 0], &Q[0, 0], &QS[0], &DA[0, 0]
     job.ints = &I[0] if want_ints else NULL
     job.out = NULL if want_ints else &O[0]
     job.T, job.rows, job.cols = T, rows, cols
     job.fmt2, job.lanes, job.fused = fmt == "tq2_0", lanes, fused
+    return ints if want_ints else out
+
+
+cdef int _nthreads(int64_t items, int64_t mac):
+    """Small products run on one thread (no pool job at all); the split never changes a bit."""
+    return max(1, min(_threads(), items)) if mac >= MIN_PARALLEL_MAC else 1
+
+
+cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d, int lanes, int fused):
+    """Checked arrays -> one weight's result (see _fill_job), its row tiles on the pool."""
+    cdef int64_t T = q.shape[0], nb = cols // 256
+    if T == 0:
+        if d is not None:
+            return np.empty((0, rows), np.float32)
+        return np.empty((0, rows, nb, 8) if lanes else (0, rows, nb), np.int32)
+    cdef Job job
+    keep = []
+    result = _fill_job(&job, data, rows, cols, fmt, q, _q_sums(q, nb, lanes), d, lanes, fused, keep)
     cdef int64_t ntiles = (rows + TILE_ROWS - 1) // TILE_ROWS
-    # small products run on one thread (no pool job at all); the split never changes a bit
-    cdef int nth = max(1, min(_threads(), ntiles)) if T * rows * cols >= MIN_PARALLEL_MAC else 1
+    cdef int nth = _nthreads(ntiles, T * rows * cols)
     with nogil:
         mb_parallel(_tiles, &job, ntiles, nth)
     return result
+
+
+ctypedef struct Group:
+    Job job[MAX_GROUP]
+    int64_t first[MAX_GROUP + 1]      # weight k owns work items [first[k], first[k + 1])
+
+
+cdef void _group_tiles(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
+    """Items [i0, i1) of a group: item i is tile i - first[k] of weight k."""
+    cdef const Group *g = <const Group *>ctx
+    cdef int k = 0
+    cdef int64_t i
+    for i in range(i0, i1):
+        while g.first[k + 1] <= i:
+            k += 1
+        _tiles(<void *>&g.job[k], i - g.first[k], i - g.first[k] + 1)
 
 
 def block_sums(data, rows, cols, fmt, q):
@@ -136,3 +174,33 @@ def linear_q8k_avx2(data, rows, cols, fmt, q, d, fused=False):
     """TQ x Q8_K in the AVX2 kernel's order (eight float lanes; fused: fmaf): float32 [T, rows]."""
     data, q, d = _ref.check_args(data, rows, cols, fmt, q, d)
     return _run(data, int(rows), int(cols), fmt, q, d, 1, 1 if fused else 0)
+
+
+def linear_q8k_avx2_group(datas, rows, cols, fmt, q, d, fused=False):
+    """linear_q8k_avx2 of several weights on the same activations -> a tuple of float32
+    [T, rows[i]]: the activations' chunk sums once, every weight's row tiles in one
+    thread-pool job (one parallel region for q/k/v or gate/up); the same bits."""
+    datas, rows = _ref.check_group(datas, rows)
+    if len(datas) > MAX_GROUP:
+        return tuple(linear_q8k_avx2(a, r, cols, fmt, q, d, fused) for a, r in zip(datas, rows))
+    checked = [_ref.check_args(a, r, cols, fmt, q, d) for a, r in zip(datas, rows)]
+    q, d = checked[0][1], checked[0][2]
+    cdef Py_ssize_t c = int(cols)
+    cdef int64_t T = q.shape[0], mac = 0
+    cdef int k, n = len(datas)
+    if T == 0:
+        return tuple(np.empty((0, int(r)), dtype=np.float32) for r in rows)
+    cdef Group g
+    keep = []
+    qsum = _q_sums(q, c // 256, 1)
+    outs = []
+    g.first[0] = 0
+    for k in range(n):
+        outs.append(_fill_job(&g.job[k], checked[k][0], rows[k], c, fmt, q, qsum, d, 1,
+                              1 if fused else 0, keep))
+        g.first[k + 1] = g.first[k] + (rows[k] + TILE_ROWS - 1) // TILE_ROWS
+        mac += T * rows[k] * c
+    cdef int nth = _nthreads(g.first[n], mac)
+    with nogil:
+        mb_parallel(_group_tiles, &g, g.first[n], nth)
+    return tuple(outs)

@@ -327,6 +327,54 @@ def test_tq_twin_same_bits(rows, nb, T, seed, zero_blocks):
                                        True), want_f, f"{fmt} linear_q8k_avx2 fused simd={simd}")
 
 
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=4), st.integers(1, 3),
+       st.integers(1, 9), st.integers(1, 2), st.integers(0, 2 ** 32 - 1))
+def test_group_twins_same_bits_as_one_call_per_weight(rows, nb, T, threads, seed):
+    """q/k/v or gate/up as one job (linear_q8k_avx2_group, linear_i2s_group): every output
+    the bits of the weight's own call, on either path and thread count."""
+    fast_tq, fast_mad = twin_pair("tq")[1], twin_pair("mad")[1]
+    rng = np.random.default_rng(seed)
+    cols = 256 * nb
+    ws = [tq_weights(rng, r, cols) for r in rows]
+    x = (rng.standard_normal((T, cols)) * np.exp(2 * rng.standard_normal((T, cols)))).astype(np.float32)
+    q, d, _ = quant.quantize_q8_k(x)
+    qi, si, sums = quant.quantize_act_i2s(x)
+    ptq = [formats.encode("tq2_0", w) for w in ws]
+    pi2 = [formats.encode("i2_s", w) for w in ws]
+    i2 = [mad.packed_args(p, "bitnet.cpp") for p in pi2]
+    old = kernels.get_threads()
+    kernels.set_threads(threads)
+    try:
+        for simd in simd_modes(fast_tq):
+            for fused in (False, True):
+                got = run_twin(fast_tq, simd, "linear_q8k_avx2_group", [p.data for p in ptq], rows,
+                               cols, "tq2_0", q, d, fused)
+                assert isinstance(got, tuple) and len(got) == len(rows)
+                for g, p, r in zip(got, ptq, rows):
+                    assert_same_bytes(g, tq.linear_q8k_avx2(p.data, r, cols, "tq2_0", q, d, fused),
+                                      f"tq group fused={fused} simd={simd}")
+            got = run_twin(fast_mad, simd, "linear_i2s_group", [a[0] for a in i2], rows, cols,
+                           "i2_s", qi, si, sums, [a[1] for a in i2])
+            for g, a, r in zip(got, i2, rows):
+                assert_same_bytes(g, mad.linear_i2s(a[0], r, cols, "i2_s", qi, si, sums, a[1]),
+                                  f"i2_s group simd={simd}")
+    finally:
+        kernels.set_threads(old)
+
+
+def test_group_twins_check_their_arguments():
+    ref, fast = twin_pair("tq")
+    p = formats.encode("tq2_0", tq_weights(np.random.default_rng(0), 4, 256))
+    q, d, _ = quant.quantize_q8_k(np.ones((1, 256), np.float32))
+    for impl in (ref, fast):
+        with pytest.raises(minibit.FormatError):
+            impl.linear_q8k_avx2_group([p.data], [4, 4], 256, "tq2_0", q, d)
+        with pytest.raises(minibit.FormatError):
+            impl.linear_q8k_avx2_group([], [], 256, "tq2_0", q, d)
+        with pytest.raises(minibit.FormatError):                  # the second weight is too short
+            impl.linear_q8k_avx2_group([p.data, p.data[:2]], [4, 4], 256, "tq2_0", q, d)
+
+
 @given(st.integers(0, 2 ** 32 - 1))
 def test_tq2_0_code_3_counts_as_two(seed):
     """Bytes no packer writes (code 3) are read the same way by reference and twin."""

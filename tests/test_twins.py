@@ -93,6 +93,9 @@ EXAMPLES = {
                               np.float32([3.0, 5.0]), np.float32(0.25)),
         "linear_i2s": lambda: (_I2S.copy(), 8, 128, "i2_s", _q(2, 128), np.float32([3.0, 5.0]),
                                np.int32([7, -9]), np.float32(0.25)),
+        "linear_i2s_group": lambda: ([_I2S.copy(), _I2S.copy()], [8, 8], 128, "i2_s", _q(2, 128),
+                                     np.float32([3.0, 5.0]), np.int32([7, -9]),
+                                     [np.float32(0.25), np.float32(-0.5)]),
     },
     "tq": {
         "block_sums": lambda: (_TQ2.copy(), 3, 256, "tq2_0", _q(2, 256)),
@@ -101,6 +104,8 @@ EXAMPLES = {
         "lane_sums": lambda: (_TQ2.copy(), 3, 256, "tq2_0", _q(2, 256)),
         "linear_q8k_avx2": lambda: (_TQ2.copy(), 3, 256, "tq2_0", _q(2, 256),
                                     np.float32([[0.01], [0.02]])),
+        "linear_q8k_avx2_group": lambda: ([_TQ2.copy(), _TQ2[:2].copy()], [3, 2], 256, "tq2_0",
+                                          _q(2, 256), np.float32([[0.01], [0.02]])),
     },
     "lut": {
         "tl1_integer": lambda: (_q(2, 96), _TL1P),

@@ -61,10 +61,10 @@ from .._errors import FormatError
 from ..formats import Packed
 from ..formats._packed import check_data
 
-__all__ = ["integer_product", "lane_product", "linear_hf", "linear_i2s", "lane_sums",
+__all__ = ["integer_product", "lane_product", "linear_hf", "linear_i2s", "linear_i2s_group", "lane_sums",
            "code_matrix", "check_args", "packed_args", "apply", "wrap_int16", "TWINNED"]
 
-TWINNED = ("integer_product", "lane_product", "linear_hf", "linear_i2s")
+TWINNED = ("integer_product", "lane_product", "linear_hf", "linear_i2s", "linear_i2s_group")
 LAYOUTS = ("i2_s", "hf_packed")
 QK = 128             # I2_S block: 128 codes in 32 bytes
 CHUNK = 32           # columns per maddubs (one 256-bit register of codes)
@@ -200,6 +200,19 @@ def linear_i2s(data, rows, cols, layout, q, s, sums, scale):
     return diff / s[:, None] * np.float32(scale)                           # [T, N] float32
 
 
+def linear_i2s_group(datas, rows, cols, layout, q, s, sums, scales):
+    """linear_i2s of weights datas[i] ([rows[i], cols], scale scales[i]) on the same
+    activations: a tuple of float32 [T, rows[i]], the same bits as one call per weight
+    (twinned; the twin runs every weight's rows in one thread-pool job)."""
+    from .tq import check_group
+    datas, rows = check_group(datas, rows)
+    scales = tuple(scales)
+    if len(scales) != len(datas):
+        raise FormatError(f"mad: {len(datas)} weights need as many scales, got {len(scales)}")
+    return tuple(linear_i2s(a, r, cols, layout, q, s, sums, c)
+                 for a, r, c in zip(datas, rows, scales))
+
+
 # ---- entry point ----------------------------------------------------------------------------
 
 def _impl():
@@ -220,3 +233,16 @@ def apply(p: Packed, profile: str, acts: dict) -> np.ndarray:
         return _impl().linear_i2s(data, rows, cols, p.fmt, acts["q"], acts["s"], acts["sums"],
                                   scale)
     raise FormatError(f"mad: profile {profile!r} is not one of 'hf', 'bitnet.cpp'")
+
+
+def apply_group(ps, profile: str, acts: dict) -> list:
+    """apply() of several weights with the same layout and row length on the same
+    activations; the "bitnet.cpp" profile runs them as one thread-pool job in the twin
+    (the same bits) -> [float32 [T, rows_i]]."""
+    ps = list(ps)
+    if profile != "bitnet.cpp" or len({(p.fmt, p.shape[1]) for p in ps}) != 1:
+        return [apply(p, profile, acts) for p in ps]
+    args = [packed_args(p, profile) for p in ps]
+    return list(_impl().linear_i2s_group([a[0] for a in args], [p.shape[0] for p in ps],
+                                         ps[0].shape[1], ps[0].fmt, acts["q"], acts["s"],
+                                         acts["sums"], [a[1] for a in args]))

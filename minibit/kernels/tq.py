@@ -47,7 +47,8 @@ the codes are read straight from the bytes here, without the format's validation
 TQ2_0 code 3 (no packer writes one) counts as w = 2, as in llama.cpp.
 
 Twinned functions (``_fast/tq.pyx``): ``block_sums``, ``linear_q8k``, ``lane_sums``,
-``linear_q8k_avx2``.
+``linear_q8k_avx2``, ``linear_q8k_avx2_group`` (several weights, one input: q/k/v, gate/up;
+the twin runs them as one thread-pool job).
 """
 
 from __future__ import annotations
@@ -62,10 +63,11 @@ from ..formats import Packed
 from ..formats._packed import check_data
 from .dense import fmaf
 
-__all__ = ["block_sums", "linear_q8k", "lane_sums", "linear_q8k_avx2", "code_blocks", "weight_scales", "check_args", "apply",
+__all__ = ["block_sums", "linear_q8k", "lane_sums", "linear_q8k_avx2", "linear_q8k_avx2_group",
+           "code_blocks", "weight_scales", "check_args", "apply",
            "TWINNED"]
 
-TWINNED = ("block_sums", "linear_q8k", "lane_sums", "linear_q8k_avx2")
+TWINNED = ("block_sums", "linear_q8k", "lane_sums", "linear_q8k_avx2", "linear_q8k_avx2_group")
 QK_K = 256
 BLOCK_BYTES = {"tq2_0": 66, "tq1_0": 54}
 
@@ -186,6 +188,23 @@ def linear_q8k_avx2(data, rows, cols, fmt, q, d, fused=False):
     return (s[..., 0] + s[..., 2]) + (s[..., 1] + s[..., 3])
 
 
+def check_group(datas, rows) -> tuple:
+    """datas, rows: sequences of the same positive length -> (tuple, tuple of int)."""
+    datas, rows = tuple(datas), tuple(int(r) for r in rows)
+    if not datas or len(datas) != len(rows):
+        raise FormatError(f"a weight group needs as many row counts as weights (at least one), "
+                          f"got {len(datas)} weights and {len(rows)} row counts")
+    return datas, rows
+
+
+def linear_q8k_avx2_group(datas, rows, cols, fmt, q, d, fused=False):
+    """linear_q8k_avx2 of weights datas[i] ([rows[i], cols] each) on the same activations:
+    a tuple of float32 [T, rows[i]], the same bits as one call per weight (twinned; the twin
+    runs every weight's rows in one thread-pool job)."""
+    datas, rows = check_group(datas, rows)
+    return tuple(linear_q8k_avx2(a, r, cols, fmt, q, d, fused) for a, r in zip(datas, rows))
+
+
 # ---- entry point ----------------------------------------------------------------------------
 
 def _impl():
@@ -200,3 +219,15 @@ def apply(p: Packed, profile: str, acts: dict) -> np.ndarray:
     rows, cols = p.shape
     return _impl().linear_q8k_avx2(p.data, rows, cols, p.fmt, acts["q"], acts["d"],
                                    profile == "llama.cpp")
+
+
+def apply_group(ps, profile: str, acts: dict) -> list:
+    """apply() of several TQ weights with the same format and row length on the same
+    activations (one thread-pool job in the twin) -> [float32 [T, rows_i]]."""
+    ps = list(ps)
+    if (profile not in ("llama.cpp", "bitnet.cpp") or any(p.fmt not in BLOCK_BYTES for p in ps)
+            or len({(p.fmt, p.shape[1]) for p in ps}) != 1):
+        return [apply(p, profile, acts) for p in ps]
+    return list(_impl().linear_q8k_avx2_group([p.data for p in ps], [p.shape[0] for p in ps],
+                                              ps[0].shape[1], ps[0].fmt, acts["q"], acts["d"],
+                                              profile == "llama.cpp"))

@@ -348,6 +348,9 @@ class BitLinear:
 def linear_group(linears, x: np.ndarray) -> list:
     """[lin(x) for lin in linears], quantizing x once per distinct quantizer (q/k/v and
     gate/up read the same activations; the result is the same bits as separate calls)."""
+    grouped = _apply_grouped(linears, x)
+    if grouped is not None:
+        return grouped
     acts: dict = {}
     out = []
     for lin in linears:
@@ -359,3 +362,20 @@ def linear_group(linears, x: np.ndarray) -> list:
             acts[name] = lin.quantize(x)
         out.append(lin.apply(acts[name]))
     return out
+
+
+def _apply_grouped(linears, x: np.ndarray):
+    """One quantize and one kernel call (the twin: one thread-pool job) for BitLinears with
+    the same profile, kernel and quantizer whose kernel module has ``apply_group`` -> the
+    outputs, or None when the group does not qualify (then each runs alone; same bits)."""
+    if len(linears) < 2 or not all(type(lin) is BitLinear for lin in linears):
+        return None
+    if any(lin.profile in profiles.EXTRA for lin in linears):
+        return None
+    plans = [lin._plan() for lin in linears]
+    p0, prof, mod, quantizer = plans[0]
+    if not hasattr(mod, "apply_group") or any(
+            (pl[1], pl[2], pl[3]) != (prof, mod, quantizer) for pl in plans[1:]):
+        return None
+    acts = linears[0].quantize(x)
+    return mod.apply_group([pl[0] for pl in plans], prof, acts)
