@@ -49,8 +49,18 @@ matrix on AVX2 (``ENGINES``):
 An F32 KV cache: q . K is vec_dot_f32 (q is not contiguous and already F32); p . V is
 tinyBLAS (batch) or vec_dot_f32 (one row), in both engines.
 
-Only the non-flash-attention graph (llm_build_kqv / build_attn_mha with V transposed) is
-copied; llama.cpp's default "auto" flash attention runs another kernel.
+attention is the non-flash graph (llm_build_kqv / build_attn_mha with V transposed) or, for
+llama.cpp with flash attention on (its default "auto" on the CPU: ENGINES), flash_attn:
+
+flash_attn   ggml_compute_forward_flash_attn_ext_f16 (F16 K and V; an F32 cache is cast to
+             F16 by the graph).  Fewer than 64 query rows: each row alone (one_chunk), q
+             rounded to F16, s = vec_dot_f16(k, q) * scale, online softmax over the positions
+             in order with libm's expf for ms = expf(M - s) and vs = expf(s - M), the
+             accumulator rounded to F16 after each ggml_vec_scale_f16 / ggml_vec_mad_f16
+             (fmaf(v, vs, acc)), S = fmaf(S, ms, vs) (gcc fused it), out = acc * (1.0f / S).
+             64 or more (GGML_FA_TILE_Q): tiles of 64 positions (ggml_..._tiled), q in
+             float32, q . k and p . V as simd_gemm's per-element fmaf chains, the max update
+             with libm's expf, p = v_expf(kq - M) and the tile's sum in double as softmax.
 
 Masked positions (after the query's own) get exactly 0 from v_expf(-inf), and the KV
 cache view ggml multiplies is padded with those zeros up to a multiple of 32; the lane
@@ -61,12 +71,14 @@ Everything here is float32 NumPy except where double is named; the compiled twin
 
 Coverage.  Copied: x86 builds with AVX2, FMA and F16C and without AVX-512 (what the peers
 in tools/peers are built as), any thread count (each output is one thread's work in ggml
-too), batch and token-by-token, F16 and F32 KV caches, archs "bitnet" and "llama".  Not
-copied: AVX-512 builds (tinyBLAS, the softmax sums and SiLU then work in 16 lanes), ARM,
-and llama.cpp's flash-attention kernels (its C API default "auto" turns them on for the
-CPU; their online softmax accumulates p . V in float16 with libm's expf, in three variants:
-one row at a time, tiled for batches, split over the KV cache for long decodes).
-Measured against the engines: tests/test_ggml.py.
+too), batch and token-by-token, F16 and F32 KV caches, archs "bitnet" and "llama", llama.cpp
+with and without flash attention.  Not copied: AVX-512 builds (tinyBLAS, the softmax sums
+and SiLU then work in 16 lanes), ARM, the 2024 fork's flash attention (off by default; with
+an F32 cache it crashes), and llama.cpp's third flash variant at two or more threads: one
+query row over a KV view of 512 cells or more (a decode past position 256 with a context of
+512 or more) is split across the threads and the parts merged, which changes the bits with
+the thread count (at one thread it is the row kernel's arithmetic).
+Measured against the engines: tests/test_ggml.py, tests/test_peers.py.
 """
 
 from __future__ import annotations
