@@ -34,6 +34,10 @@ cdef extern from "mb_ggml.h" nogil:
     void mbg_attend(const float *q, const void *k, const void *v, int half16, int64_t D,
                     int64_t S, int64_t pos, int batch, int f16_rhs, int il, float *sc,
                     float *qq, float *accv, float *out)
+    void mbg_fa_row(const float *q, const uint16_t *k, const uint16_t *v, int64_t D,
+                    int64_t n, float scale, int il, float *qq, float *acc, float *out)
+    void mbg_fa_tiled_row(const float *q, const uint16_t *k, const uint16_t *v, int64_t D,
+                          int64_t n, float scale, int il, float *kq, float *acc, float *out)
 
 cdef enum:
     MIN_PARALLEL_MAC = 1 << 18   # multiply-adds below which one thread runs
@@ -73,6 +77,38 @@ cdef void _attend_items(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
             mbg_attend(j.q + (t * j.H + h) * j.D, j.k + g * j.row, j.v + g * j.vrow, j.half16,
                        j.D, j.S, j.st + t, j.batch, j.f16_rhs, j.il, sc, sc + j.S32,
                        sc + j.S32 + j.D, j.out + t * j.H * j.D + h * j.D)
+
+
+ctypedef struct FlashJob:
+    const float *q
+    const uint16_t *k
+    const uint16_t *v
+    float *out
+    float *scratch
+    int64_t T, H, D, st, rep, row, per, scols
+    float scale
+    int il, tiled
+
+
+cdef void _flash_items(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
+    """Items [i0, i1) of the flash job at ctx, as _attend_items (scratch row c: 64 + 2 D)."""
+    cdef const FlashJob *j = <const FlashJob *>ctx
+    cdef int64_t c, i, t, h, e
+    cdef float *sc
+    for c in range(i0, i1):
+        sc = j.scratch + c * j.scols
+        e = min((c + 1) * j.per, j.T * j.H)
+        for i in range(c * j.per, e):
+            t = i // j.H
+            h = i % j.H
+            if j.tiled:
+                mbg_fa_tiled_row(j.q + (t * j.H + h) * j.D, j.k + (h // j.rep) * j.row,
+                                 j.v + (h // j.rep) * j.row, j.D, j.st + t + 1, j.scale, j.il,
+                                 sc, sc + 64, j.out + (t * j.H + h) * j.D)
+            else:
+                mbg_fa_row(j.q + (t * j.H + h) * j.D, j.k + (h // j.rep) * j.row,
+                           j.v + (h // j.rep) * j.row, j.D, j.st + t + 1, j.scale, j.il,
+                           sc, sc + j.D, j.out + (t * j.H + h) * j.D)
 
 
 ctypedef struct HeadJob:
@@ -178,8 +214,13 @@ def silu(x):
     return out
 
 
-def attention(q, k, v, start, engine="bitnet.cpp", interleaved=False):
-    """Causal grouped-query attention, ggml's non-flash graph (ggml.py attention)."""
+def attention(q, k, v, start, engine="bitnet.cpp", interleaved=False, flash=None):
+    """Causal grouped-query attention: the engine's flash kernel when ``flash`` (None: the
+    engine's default), else ggml's non-flash graph (ggml.py attention)."""
+    if ENGINES[engine]["flash_attn"] if flash is None else flash:
+        if engine != "llama.cpp":
+            raise ValueError(f"{engine}'s flash attention is not copied (only llama.cpp's)")
+        return flash_attn(q, k, v, start, interleaved)
     q = _f32(q, 3, "attention: q")
     k = np.asarray(k)
     v = np.asarray(v)
@@ -222,6 +263,55 @@ def attention(q, k, v, start, engine="bitnet.cpp", interleaved=False):
     job.half16, job.f16_rhs, job.il, job.batch = half16, f16_rhs, il, batch
     with nogil:
         mb_parallel(_attend_items, &job, nth, nth)
+    return out
+
+
+def flash_attn(q, k, v, start, interleaved=False):
+    """llama.cpp's flash attention (ggml.py flash_attn): [T, H*D] float32."""
+    q = _f32(q, 3, "flash_attn: q")
+    k = np.asarray(k)
+    v = np.asarray(v)
+    if k.dtype not in (np.float32, np.float16) or v.dtype != k.dtype or k.ndim != 3:
+        raise ValueError(f"flash_attn: k, v must be float32 or float16 [G, S, D], got "
+                         f"{k.dtype} {k.shape} and {v.dtype} {v.shape}")
+    cdef int64_t T = q.shape[0], H = q.shape[1], D = q.shape[2]
+    cdef int64_t G = k.shape[0], S = k.shape[1], st = int(start)
+    if (k.shape[2] != D or v.shape != k.shape or G == 0 or H % G or st < 0 or S != st + T
+            or (interleaved and D % 2)):
+        raise ValueError(f"flash_attn: q {q.shape}, k {k.shape}, v {v.shape}, start {start}: "
+                         f"need k, v [G, start + T, D] with G dividing H")
+    # the graph casts an F32 cache to F16 (nearest even); an F16 cache is read as it is
+    k = _rows(k) if k.dtype == np.float16 else np.ascontiguousarray(k, np.float16)
+    v = _rows(v) if v.dtype == np.float16 else np.ascontiguousarray(v, np.float16)
+    out = np.empty((T, H * D), np.float32)
+    if T == 0:
+        return out
+    kb, vb = k.view(np.uint16), v.view(np.uint16)
+    cdef const float[:, :, ::1] Q = q
+    cdef float[:, ::1] O = out
+    cdef int64_t pairs = T * H
+    cdef int nth = <int>min(_nth(T * H * S * D * 2), pairs)
+    cdef int64_t scols = 64 + 2 * D
+    scratch = np.empty((nth, scols), np.float32)
+    cdef float[:, ::1] SC = scratch
+    cdef FlashJob job
+    job.q, job.out, job.scratch = &Q[0, 0, 0], &O[0, 0], &SC[0, 0]
+    job.k = <const uint16_t *>cnp.PyArray_DATA(kb)
+    job.v = <const uint16_t *>cnp.PyArray_DATA(vb)
+    job.T, job.H, job.D, job.st, job.rep, job.scols = T, H, D, st, H // G, scols
+    if k.strides[0] != v.strides[0] or k.strides[0] % 2:
+        v = np.ascontiguousarray(v)
+        k = np.ascontiguousarray(k)
+        kb, vb = k.view(np.uint16), v.view(np.uint16)
+        job.k = <const uint16_t *>cnp.PyArray_DATA(kb)
+        job.v = <const uint16_t *>cnp.PyArray_DATA(vb)
+    job.row = k.strides[0] // 2                                 # kv head stride, elements
+    job.per = (pairs + nth - 1) // nth
+    job.scale = <float>(np.float32(1) / np.sqrt(np.float32(D)))
+    job.il = 1 if interleaved else 0
+    job.tiled = 1 if T >= _ref.FA_TILE else 0
+    with nogil:
+        mb_parallel(_flash_items, &job, nth, nth)
     return out
 
 

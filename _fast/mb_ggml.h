@@ -85,4 +85,13 @@ static void mbg_attend(const float *q, const void *k, const void *v, int half16,
     MBG_CALL(mbg_attend, q, k, v, half16, D, S, pos, batch, f16_rhs, il, sc, qq, accv, out);
 }
 
+static void mbg_fa_row(const float *q, const uint16_t *k, const uint16_t *v, int64_t D,
+                       int64_t n, float scale, int il, float *qq, float *acc, float *out) {
+    MBG_CALL(mbg_fa_row, q, k, v, D, n, scale, il, qq, acc, out);
+}
+static void mbg_fa_tiled_row(const float *q, const uint16_t *k, const uint16_t *v, int64_t D,
+                             int64_t n, float scale, int il, float *kq, float *acc, float *out) {
+    MBG_CALL(mbg_fa_tiled_row, q, k, v, D, n, scale, il, kq, acc, out);
+}
+
 #endif /* MB_GGML_H */

@@ -235,3 +235,84 @@ MBG_ATTR static void MBG_FN(mbg_attend)(const float *q, const void *k, const voi
     }
 }
 
+
+/* One (query, head) row of ggml.py flash_attn, T < 64 (_fa_rows: one row at a time, the
+ * online softmax with the accumulator rounded to float16 after every step).
+ * q: D floats; k, v: the kv head's rows as float16 bits; n: the positions the query sees
+ * (0 .. n-1); qq, acc: scratch of D floats; out: D floats. */
+MBG_ATTR static void MBG_FN(mbg_fa_row)(const float *q, const uint16_t *k, const uint16_t *v,
+                       int64_t D, int64_t n, float scale, int il, float *qq, float *acc,
+                       float *out) {
+    for (int64_t d = 0; d < D; d++) { qq[d] = MBG_FN(mbg_f16)(q[d]); acc[d] = 0.0f; }
+    float M = -INFINITY, S = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        const float s = MBG_FN(mbg_vec_dot)(k + i * D, 1, 1, qq, 0, 1, D, 1, il) * scale;
+        float ms = 1.0f, vs = 1.0f;
+        if (s > M) {
+            ms = expf(M - s);
+            M = s;
+            for (int64_t d = 0; d < D; d++) acc[d] = MBG_FN(mbg_f16)(acc[d] * ms);
+        } else {
+            vs = expf(s - M);
+        }
+        const uint16_t *vr = v + i * D;
+        for (int64_t d = 0; d < D; d++)
+            acc[d] = MBG_FN(mbg_f16)(fmaf(MBG_FN(mbg_h2f)(vr[d]), vs, acc[d]));
+        S = fmaf(S, ms, vs);
+    }
+    const float inv = S == 0.0f ? 0.0f : 1.0f / S;
+    for (int64_t d = 0; d < D; d++) out[d] = acc[d] * inv;
+}
+
+/* The same row, T >= 64 (_fa_tiled: blocks of 64 positions, q not rounded, float32
+ * accumulator).  kq: scratch of 64 floats; acc: of D floats. */
+MBG_ATTR static void MBG_FN(mbg_fa_tiled_row)(const float *q, const uint16_t *k, const uint16_t *v,
+                             int64_t D, int64_t n, float scale, int il, float *kq, float *acc,
+                             float *out) {
+    const int64_t half = D / 2;
+    for (int64_t d = 0; d < D; d++) acc[d] = 0.0f;
+    float M = -INFINITY, S = 0.0f;
+    for (int64_t c0 = 0; c0 < n; c0 += 64) {
+        const int64_t m = n - c0 < 64 ? n - c0 : 64;      /* the positions this row sees */
+        float top = -INFINITY;
+        for (int64_t j = 0; j < 64; j++) {
+            if (j < m) {
+                const uint16_t *kr = k + (c0 + j) * D;
+                float a = 0.0f;
+                for (int64_t e = 0; e < D; e++) {
+                    const int64_t x = MBG_FN(mbg_idx)(e, half, il);
+                    a = fmaf(q[x], MBG_FN(mbg_h2f)(kr[x]), a);
+                }
+                kq[j] = a * scale;
+            } else {
+                kq[j] = -INFINITY;
+            }
+            if (kq[j] > top) top = kq[j];
+        }
+        if (top == -INFINITY) continue;
+        const float Mnew = fmaxf(M, top);
+        if (Mnew > M) {
+            const float ms = expf(M - Mnew);
+            for (int64_t d = 0; d < D; d++) acc[d] = acc[d] * ms;
+            S = S * ms;
+        }
+        M = Mnew;
+        double tile = 0.0;
+        for (int g = 0; g < 64; g += 8) {
+            float ev[8], h4[4];
+            for (int l = 0; l < 8; l++) {
+                ev[l] = MBG_FN(mbg_expf)(kq[g + l] - Mnew);
+                kq[g + l] = ev[l];
+            }
+            for (int l = 0; l < 4; l++) h4[l] = ev[l + 4] + ev[l];
+            tile += (double)((h4[0] + h4[2]) + (h4[1] + h4[3]));
+        }
+        S = (float)((double)S + tile);
+        for (int64_t j = 0; j < m; j++) {
+            const uint16_t *vr = v + (c0 + j) * D;
+            for (int64_t d = 0; d < D; d++) acc[d] = fmaf(kq[j], MBG_FN(mbg_h2f)(vr[d]), acc[d]);
+        }
+    }
+    const float inv = S == 0.0f ? 0.0f : 1.0f / S;
+    for (int64_t d = 0; d < D; d++) out[d] = acc[d] * inv;
+}

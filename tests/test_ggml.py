@@ -103,25 +103,93 @@ def test_twin_rope(T, p0, D, base, seed):
 @given(st.integers(1, 5), st.integers(0, 40), st.sampled_from([(1, 1), (2, 1), (4, 2), (2, 2)]),
        st.sampled_from([8, 16, 40, 64]), st.sampled_from(["f16", "f32"]),
        st.sampled_from(["bitnet.cpp", "llama.cpp"]), st.booleans(), st.integers(1, 2),
-       st.integers(0, 2 ** 32 - 1))
-def test_twin_attention(T, start, heads, D, kv, engine, interleaved, threads, seed):
+       st.sampled_from([None, False, True]), st.integers(0, 2 ** 32 - 1))
+def test_twin_attention(T, start, heads, D, kv, engine, interleaved, threads, flash, seed):
     f = fast()
     rng = np.random.default_rng(seed)
     H, Gk = heads
     S = start + T
+    if engine == "bitnet.cpp" and flash:
+        flash = False                                   # the fork's flash kernel is not copied
     cache = minibit.model.layers.KVCache(1, S + 7, Gk, D, kv)       # a slice of a longer cache
     minibit.model.layers.store_kv(cache.k[0], 0, arr(rng, (S, Gk, D), 2))
     minibit.model.layers.store_kv(cache.v[0], 0, arr(rng, (S, Gk, D)))
     q = arr(rng, (T, H, D), 2)
     k, v = cache.k[0, :, :S], cache.v[0, :, :S]
-    want = G.attention(q, k, v, start, engine, interleaved)
+    want = G.attention(q, k, v, start, engine, interleaved, flash)
     old = kernels.get_threads()
     kernels.set_threads(threads)
     try:
         each_simd(f, lambda simd: assert_same_bytes(
-            f.attention(q, k, v, start, engine, interleaved), want, f"attention {simd}"))
+            f.attention(q, k, v, start, engine, interleaved, flash), want, f"attention {simd}"))
     finally:
         kernels.set_threads(old)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from([1, 2, 3, 63, 64, 65, 70]), st.sampled_from([0, 1, 30, 63, 64, 100]),
+       st.sampled_from([(1, 1), (2, 1), (4, 2)]), st.sampled_from([8, 24, 40, 64]),
+       st.sampled_from(["f16", "f32"]), st.booleans(), st.integers(1, 2),
+       st.floats(0.5, 8), st.integers(0, 2 ** 32 - 1))
+def test_twin_flash_attn(T, start, heads, D, kv, interleaved, threads, spread, seed):
+    """llama.cpp's flash attention, both kernels (rows below 64 query rows, tiles from 64),
+    across tile boundaries and with scores spread wide (new maxima late in a row, values
+    that underflow), equal to the reference; an F32 cache equals an F16 one."""
+    f = fast()
+    rng = np.random.default_rng(seed)
+    H, Gk = heads
+    S = start + T
+    cache = minibit.model.layers.KVCache(1, S + 3, Gk, D, kv)
+    minibit.model.layers.store_kv(cache.k[0], 0, arr(rng, (S, Gk, D), spread))
+    minibit.model.layers.store_kv(cache.v[0], 0, arr(rng, (S, Gk, D)))
+    q = arr(rng, (T, H, D), spread)
+    k, v = cache.k[0, :, :S], cache.v[0, :, :S]
+    want = G.flash_attn(q, k, v, start, interleaved)
+    assert np.isfinite(want).all()
+    if kv == "f32":
+        assert_same_bytes(G.flash_attn(q, G.f16(k).astype(np.float16), G.f16(v).astype(np.float16),
+                                       start, interleaved), want, "f32 cache as f16")
+    old = kernels.get_threads()
+    kernels.set_threads(threads)
+    try:
+        each_simd(f, lambda simd: assert_same_bytes(
+            f.flash_attn(q, k, v, start, interleaved), want, f"flash_attn {simd}"))
+    finally:
+        kernels.set_threads(old)
+
+
+def test_flash_attn_by_hand():
+    """One row worked by hand: the first position sets M and gives weight 1; a later, larger
+    score rescales the F16 accumulator by libm's expf(M - s); the output is acc / S."""
+    q = np.zeros((1, 1, 16), np.float32)
+    q[0, 0, 0] = 1
+    k = np.zeros((1, 2, 16), np.float16)
+    k[0, :, 0] = [0, 4]                               # scores 0 and 1 after 1/sqrt(16)
+    v = np.zeros((1, 2, 16), np.float16)
+    v[0, 0, :], v[0, 1, :] = 1, 3
+    out = G.flash_attn(q, k, v, 1)
+    e = np.float32(G._expf(np.float32(-1)))
+    acc = G.f16(np.float32(G.f16(np.float32(1) * e)) + np.float32(3))  # rescale, then + 3 * 1
+    S = G.fmaf(np.float32(1), e, np.float32(1))
+    assert s_eq(out[0, 0], acc * (np.float32(1) / S))
+    assert abs(out[0, 0] - (np.exp(-1) + 3) / (np.exp(-1) + 1)) < 2e-3
+
+
+def s_eq(a, b):
+    return np.float32(a).tobytes() == np.float32(b).tobytes()
+
+
+def test_flash_default_is_the_engines():
+    q = arr(np.random.default_rng(0), (3, 2, 16))
+    k = arr(np.random.default_rng(1), (1, 3, 16)).astype(np.float16)
+    v = arr(np.random.default_rng(2), (1, 3, 16)).astype(np.float16)
+    assert_same_bytes(G.attention(q, k, v, 0, "llama.cpp"), G.flash_attn(q, k, v, 0), "llama.cpp")
+    assert_same_bytes(G.attention(q, k, v, 0, "bitnet.cpp"),
+                      G.attention(q, k, v, 0, "bitnet.cpp", False, False), "bitnet.cpp")
+    assert G.attention(q, k, v, 0, "llama.cpp").tobytes() != \
+        G.attention(q, k, v, 0, "llama.cpp", False, False).tobytes()
+    with pytest.raises(ValueError, match="bitnet.cpp's flash attention is not copied"):
+        G.attention(q, k, v, 0, "bitnet.cpp", False, True)
 
 
 @settings(max_examples=30, deadline=None)
@@ -275,27 +343,31 @@ def _peer(name):
 
 
 ENGINE_CASES = [
-    ("bitnet.cpp", "bitnet", "i2_s", "f16"), ("bitnet.cpp", "bitnet", "tq2_0", "f16"),
-    ("bitnet.cpp", "bitnet", "tq1_0", "f16"), ("bitnet.cpp", "llama", "i2_s", "f16"),
-    ("bitnet.cpp", "llama", "tq2_0", "f16"),
-    ("llama.cpp", "bitnet", "tq2_0", "f16"), ("llama.cpp", "bitnet", "tq1_0", "f16"),
-    ("llama.cpp", "bitnet", "tq2_0", "f32"), ("llama.cpp", "llama", "tq2_0", "f16"),
-    ("llama.cpp", "llama", "tq1_0", "f32"),
+    ("bitnet.cpp", "bitnet", "i2_s", "f16", "off"), ("bitnet.cpp", "bitnet", "tq2_0", "f16", "off"),
+    ("bitnet.cpp", "bitnet", "tq1_0", "f16", "off"), ("bitnet.cpp", "llama", "i2_s", "f16", "off"),
+    ("bitnet.cpp", "llama", "tq2_0", "f16", "off"),
+    ("llama.cpp", "bitnet", "tq2_0", "f16", "off"), ("llama.cpp", "bitnet", "tq1_0", "f16", "off"),
+    ("llama.cpp", "bitnet", "tq2_0", "f32", "off"), ("llama.cpp", "llama", "tq2_0", "f16", "off"),
+    ("llama.cpp", "llama", "tq1_0", "f32", "off"),
+    ("llama.cpp", "bitnet", "tq2_0", "f16", "on"), ("llama.cpp", "bitnet", "tq1_0", "f32", "on"),
+    ("llama.cpp", "llama", "tq2_0", "f32", "on"), ("llama.cpp", "llama", "tq1_0", "f16", "on"),
 ]
 
 
-@pytest.mark.parametrize("engine,arch,fmt,kv", ENGINE_CASES)
-def test_engine_logits_bit_for_bit(engine_models, engine, arch, fmt, kv):
+@pytest.mark.parametrize("engine,arch,fmt,kv,flash", ENGINE_CASES)
+def test_engine_logits_bit_for_bit(engine_models, engine, arch, fmt, kv, flash):
     """The matching profile's logits equal the engine's at every position, bit for bit, as
-    one batch and token by token (1 engine thread, no flash attention)."""
+    one batch and token by token (1 engine thread; flash attention off, or on as llama.cpp
+    runs by default: 80 tokens, so the batch takes the tiled kernel)."""
     import peers
     p = _peer(engine)
     path = engine_models[arch, fmt]
-    ids = [int(t) for t in np.random.default_rng(1).integers(3, 4000, 40)]
+    ids = [int(t) for t in np.random.default_rng(1).integers(3, 4000, 80 if flash == "on" else 40)]
     m = minibit.load(path, profile=engine)
     m.kv_cache = kv
+    m.flash_attn = flash == "on"
     for mode in ("batch", "seq"):
-        eng = peers.evaluate(p, path, ids, mode=mode, threads=1, kv=kv, flash_attn="off")["logits"]
+        eng = peers.evaluate(p, path, ids, mode=mode, threads=1, kv=kv, flash_attn=flash)["logits"]
         if mode == "batch":
             mine = m.logits(ids)
         else:

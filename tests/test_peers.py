@@ -34,10 +34,9 @@ REQUIRE = os.environ.get("MINIBIT_REQUIRE_PEERS") == "1"
 BUILD = REQUIRE or os.environ.get("MINIBIT_BUILD_PEERS") == "1"
 
 # (engine, format, mode) whose float order minibit's profile copies, so the logits must be
-# bit-identical at every position: all of them, with the engines' non-flash attention
-# (minibit.model.ggml; llama.cpp's default "auto" flash attention is not copied).  Every
-# other run would be held to argmax at every position and per-position relative error
-# median <= 1e-6, max <= 1e-4 (peers.meets_done_when).
+# bit-identical at every position: all of them, with and without llama.cpp's flash attention
+# (minibit.model.ggml).  Every other run would be held to argmax at every position and
+# per-position relative error median <= 1e-6, max <= 1e-4 (peers.meets_done_when).
 EXACT: set = {(p, f, m) for p in peers.PEER_NAMES for f in ("i2_s", "tq1_0", "tq2_0")
               for m in ("batch", "seq")}
 
@@ -75,16 +74,19 @@ def models(tmp_path_factory):
 _engine_runs: dict = {}
 
 
-def _engine(name, path, mode="batch", threads=1):
-    key = (name, path, mode, threads)
+def _engine(name, path, mode="batch", threads=1, flash="off", n=peers.N_POSITIONS):
+    key = (name, path, mode, threads, flash, n)
     if key not in _engine_runs:
-        _engine_runs[key] = peers.evaluate(_peer(name), path, peers.token_ids(), mode, threads,
-                                           flash_attn="off")
+        _engine_runs[key] = peers.evaluate(_peer(name), path, peers.token_ids(n), mode, threads,
+                                           flash_attn=flash)
     return _engine_runs[key]["logits"]
 
 
 RUN_CASES = [(p, a, f) for p in peers.PEER_NAMES for a, f in peers.RUNS[p]]
 _ids = [f"{p}-{a}-{f}" for p, a, f in RUN_CASES]
+# (case, attention): every engine without flash attention, llama.cpp also with it
+ATTN_CASES = [(c, fa) for c in RUN_CASES for fa in peers.FLASH_ATTN[c[0]]]
+_attn_ids = [f"{p}-{a}-{f}-fa_{fa}" for (p, a, f), fa in ATTN_CASES]
 
 
 # ---- minibit's files in the engines -----------------------------------------------------
@@ -102,30 +104,65 @@ def test_minibit_file_runs_in_engine(peer, arch, fmt, models):
     assert agr["argmax"] == agr["positions"], agr
 
 
-@pytest.mark.parametrize("mode", ["batch", "seq"])
-@pytest.mark.parametrize("peer,arch,fmt", RUN_CASES, ids=_ids)
-def test_logits_match_engine(peer, arch, fmt, mode, models):
-    """Issue 17's bar for minibit's matching profile (the engine's own: bitnet.cpp's 2024 fork
-    runs TQ files in its own float order too) at 1 thread, with the engines' default F16 KV
-    cache, no flash attention."""
-    ids = peers.token_ids()
-    eng = _engine(peer, models[(arch, fmt)], mode)
-    mine = peers.minibit_logits(models[(arch, fmt)], ids, mode, profile=peer)
-    agr = peers.agreement(mine, eng)
-    exact = (peer, fmt, mode) in EXACT
+def _bar(agr, exact, what):
     assert peers.meets_done_when(agr, exact), (
-        f"{peer} {arch} {fmt} {mode}: {agr['identical']}/{agr['positions']} identical, argmax "
+        f"{what}: {agr['identical']}/{agr['positions']} identical, argmax "
         f"{agr['argmax']}/{agr['positions']}, rel err median {agr['rel_median']:.3g} max "
         f"{agr['rel_max']:.3g} (bar: {'bit-identical' if exact else 'median 1e-6, max 1e-4'})")
 
 
 @pytest.mark.parametrize("mode", ["batch", "seq"])
+@pytest.mark.parametrize("case,flash", ATTN_CASES, ids=_attn_ids)
+def test_logits_match_engine(case, flash, mode, models):
+    """Issue 17's bar for minibit's matching profile (the engine's own: bitnet.cpp's 2024 fork
+    runs TQ files in its own float order too) at 1 thread, with the engines' default F16 KV
+    cache, flash attention on and off as the engine is told (Model.flash_attn the same)."""
+    peer, arch, fmt = case
+    ids = peers.token_ids()
+    eng = _engine(peer, models[(arch, fmt)], mode, flash=flash)
+    mine = peers.minibit_logits(models[(arch, fmt)], ids, mode, profile=peer, flash_attn=flash)
+    _bar(peers.agreement(mine, eng), (peer, fmt, mode) in EXACT,
+         f"{peer} {arch} {fmt} {mode} flash {flash}")
+
+
 @pytest.mark.parametrize("peer,arch,fmt", RUN_CASES, ids=_ids)
-def test_engine_threads_do_not_change_logits(peer, arch, fmt, mode, models):
+def test_default_attention_is_the_engines(peer, arch, fmt, models):
+    """Neither side told anything: minibit's profile computes what the engine computes by
+    default (llama.cpp: flash attention, its "auto" on the CPU; bitnet.cpp: none)."""
+    ids = peers.token_ids()
+    eng = _engine(peer, models[(arch, fmt)], "batch", flash="default")
+    assert eng.tobytes() == _engine(peer, models[(arch, fmt)], "batch",
+                                    flash=peers.FLASH_ATTN[peer][-1]).tobytes()
+    mine = peers.minibit_logits(models[(arch, fmt)], ids, "batch", profile=peer)
+    assert mine.tobytes() == eng.tobytes()
+
+
+@pytest.mark.parametrize("arch", ["bitnet", "llama"])
+@pytest.mark.parametrize("kv", ["f16", "f32"])
+def test_flash_attention_tiles_match_engine(arch, kv, models):
+    """From 64 tokens in one batch llama.cpp's flash attention works in tiles of 64 rows x 64
+    positions with float32 q and accumulators (ggml.flash_attn): 100 positions, two tiles
+    of each, bit for bit; an F32 cache gives the same bits (the graph casts it to F16)."""
+    p = _peer("llama.cpp")
+    path = models[(arch, "tq2_0")]
+    ids = peers.token_ids(100)
+    eng = peers.evaluate(p, path, ids, "batch", 1, kv=kv, flash_attn="on")["logits"]
+    mine = peers.minibit_logits(path, ids, "batch", kv=kv, profile="llama.cpp", flash_attn="on")
+    _bar(peers.agreement(mine, eng), True, f"llama.cpp {arch} tq2_0 batch of 100 kv {kv}")
+    if kv == "f32":
+        f16 = peers.evaluate(p, path, ids, "batch", 1, kv="f16", flash_attn="on")["logits"]
+        assert eng.tobytes() == f16.tobytes()
+
+
+@pytest.mark.parametrize("mode", ["batch", "seq"])
+@pytest.mark.parametrize("case,flash", ATTN_CASES, ids=_attn_ids)
+def test_engine_threads_do_not_change_logits(case, flash, mode, models):
     """The engines split rows across threads, not sums: 1 and 2 threads give the same bits
-    (bitnet.cpp's I2_S included), so one profile serves every thread count."""
-    one = _engine(peer, models[(arch, fmt)], mode, 1)
-    two = _engine(peer, models[(arch, fmt)], mode, 2)
+    (bitnet.cpp's I2_S included; llama.cpp's flash attention too while its KV view is under
+    512 cells), so one profile serves every thread count."""
+    peer, arch, fmt = case
+    one = _engine(peer, models[(arch, fmt)], mode, 1, flash)
+    two = _engine(peer, models[(arch, fmt)], mode, 2, flash)
     assert one.tobytes() == two.tobytes()
 
 

@@ -147,6 +147,7 @@ EXAMPLES = {
         "vec_dot_f32": lambda: (_f32(3, 16), _f32(3, 16)),
         "tinyblas": lambda: (_f32(3, 16), _f32(3, 16)),
         "attention": lambda: (_f32(2, 4, 8), _f32(2, 5, 8), _f32(2, 5, 8), 3),
+        "flash_attn": lambda: (_f32(2, 4, 8), _f32(2, 5, 8), _f32(2, 5, 8), 3),
         "lm_head": lambda: (_f32(2, 16), _f32(5, 16), "F32"),
     },
     "sampling": {

@@ -49,8 +49,18 @@ matrix on AVX2 (``ENGINES``):
 An F32 KV cache: q . K is vec_dot_f32 (q is not contiguous and already F32); p . V is
 tinyBLAS (batch) or vec_dot_f32 (one row), in both engines.
 
-Only the non-flash-attention graph (llm_build_kqv / build_attn_mha with V transposed) is
-copied; llama.cpp's default "auto" flash attention runs another kernel.
+attention is the non-flash graph (llm_build_kqv / build_attn_mha with V transposed) or, for
+llama.cpp with flash attention on (its default "auto" on the CPU: ENGINES), flash_attn:
+
+flash_attn   ggml_compute_forward_flash_attn_ext_f16 (F16 K and V; an F32 cache is cast to
+             F16 by the graph).  Fewer than 64 query rows: each row alone (one_chunk), q
+             rounded to F16, s = vec_dot_f16(k, q) * scale, online softmax over the positions
+             in order with libm's expf for ms = expf(M - s) and vs = expf(s - M), the
+             accumulator rounded to F16 after each ggml_vec_scale_f16 / ggml_vec_mad_f16
+             (fmaf(v, vs, acc)), S = fmaf(S, ms, vs) (gcc fused it), out = acc * (1.0f / S).
+             64 or more (GGML_FA_TILE_Q): tiles of 64 positions (ggml_..._tiled), q in
+             float32, q . k and p . V as simd_gemm's per-element fmaf chains, the max update
+             with libm's expf, p = v_expf(kq - M) and the tile's sum in double as softmax.
 
 Masked positions (after the query's own) get exactly 0 from v_expf(-inf), and the KV
 cache view ggml multiplies is padded with those zeros up to a multiple of 32; the lane
@@ -61,12 +71,14 @@ Everything here is float32 NumPy except where double is named; the compiled twin
 
 Coverage.  Copied: x86 builds with AVX2, FMA and F16C and without AVX-512 (what the peers
 in tools/peers are built as), any thread count (each output is one thread's work in ggml
-too), batch and token-by-token, F16 and F32 KV caches, archs "bitnet" and "llama".  Not
-copied: AVX-512 builds (tinyBLAS, the softmax sums and SiLU then work in 16 lanes), ARM,
-and llama.cpp's flash-attention kernels (its C API default "auto" turns them on for the
-CPU; their online softmax accumulates p . V in float16 with libm's expf, in three variants:
-one row at a time, tiled for batches, split over the KV cache for long decodes).
-Measured against the engines: tests/test_ggml.py.
+too), batch and token-by-token, F16 and F32 KV caches, archs "bitnet" and "llama", llama.cpp
+with and without flash attention.  Not copied: AVX-512 builds (tinyBLAS, the softmax sums
+and SiLU then work in 16 lanes), ARM, the 2024 fork's flash attention (off by default; with
+an F32 cache it crashes), and llama.cpp's third flash variant at two or more threads: one
+query row over a KV view of 512 cells or more (a decode past position 256 with a context of
+512 or more) is split across the threads and the parts merged, which changes the bits with
+the thread count (at one thread it is the row kernel's arithmetic).
+Measured against the engines: tests/test_ggml.py, tests/test_peers.py.
 """
 
 from __future__ import annotations
@@ -80,11 +92,11 @@ import numpy as np
 from ..kernels.dense import fmaf
 
 __all__ = ["ENGINES", "fmaf", "f16", "rms_norm", "rope_tables", "rope_neox", "v_expf", "silu",
-           "vec_dot_f16", "vec_dot_f32", "tinyblas", "softmax", "attention", "lm_head",
-           "TWINNED"]
+           "vec_dot_f16", "vec_dot_f32", "tinyblas", "softmax", "attention", "flash_attn",
+           "FA_TILE", "lm_head", "TWINNED"]
 
 TWINNED = ("rms_norm", "rope_tables", "rope_neox", "v_expf", "silu", "vec_dot_f16", "vec_dot_f32",
-           "tinyblas", "attention", "lm_head")
+           "tinyblas", "attention", "flash_attn", "lm_head")
 
 F32 = np.float32
 
@@ -93,9 +105,11 @@ F32 = np.float32
 #                     are rounded first), else a float32 one
 #   tq_fused:         the TQ x Q8_K lanes fuse product and add (llama.cpp's gcc build; the
 #                     2024 fork is built with clang, which keeps them apart): kernels/tq.py
+#   flash_attn:       the engine's default attention on the CPU: llama.cpp's "auto" turns
+#                     flash attention on, the 2024 fork leaves it off (tools/peers/README.md)
 ENGINES = {
-    "bitnet.cpp": {"f16_tinyblas_rhs": False, "tq_fused": False},
-    "llama.cpp": {"f16_tinyblas_rhs": True, "tq_fused": True},
+    "bitnet.cpp": {"f16_tinyblas_rhs": False, "tq_fused": False, "flash_attn": False},
+    "llama.cpp": {"f16_tinyblas_rhs": True, "tq_fused": True, "flash_attn": True},
 }
 
 
@@ -336,8 +350,10 @@ def _interleave(x: np.ndarray) -> np.ndarray:
 
 
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int,
-              engine: str = "bitnet.cpp", interleaved: bool = False) -> np.ndarray:
-    """Causal grouped-query attention as the engine's non-flash graph computes it.
+              engine: str = "bitnet.cpp", interleaved: bool = False,
+              flash: bool | None = None) -> np.ndarray:
+    """Causal grouped-query attention as the engine computes it: its flash-attention kernel
+    when ``flash`` (None: the engine's default, ENGINES), else its non-flash graph below.
 
     q [T, H, D] float32 (after RoPE); k, v [G, S, D] from the KV cache (float16 for an F16
     cache, float32 for F32), S = start + T.  Returns [T, H*D] float32.
@@ -351,6 +367,10 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int,
     interleaved (arch "llama"): the engine holds q and k with each head's dimensions in the
     converter's permuted order (i, i + D/2 side by side), so q . k adds them in that order.
     """
+    if ENGINES[engine]["flash_attn"] if flash is None else flash:
+        if engine != "llama.cpp":
+            raise ValueError(f"{engine}'s flash attention is not copied (only llama.cpp's)")
+        return flash_attn(q, k, v, start, interleaved)
     T, H, D = q.shape
     G, S, _ = k.shape
     half = k.dtype == np.float16
@@ -383,6 +403,149 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int,
     else:
         out = vec_dot_f32(vt, p[..., None, :])
     return np.ascontiguousarray(out.reshape(T, H * D), F32)
+
+
+# ---- flash attention (llama.cpp) ------------------------------------------------------------
+
+FA_TILE = 64          # GGML_FA_TILE_Q = GGML_FA_TILE_KV: the tiled kernel's query rows and KV columns
+
+
+def _expf(x) -> np.ndarray:
+    """libm's expf on every element (the flash kernels call the C library's, not ggml's)."""
+    return _libm_map("expf", x)
+
+
+def flash_attn(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int,
+               interleaved: bool = False) -> np.ndarray:
+    """Causal grouped-query attention as llama.cpp's flash-attention graph computes it
+    (build_attn_mha with flash attention, ggml_compute_forward_flash_attn_ext_f16).
+
+    q [T, H, D] float32 (after RoPE); k, v [G, S, D] from the KV cache (float16 or float32),
+    S = start + T.  Returns [T, H*D] float32 (the kernel writes each (token, head) row of D
+    floats into a [T, H, D] result, reshaped to [T, H*D]).
+
+    The graph casts an F32 cache to F16 first, so both cache types give the same bits.  Head
+    h reads kv head h // (H / G).  Two kernels, by the number of query rows T (any thread
+    count gives the same bits: each (token, head) row is computed whole by one thread):
+
+    T < 64 (FA_TILE): one row at a time, _fa_rows (one_chunk)
+    T >= 64:          tiles of 64 rows x 64 positions, _fa_tiled
+
+    A third, for one query row over a KV view of 512 cells or more, splits the positions
+    across the threads and merges the parts; with one thread it is _fa_rows's arithmetic, with
+    more it is not copied.
+
+    interleaved: q . k adds each head's dimensions in the engine's permuted order (arch
+    "llama", as attention).
+    """
+    q = np.asarray(q, F32)
+    T, H, D = q.shape
+    G, S, _ = k.shape
+    kk = f16(np.asarray(k, F32))
+    vv = f16(np.asarray(v, F32))
+    if interleaved:
+        q = _interleave(q)
+        kk = _interleave(kk)
+    allowed = np.arange(S)[None, :] <= (start + np.arange(T))[:, None]      # [T, S]
+    scale = F32(1) / np.sqrt(F32(D))
+    qg = q.reshape(T, G, H // G, D)
+    run = _fa_tiled if T >= FA_TILE else _fa_rows
+    return np.ascontiguousarray(run(qg, kk, vv, allowed, scale).reshape(T, H * D), F32)
+
+
+def _fa_rows(q, k, v, allowed, scale):
+    """ggml_compute_forward_flash_attn_ext_f16_one_chunk with F16 K and V, every row [T, G,
+    rep] at once, the positions in order (those after the query's own are skipped):
+
+        qh = q rounded to F16;  M = -inf, S = 0, acc[D] = 0 (float16 values)
+        for each allowed position i:
+            s = vec_dot_f16(k_i, qh) * scale
+            s > M:  ms = expf(M - s) (libm), M = s, acc = f16(acc * ms), vs = 1
+            else:   ms = 1, vs = expf(s - M) (libm)
+            acc = f16(fmaf(v_i, vs, acc))                ggml_vec_mad_f16
+            S = fmaf(S, ms, vs)                          (gcc fused it)
+        out = (float)acc * (1.0f / S)
+    """
+    T, G, rep, D = q.shape
+    S = k.shape[1]
+    qh = f16(q)[:, :, :, None, :]                                   # [T, G, rep, 1, D]
+    scores = vec_dot_f16(k[None, :, None], qh) * scale               # [T, G, rep, S]
+    M = np.full((T, G, rep), -np.inf, F32)
+    total = np.zeros((T, G, rep), F32)
+    acc = np.zeros((T, G, rep, D), F32)
+    for i in range(S):
+        ok = np.broadcast_to(allowed[:, i, None, None], M.shape)
+        s = scores[..., i]
+        new = ok & (s > M)
+        old = ok & ~(s > M)
+        ms = np.ones_like(M)
+        vs = np.ones_like(M)
+        with np.errstate(invalid="ignore"):
+            ms[new] = _expf(M[new] - s[new])
+            vs[old] = _expf(s[old] - M[old])
+        acc = np.where(new[..., None], f16(acc * ms[..., None]), acc)
+        mad = f16(fmaf(v[None, :, None, i, :], vs[..., None], acc))
+        acc = np.where(ok[..., None], mad, acc)
+        total = np.where(ok, fmaf(total, ms, vs), total)
+        M = np.where(new, s, M)
+    inv = np.where(total == 0, F32(0), F32(1) / np.where(total == 0, F32(1), total))
+    return acc * inv[..., None]
+
+
+def _fa_tiled(q, k, v, allowed, scale):
+    """ggml_compute_forward_flash_attn_ext_tiled, F16 K and V widened to float32, q NOT
+    rounded.  Per block of 64 positions (a block no position of which a row may see leaves
+    the row as it is):
+
+        kq[j]  = fmaf chain over the D dimensions in order, from 0 (simd_gemm), then * scale;
+                 -inf where the row may not look
+        m      = max kq;  Mnew = max(M, m)
+        Mnew > M: ms = expf(M - Mnew) (libm); acc = acc * ms; S = S * ms
+        p[j]   = v_expf(kq[j] - Mnew); S = (float)((double)S + the 8 groups' hsums in double,
+                 in order)  (ggml_vec_soft_max_f32)
+        acc[d] = fmaf chain over the block's positions in order: fmaf(p[j], v_j[d], acc[d])
+    out = acc * (1.0f / S)
+    """
+    T, G, rep, D = q.shape
+    S = k.shape[1]
+    M = np.full((T, G, rep), -np.inf, F32)
+    total = np.zeros((T, G, rep), F32)
+    acc = np.zeros((T, G, rep, D), F32)
+    for c0 in range(0, S, FA_TILE):
+        n = min(FA_TILE, S - c0)
+        kt = k[None, :, None, c0:c0 + n, :]                          # [1, G, 1, n, D]
+        kq = np.zeros((T, G, rep, FA_TILE), F32)
+        for d in range(D):
+            kq[..., :n] = fmaf(q[..., d, None], kt[..., d], kq[..., :n])
+        kq = kq * scale
+        ok = np.zeros((T, FA_TILE), bool)
+        ok[:, :n] = allowed[:, c0:c0 + n]
+        kq = np.where(ok[:, None, None, :], kq, F32(-np.inf))
+        m = kq.max(axis=-1)
+        live = m != -np.inf
+        Mnew = np.where(live, np.maximum(M, m), M)
+        grow = live & (Mnew > M)
+        ms = np.ones_like(M)
+        with np.errstate(invalid="ignore"):
+            ms[grow] = _expf(M[grow] - Mnew[grow])
+        acc = np.where(grow[..., None], acc * ms[..., None], acc)
+        total = np.where(grow, total * ms, total)
+        M = Mnew
+        with np.errstate(invalid="ignore"):
+            p = v_expf(kq - np.where(live, Mnew, F32(0))[..., None])
+        g = p.reshape(p.shape[:-1] + (-1, 8))
+        h = g[..., 4:8] + g[..., 0:4]
+        hs = ((h[..., 0] + h[..., 2]) + (h[..., 1] + h[..., 3])).astype(np.float64)
+        tile = np.zeros(hs.shape[:-1], np.float64)
+        for j in range(hs.shape[-1]):
+            tile = tile + hs[..., j]
+        total = np.where(live, (total.astype(np.float64) + tile).astype(F32), total)
+        p = np.where(live[..., None], p, F32(0))
+        vt = v[None, :, None, c0:c0 + n, :]                          # [1, G, 1, n, D]
+        for j in range(n):
+            acc = fmaf(p[..., j, None], vt[..., j, :], acc)
+    inv = np.where(total == 0, F32(0), F32(1) / np.where(total == 0, F32(1), total))
+    return acc * inv[..., None]
 
 
 # ---- the LM head --------------------------------------------------------------------------

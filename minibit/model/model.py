@@ -28,6 +28,12 @@ class Model:
                 then also rounds q and (where the engine does) the softmax weights to
                 float16, as the engine with an F16 cache does (minibit.model.ggml).  "int3":
                 BitNet a4.8's 3-bit cache (minibit.quant_a48.quantize_kv_int3), held as float32.
+    flash_attn  None (default): the engine profile's own default, as the engine runs
+                without options: "llama.cpp" computes attention with llama.cpp's
+                flash-attention kernels (its "auto" is on for the CPU), "bitnet.cpp" with the
+                non-flash graph.  True / False: llama.cpp's flash kernels / the non-flash
+                graph, as the engine with ``flash_attn`` on / off (minibit.model.ggml).  The
+                other profiles ignore it.
     """
 
     def __init__(self, transformer: Transformer, tokenizer, profile: str, source: str,
@@ -40,6 +46,16 @@ class Model:
         self._profile = None
         self.profile = profile
         self.kv_cache = "f32"
+
+    @property
+    def flash_attn(self) -> bool | None:
+        return self.transformer.flash_attn
+
+    @flash_attn.setter
+    def flash_attn(self, value) -> None:
+        if value not in (None, True, False):
+            raise FormatError(f"flash_attn must be None, True or False, not {value!r}")
+        self.transformer.flash_attn = None if value is None else bool(value)
 
     @property
     def profile(self) -> str:

@@ -90,6 +90,9 @@ class Transformer:
         # an HF checkpoint under an engine profile runs as the engine runs its conversion:
         # the converters write the output matrix as F16 (build_from_hf sets this)
         self.converted_head_f16 = False
+        # the engine profiles' attention kernel: None = the engine's default (ggml.ENGINES),
+        # True = llama.cpp's flash attention, False = the non-flash graph
+        self.flash_attn: bool | None = None
 
     # ---- pieces -----------------------------------------------------------------------
 
@@ -162,9 +165,10 @@ class Transformer:
             rms_norm = g.rms_norm
 
             interleaved = c.arch == "llama"        # q, k rows permuted by the converter
+            flash = self.flash_attn
 
             def attention(q, k, v, start):
-                return g.attention(q, k, v, start, engine, interleaved)
+                return g.attention(q, k, v, start, engine, interleaved, flash)
             apply_rope = g.rope_neox
             cos, sin = g.rope_tables(np.arange(start, start + T), D, c.rope_theta)
 

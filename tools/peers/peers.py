@@ -40,8 +40,8 @@ except ImportError:
 from minibit import _llama_build as lb  # noqa: E402
 
 __all__ = ["Peer", "PeerUnavailable", "bitnet_cpp", "llama_cpp", "get", "harness", "evaluate",
-           "quantize", "to_dump", "PEER_NAMES", "FTYPES", "RUNS", "PROFILE_OF", "token_ids",
-           "synthetic_models", "minibit_logits", "agreement", "meets_done_when"]
+           "quantize", "to_dump", "PEER_NAMES", "FTYPES", "RUNS", "PROFILE_OF", "FLASH_ATTN",
+           "token_ids", "synthetic_models", "minibit_logits", "agreement", "meets_done_when"]
 
 PEER_NAMES = ("bitnet.cpp", "llama.cpp")
 # llama_ftype numbers (llama.h): what `quantize` writes
@@ -330,6 +330,9 @@ ARCH_SEED = {"bitnet": 11, "llama": 12}
 RUNS = {"bitnet.cpp": [(a, f) for a in ("bitnet", "llama") for f in ("i2_s", "tq2_0", "tq1_0")],
         "llama.cpp": [(a, f) for a in ("bitnet", "llama") for f in ("tq2_0", "tq1_0")]}
 PROFILE_OF = {"i2_s": "bitnet.cpp", "tq1_0": "llama.cpp", "tq2_0": "llama.cpp"}
+# the flash-attention settings held against each engine, its default last: bitnet.cpp 2024
+# runs without (its default); llama.cpp with (its default "auto" on the CPU) and without
+FLASH_ATTN = {"bitnet.cpp": ["off"], "llama.cpp": ["off", "on"]}
 N_POSITIONS = 40
 
 
@@ -363,12 +366,14 @@ def synthetic_models(root: str) -> dict:
 
 
 def minibit_logits(path: str, ids, mode: str = "batch", kv: str = "f16",
-                   profile: str | None = None) -> np.ndarray:
+                   profile: str | None = None, flash_attn: str = "default") -> np.ndarray:
     """minibit's logits for ids on a GGUF file: one forward (batch) or one token per step
-    through the KV cache (seq), with the engines' default F16 KV cache."""
+    through the KV cache (seq), with the engines' default F16 KV cache.  flash_attn as
+    evaluate's: "default" (the profile's engine default), "on" or "off"."""
     import minibit
     m = minibit.load(path, profile=profile)
     m.kv_cache = kv
+    m.flash_attn = {"default": None, "on": True, "off": False}[flash_attn]
     if mode == "batch":
         return m.logits(ids)
     cache = m.new_cache(len(ids))

@@ -4,8 +4,9 @@
 
 For every engine, architecture and ternary format the engine runs (peers.RUNS), on the
 synthetic models of peers.synthetic_models (40 positions; F16 KV cache, the engines'
-default; no flash attention, which minibit does not copy), batch and token by token
-("seq"), under the engine's own profile: how many positions' logits are bit-identical,
+default), with flash attention off and, for llama.cpp, on (peers.FLASH_ATTN; minibit's
+Model.flash_attn set alike), batch and token by token ("seq"), under the engine's own
+profile: how many positions' logits are bit-identical,
 how many agree on the argmax, and the median and max per-position relative error
 ||minibit - engine|| / ||engine||.  The last column says whether the row meets issue 17's
 bar (peers.meets_done_when with exact=False).  Prints a Markdown table.
@@ -36,25 +37,28 @@ def rows(threads=(1,), models_dir=None, log=print):
         for arch, fmt in peers.RUNS[name]:
             path = models[(arch, fmt)]
             profile = name                  # the engine's own profile (minibit.model.ggml)
-            for mode in ("batch", "seq"):
-                mine = peers.minibit_logits(path, ids, mode, profile=profile)
-                for t in threads:
-                    eng = peers.evaluate(p, path, ids, mode, t, flash_attn="off")["logits"]
-                    a = peers.agreement(mine, eng)
-                    out.append(dict(profile=profile, engine=p.label, fmt=fmt, arch=arch, mode=mode,
-                                    threads=t, **{k: v for k, v in a.items() if k != "rel"},
-                                    ok=peers.meets_done_when(a, False)))
+            for fa in peers.FLASH_ATTN[name]:
+                for mode in ("batch", "seq"):
+                    mine = peers.minibit_logits(path, ids, mode, profile=profile, flash_attn=fa)
+                    for t in threads:
+                        eng = peers.evaluate(p, path, ids, mode, t, flash_attn=fa)["logits"]
+                        a = peers.agreement(mine, eng)
+                        out.append(dict(profile=profile, engine=p.label, fmt=fmt, arch=arch,
+                                        flash=fa, mode=mode, threads=t,
+                                        **{k: v for k, v in a.items() if k != "rel"},
+                                        ok=peers.meets_done_when(a, False)))
     return out
 
 
 def markdown(rs) -> str:
-    head = ("| profile | engine | format | arch | mode | threads | bit-identical | argmax | "
-            "median rel err | max rel err | bar met |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    head = ("| profile | engine | format | arch | flash attn | mode | threads | bit-identical | "
+            "argmax | median rel err | max rel err | bar met |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rs:
         n = r["positions"]
         lines.append(f"| `{r['profile']}` | {r['engine']} | {r['fmt'].upper()} | {r['arch']} | "
-                     f"{r['mode']} | {r['threads']} | {r['identical']}/{n} | {r['argmax']}/{n} | "
+                     f"{r['flash']} | {r['mode']} | {r['threads']} | {r['identical']}/{n} | {r['argmax']}/{n} | "
                      f"{r['rel_median']:.2g} | {r['rel_max']:.2g} | {'yes' if r['ok'] else 'no'} |")
     return "\n".join(lines)
 
