@@ -1,20 +1,25 @@
-"""The layers of a BitNet block in float32 NumPy: transformers' formulas in an order of
-minibit's own, written out step by step so that a C twin (minibit._fast.layers) gives the
-same bits.
+"""The layers of a BitNet block in float32 NumPy: the hf profile, transformers' formulas in
+the order torch computes them on an x86 CPU, written out step by step so that a C twin
+(minibit._fast.layers) gives the same bits.
 
-rms_norm        x * rsqrt(mean(x^2) + eps) * weight          (float32 throughout)
+rms_norm        weight * (x * rsqrt(mean(x^2) + eps))        torch's cascade sum
 rope_tables     cos/sin [positions, head_dim], "rotate_half" (NeoX) pairing: dim i with i + d/2
 apply_rope      q * cos + rotate_half(q) * sin
-attention       causal GQA softmax(q k^T / sqrt(d)) v over the KV cache (float32 or float16)
+attention       causal GQA softmax(q k^T / sqrt(d)) v over the KV cache (float32 or float16),
+                MKL's fused chains and torch's softmax
 ffn_act         squared ReLU (BitNet-2B4T) or SiLU (1bitLLM, Falcon3), gated: act(g) * u
-expf            e^x in float32 steps (softmax, SiLU)
+expf            Sleef's expf, as torch's vector kernels call it (softmax, SiLU)
 BitLinear       a packed ternary weight + kernels.linear with the model's profile
 
-Every reduction (RMSNorm's sum of squares, q . k, the softmax denominator) adds in the
-32-lane order of minibit.kernels.dense (``lane_dot``); attention's p . v adds positions in
-increasing order; exp is :func:`expf`, not NumPy's (whose last bit depends on the CPU's
-SIMD level) nor libm's.  The results differ from transformers' float32 by rounding only
-(tests/test_layers.py bounds each against a float64 computation).
+torch picks some kernels by the CPU's capability: the softmax sums in 16 lanes on AVX-512
+and 8 on AVX2 (torch_lanes(), which reads the CPU flags and ATEN_CPU_CAPABILITY as torch
+does).  Measured against torch 2.13 + transformers 5.24 on one thread (tests/test_layers.py,
+tests/test_model.py), every function is torch's to the bit except the RoPE tables (torch's
+cos and sin are MKL's vector math, see rope_tables) and products too small for MKL's sgemm
+(see attention).  Not copied: the order of torch's multi-threaded splits of one tensor
+(SiLU over more than 32768 values), and the BitLinear product of "autobitlinear"
+checkpoints, which transformers runs as a float F.linear of the dequantized activations
+(MKL's order; minibit takes the exact integer product, DESIGN §3).
 
 Shapes are written [T, ...] for T tokens of one sequence; H query heads, G kv heads,
 D head_dim.
@@ -160,20 +165,24 @@ def torch_sum(x: np.ndarray) -> np.ndarray:
 def rope_tables(positions: np.ndarray, head_dim: int, theta: float):
     """cos, sin float32 [T, head_dim] for integer positions, as transformers builds them:
 
-    inv_freq[i] = 1 / theta^(2i / D)      (float32, i < D/2)
-    freqs = pos * inv_freq                 [T, D/2]
-    emb = concat(freqs, freqs)             [T, D] -> cos(emb), sin(emb)
+    e[i]       = 2i / D                    float32 division (i < D/2)
+    inv_freq   = 1 / theta^e               theta^e correctly rounded to float32, then 1 / it
+    freqs      = pos * inv_freq            [T, D/2]
+    emb        = concat(freqs, freqs)      [T, D] -> cos(emb), sin(emb), correctly rounded
 
-    The angles are torch's to the bit.  torch takes cos and sin from MKL's vector math
-    library (vmsCos / vmsSin, closed source, within 1 ulp but not correctly rounded); minibit
-    rounds the float64 value instead, which agrees with MKL for about 95 % of angles and is 1
-    ulp off for the rest -- the one step of the hf profile not copied to the bit.
+    torch takes theta^e, cos and sin from its vector math (MKL's vmsPow / vmsCos / vmsSin,
+    closed source, within an ulp but not correctly rounded); minibit rounds the float64
+    value instead.  Measured against torch 2.13: theta^e equal for all but 0 to 2 of the D/2
+    frequencies of the usual head sizes (0 of 8, 18, 64; 2 of 128 for D = 256), and
+    cos/sin equal for ~95 % of angles and 1 ulp off for the rest -- the one step of the hf
+    profile not copied to the bit (tests/test_model.py).
     """
     exponent = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(head_dim)
-    inv_freq = (np.float32(1) / (np.float32(theta) ** exponent)).astype(np.float32)    # [D/2]
+    power = np.power(np.float64(np.float32(theta)), exponent.astype(np.float64)).astype(np.float32)
+    inv_freq = np.float32(1) / power                                                    # [D/2]
     freqs = np.asarray(positions, dtype=np.float32)[:, None] * inv_freq[None, :]       # [T, D/2]
     emb = np.concatenate([freqs, freqs], axis=-1)                                       # [T, D]
-    e64 = emb.astype(np.float64)                  # cos, sin correctly rounded (see above)
+    e64 = emb.astype(np.float64)
     return np.cos(e64).astype(np.float32), np.sin(e64).astype(np.float32)
 
 
