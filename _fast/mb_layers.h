@@ -150,6 +150,11 @@ static void mbl_rope_row(const float *x, const float *c, const float *s, int64_t
     }
 }
 
+/* layers.mkl_k_blocks: the block size MKL's sgemm chains a sum of K terms in */
+static inline int64_t mbl_k_block(int64_t K) {
+    return K <= 192 ? K : (K <= 384 ? K / 2 : 192);
+}
+
 /* One query head over n allowed positions of a row of S keys, layers.attention's steps:
  * q [D]; k, v rows of D values (float32 or float16 by dtype), row s at element s * D;
  * W: torch's softmax lanes (8 or 16); sc: n floats of scratch; o [D] written. */
@@ -158,11 +163,17 @@ static void mbl_attend(const float *q, const void *k, const void *v, int dtype, 
     const int64_t es = dtype == MBD_F32 ? 4 : 2;
     float m = -INFINITY;
     int64_t s;
+    const int64_t bd = mbl_k_block(D), bs = mbl_k_block(S);
     for (s = 0; s < n; s++) {
         const char *ks = (const char *)k + s * D * es;
-        float acc = 0.0f;
-        for (int64_t d = 0; d < D; d++) acc = fmaf(q[d], mbd_weight(ks, dtype, d), acc);
-        sc[s] = acc * scale;
+        float dot = 0.0f;
+        for (int64_t b0 = 0; b0 < D; b0 += bd) {
+            const int64_t b1 = b0 + bd < D ? b0 + bd : D;
+            float acc = 0.0f;
+            for (int64_t d = b0; d < b1; d++) acc = fmaf(q[d], mbd_weight(ks, dtype, d), acc);
+            dot = b0 ? dot + acc : acc;
+        }
+        sc[s] = dot * scale;
     }
     for (s = 0; s < n; s++)
         if (sc[s] > m) m = sc[s];
@@ -182,9 +193,14 @@ static void mbl_attend(const float *q, const void *k, const void *v, int dtype, 
     const float r = 1.0f / z;
     for (s = 0; s < n; s++) sc[s] = sc[s] * r;
     for (int64_t d = 0; d < D; d++) o[d] = 0.0f;
-    for (s = 0; s < n; s++) {
-        const char *vs = (const char *)v + s * D * es;
-        for (int64_t d = 0; d < D; d++) o[d] = fmaf(sc[s], mbd_weight(vs, dtype, d), o[d]);
+    for (int64_t b0 = 0; b0 < S; b0 += bs) {              /* positions from n on add 0 */
+        const int64_t b1 = b0 + bs < n ? b0 + bs : n;
+        for (int64_t d = 0; d < D; d++) {
+            float acc = 0.0f;
+            for (s = b0; s < b1; s++)
+                acc = fmaf(sc[s], mbd_weight((const char *)v + s * D * es, dtype, d), acc);
+            o[d] = b0 ? o[d] + acc : acc;
+        }
     }
 }
 

@@ -335,11 +335,13 @@ def test_ffn_act_equals_torch(shape):
 
 
 @pytest.mark.parametrize("T, start, H, G, D", [(64, 0, 4, 1, 36), (70, 0, 4, 2, 16), (96, 0, 2, 2, 22),
-                                               (20, 0, 8, 2, 64), (128, 0, 4, 2, 128)])
+                                               (20, 0, 8, 2, 64), (128, 0, 4, 2, 128),
+                                               (260, 0, 2, 1, 256), (400, 0, 2, 2, 16)])
 def test_attention_equals_torch_eager(T, start, H, G, D):
     """transformers' eager attention run by torch: matmul(q, k^T) * scale + causal mask,
-    softmax in float32, matmul(p, v): 0 differing bits, both backends.  (Products this size
-    go to MKL's sgemm, one fused chain per output.  Tiny ones do not: torch's own loop below
+    softmax in float32, matmul(p, v): 0 differing bits, both backends, including the sums
+    MKL cuts into blocks (D = 256: two of 128; 260 keys: two of 130; 400: 192, 192, 16).
+    (Products this size go to MKL's sgemm.  Tiny ones do not: torch's own loop below
     400 multiply-adds per head, and MKL's small-matrix kernels, e.g. 5 queries of 16 values,
     sum in other orders -- layers.attention's docstring.)"""
     torch = _torch()
