@@ -368,27 +368,32 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int) -> np.nda
     W = torch_lanes()
     scale = np.float32(D ** -0.5)
     out = np.zeros((T, G, rep, D), np.float32)
-    qg = q.reshape(T, G, rep, D)
+    kk, vv = k[None, :, None], v[None, :, None]                       # [1, G, 1, S, D]
+    step = max(1, (1 << 20) // max(1, H * S))               # query rows per chunk (memory)
+    # All S positions are computed for every query; the masked ones count as exact zeros in
+    # the softmax sum (a zero changes neither softmax_sum's lanes nor its plain order) and are
+    # skipped in p . v (MKL adds their fma(0, v, acc) = acc) -- the same bits as stopping at n.
     with np.errstate(invalid="ignore", over="ignore"):
-        for t in range(T):
-            n = start + t + 1
-            kt, vt = k[:, :n], v[:, :n]                                   # [G, n, D]
+        for c0 in range(0, T, step):
+            c1 = min(T, c0 + step)
+            qc = q[c0:c1].reshape(c1 - c0, G, rep, 1, D)
+            allowed = (np.arange(S)[None, :] <= (start + np.arange(c0, c1))[:, None])[:, None, None]
             dot = None
             for b0, b1 in mkl_k_blocks(D):
-                part = np.zeros((G, rep, n), np.float32)
+                part = np.zeros((c1 - c0, G, rep, S), np.float32)
                 for d in range(b0, b1):
-                    part = fmaf(qg[t, :, :, None, d], kt[:, None, :, d], part)
+                    part = fmaf(qc[..., d], kk[..., d], part)
                 dot = part if dot is None else dot + part
-            scores = dot * scale                                           # [G, rep, n]
-            e = expf(scores - scores.max(axis=-1, keepdims=True))
+            scores = np.where(allowed, dot * scale, np.float32(-np.inf))  # [t, G, rep, S]
+            e = np.where(allowed, expf(scores - scores.max(axis=-1, keepdims=True)), np.float32(0))
             p = e * (np.float32(1) / softmax_sum(e, S, W))[..., None]
             o = None
-            for b0, b1 in mkl_k_blocks(S):                    # positions from n on add 0
-                part = np.zeros((G, rep, D), np.float32)
-                for s in range(b0, min(b1, n)):
-                    part = fmaf(p[:, :, s, None], vt[:, None, s, :], part)
+            for b0, b1 in mkl_k_blocks(S):
+                part = np.zeros((c1 - c0, G, rep, D), np.float32)
+                for s in range(b0, b1):              # (a masked v may be NaN: left out)
+                    part = np.where(allowed[..., s, None], fmaf(p[..., s, None], vv[..., s, :], part), part)
                 o = part if o is None else o + part
-            out[t] = o
+            out[c0:c1] = o
     return out.reshape(T, H * D)
 
 
