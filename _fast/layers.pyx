@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Twin of minibit/model/layers.py's block arithmetic: RMSNorm, RoPE, causal attention, the
-gated activations and expf, in C, to the same bits as the NumPy reference.
+gated activations and expf (torch's CPU order), in C, to the same bits as the NumPy reference.
 
 Each function takes its arguments through the reference's checks (ValueError naming the
 argument) before any GIL-free code runs; the loops live in ``mb_layers.h``.  Attention
@@ -26,8 +26,8 @@ cdef extern from "mb_layers.h" nogil:
     void mbl_rms_row(const float *x, const float *w, int64_t n, float eps, float *y)
     void mbl_rope_row(const float *x, const float *c, const float *s, int64_t D, float *y)
     void mbl_attend(const float *q, const void *k, const void *v, int dtype, int64_t D,
-                    int64_t n, float scale, float *sc, const float *ones, float *o)
-    void mbl_act(const float *g, const float *u, int64_t n, int act, float *y)
+                    int64_t n, int64_t S, int64_t W, float scale, float *sc, float *o)
+    void mbl_act(const float *g, const float *u, int64_t n, int act, int64_t cut, float *y)
     void mbl_store(const float *x, int64_t T, int64_t G, int64_t D, void *dst, int dtype,
                    int64_t ld)
 
@@ -75,9 +75,8 @@ ctypedef struct AttnJob:
     const float *q
     const char *k
     const char *v
-    const float *ones
     float *o
-    int64_t H, D, rep, start, S, kg, vg
+    int64_t H, D, rep, start, S, W, kg, vg
     int dt
     float scale
     int failed
@@ -96,7 +95,7 @@ cdef void _attend(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
         h = i % j.H
         g = h // j.rep
         mbl_attend(j.q + (t * j.H + h) * j.D, j.k + g * j.kg, j.v + g * j.vg,
-                   j.dt, j.D, j.start + t + 1, j.scale, sc, j.ones,
+                   j.dt, j.D, j.start + t + 1, j.S, j.W, j.scale, sc,
                    j.o + (t * j.H + h) * j.D)
     free(sc)
 
@@ -113,19 +112,18 @@ def attention(q, k, v, start):
     cdef int nth = 1
     if T * H * S * D >= MIN_PARALLEL_MAC:
         nth = max(1, min(_threads(), T * H))
-    ones = np.ones(S, dtype=np.float32)
     cdef const float[:, :, ::1] Q = q
     cdef float[:, :, ::1] O = out
-    cdef const float[::1] ONE = ones
     # k, v: [S, D] blocks contiguous (checked), kv heads apart by their own stride
     cdef cnp.ndarray ka = k, va = v
     cdef AttnJob job
-    job.q, job.o, job.ones = &Q[0, 0, 0], &O[0, 0, 0], &ONE[0]
+    job.q, job.o = &Q[0, 0, 0], &O[0, 0, 0]
     job.k = <const char *>cnp.PyArray_DATA(ka)
     job.v = <const char *>cnp.PyArray_DATA(va)
     job.kg, job.vg = k.strides[0], v.strides[0]               # bytes
     job.dt = 1 if k.dtype == np.float16 else 0                # mb_dense.h: MBD_F16 / MBD_F32
     job.H, job.D, job.rep, job.start, job.S = H, D, rep, st, S
+    job.W = _ref.torch_lanes()
     job.scale = <float>np.float32(int(D) ** -0.5)             # as the reference rounds it
     job.failed = 0
     with nogil:
@@ -144,9 +142,10 @@ def ffn_act(gate, up, act):
     cdef float[::1] Y = out.reshape(-1)
     cdef int64_t n = Gv.shape[0]
     cdef int a = 0 if act == "relu2" else 1
+    cdef int64_t cut = n - n % (2 * _ref.torch_lanes())     # torch's vector runs, then its tail
     if n:
         with nogil:
-            mbl_act(&Gv[0], &U[0], n, a, &Y[0])
+            mbl_act(&Gv[0], &U[0], n, a, cut, &Y[0])
     return out
 
 

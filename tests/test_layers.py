@@ -34,10 +34,13 @@ def test_expf_within_one_ulp():
 
 
 def test_expf_edges():
-    x = np.array([-np.inf, -1e30, -87.51, 88.01, 1e30, np.inf, np.nan], np.float32)
+    """Sleef's bounds: 0 below -104, +inf above 100, subnormal results in between."""
+    x = np.array([-np.inf, -1e30, -104.01, 100.01, 1e30, np.inf, np.nan, -100.0], np.float32)
     got = layers.expf(x)
     assert got[:3].tolist() == [0.0, 0.0, 0.0]
     assert np.isposinf(got[3:6]).all() and np.isnan(got[6])
+    assert 0 < got[7] < np.finfo(np.float32).tiny                   # e^-100: subnormal
+    assert abs(float(got[7]) - np.exp(-100.0)) <= 2.0**-149            # within one subnormal step
 
 
 @given(x=st.lists(st.floats(**{**finite, "allow_nan": True, "allow_infinity": True}),
@@ -73,17 +76,22 @@ def test_rms_norm_twin_and_float64(T, n, eps, scale, seed):
     np.testing.assert_allclose(want, true, rtol=2e-6, atol=1e-6 * np.abs(true).max(initial=0))
 
 
-def test_rms_norm_order_is_lane_order():
-    """The sum of squares adds in dense.py's lanes and tree: 2^12 (square 2^24) in lane 0 and
-    ones in lanes 1 and 5 give 2^24 + 2 (lanes 1 and 5 meet before lane 0), where a
-    left-to-right or 8-way sum loses both ones.  rms_norm is that sum's formula, step by step."""
-    from minibit.kernels.dense import lane_dot
-    x = np.zeros((1, 64), np.float32)
-    x[0, 0], x[0, 1], x[0, 5] = 4096.0, 1.0, 1.0
-    assert lane_dot(x, x)[0] == np.float32(2**24 + 2)
+def test_rms_norm_sums_in_torchs_order():
+    """torch's cascade sum of 64 squares, written out by hand: 8 vectors v0..v7 of 8 lanes,
+    P_k = v_k + v_(k+4), V = ((P0 + P1) + P2) + P3, then from +0 the lanes V[0], V[1], ... in
+    order.  rms_norm is weight * (x * (1 / sqrt(that / 64 + eps))) on both backends."""
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((3, 64)) * np.float32(1e3) ** rng.standard_normal((3, 64))).astype(np.float32)
+    v = (x * x).reshape(3, 8, 8)
+    P = [v[:, k] + v[:, k + 4] for k in range(4)]
+    V = ((P[0] + P[1]) + P[2]) + P[3]
+    ss = np.zeros(3, np.float32)
+    for lane in range(8):
+        ss = ss + V[:, lane]
+    assert_same_bytes(layers.torch_sum(x * x), ss, "torch_sum")
     w = np.linspace(-2, 2, 64, dtype=np.float32)
-    inv = np.float32(1) / np.sqrt(np.float32(2**24 + 2) / np.float32(64) + np.float32(1e-5))
-    want = (x * inv) * w
+    inv = np.float32(1) / np.sqrt(ss / np.float32(64) + np.float32(1e-5))
+    want = w * (x * inv[:, None])
     ref, fast = twin_pair("layers")
     for mod in (ref, fast):
         assert_same_bytes(mod.rms_norm(x, w, 1e-5), want, mod.__name__)
@@ -172,12 +180,14 @@ def test_attention_threads_and_future_values():
             assert_same_bytes(fast.attention(q, k, v, 0), want, f"threads={n}")
     finally:
         kernels.set_threads(old)
+    # (a row of 20 >= 16 keys: torch's softmax sums a row shorter than its vector lanes in
+    # plain order, a longer one by lanes, so a cut below 16 could change the sum's order)
     k2, v2 = k.copy(), v.copy()
-    k2[:, 10:], v2[:, 10:] = 1e30, np.nan
+    k2[:, 20:], v2[:, 20:] = 1e30, np.nan
     for mod in (ref, fast):
-        assert_same_bytes(mod.attention(q[:10], k2[:, :10], v2[:, :10], 0), want[:10], mod.__name__)
+        assert_same_bytes(mod.attention(q[:20], k2[:, :20], v2[:, :20], 0), want[:20], mod.__name__)
         got = mod.attention(q, k2, v2, 0)
-        assert_same_bytes(got[:10], want[:10], f"{mod.__name__}: rows before the change")
+        assert_same_bytes(got[:20], want[:20], f"{mod.__name__}: rows before the change")
 
 
 def test_attention_one_position_is_v():
@@ -270,3 +280,82 @@ def test_store_kv_bad_arguments():
             mod.store_kv(np.zeros((2, 4, 8), np.float64), 0, np.zeros((1, 2, 8), np.float32))
         with pytest.raises(ValueError, match="do not fit"):
             mod.store_kv(np.zeros((2, 4, 8), np.float32), 0, np.zeros((1, 3, 8), np.float32))
+
+
+# ---- against torch (skipped where torch is absent; CI installs it) -----------------------
+#
+# The hf profile's block is torch's CPU float32 order: each function below is compared bit for
+# bit with the torch expression transformers runs, on one torch thread.  The lane width follows
+# torch's CPU capability (AVX-512: 16, AVX2: 8); run with ATEN_CPU_CAPABILITY=avx2 to check the
+# other.
+
+def _torch():
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    return torch
+
+
+def test_torch_lanes_follow_torchs_capability():
+    torch = _torch()
+    cap = torch.backends.cpu.get_cpu_capability()
+    assert layers.torch_lanes() == (16 if cap.startswith("AVX512") else 8), cap
+
+
+@pytest.mark.parametrize("n", [1, 3, 7, 8, 15, 16, 44, 64, 100, 160, 1000, 2560, 6912, 70000])
+def test_torch_sum_and_rms_norm_equal_torch(n):
+    """x.sum(-1) and transformers' RMSNorm (x * rsqrt(x.pow(2).mean(-1) + eps), times the
+    weight) in torch: 0 differing bits, both backends."""
+    torch = _torch()
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal((6, n)) * np.exp(rng.uniform(-3, 3, (6, 1)))).astype(np.float32)
+    w = rng.standard_normal(n).astype(np.float32)
+    xt = torch.from_numpy(x)
+    assert_same_bytes(layers.torch_sum(x), xt.sum(-1).numpy(), "sum")
+    want = (torch.from_numpy(w) * (xt * torch.rsqrt(xt.pow(2).mean(-1, keepdim=True) + 1e-6))).numpy()
+    ref, fast = twin_pair("layers")
+    for mod in (ref, fast):
+        assert_same_bytes(mod.rms_norm(x, w, 1e-6), want, mod.__name__)
+
+
+@pytest.mark.parametrize("shape", [(64, 112), (3, 37), (80, 160), (1, 5)])
+def test_ffn_act_equals_torch(shape):
+    """F.silu(g) * u (Sleef's exp in torch's vector runs, libm's expf in its tail) and
+    relu(g)^2 * u: 0 differing bits, both backends."""
+    torch = _torch()
+    rng = np.random.default_rng(shape[1])
+    g = (rng.standard_normal(shape) * 4).astype(np.float32)
+    u = rng.standard_normal(shape).astype(np.float32)
+    gt, ut = torch.from_numpy(g), torch.from_numpy(u)
+    want = {"silu": (torch.nn.functional.silu(gt) * ut).numpy(),
+            "relu2": (torch.square(torch.relu(gt)) * ut).numpy()}
+    ref, fast = twin_pair("layers")
+    for mod in (ref, fast):
+        for act in want:
+            assert_same_bytes(mod.ffn_act(g, u, act), want[act], f"{mod.__name__} {act}")
+
+
+@pytest.mark.parametrize("T, start, H, G, D", [(64, 0, 4, 1, 36), (70, 0, 4, 2, 16), (96, 0, 2, 2, 22),
+                                               (20, 0, 8, 2, 64), (128, 0, 4, 2, 128),
+                                               (260, 0, 2, 1, 256), (400, 0, 2, 2, 16)])
+def test_attention_equals_torch_eager(T, start, H, G, D):
+    """transformers' eager attention run by torch: matmul(q, k^T) * scale + causal mask,
+    softmax in float32, matmul(p, v): 0 differing bits, both backends, including the sums
+    MKL cuts into blocks (D = 256: two of 128; 260 keys: two of 130; 400: 192, 192, 16).
+    (Products this size go to MKL's sgemm.  Tiny ones do not: torch's own loop below
+    400 multiply-adds per head, and MKL's small-matrix kernels, e.g. 5 queries of 16 values,
+    sum in other orders -- layers.attention's docstring.)"""
+    torch = _torch()
+    rng = np.random.default_rng(T + D)
+    q = rng.standard_normal((T, H, D)).astype(np.float32)
+    k = rng.standard_normal((G, T, D)).astype(np.float32)
+    v = rng.standard_normal((G, T, D)).astype(np.float32)
+    qt = torch.from_numpy(q).permute(1, 0, 2)[None]
+    kt = torch.from_numpy(k)[None].repeat_interleave(H // G, 1)
+    vt = torch.from_numpy(v)[None].repeat_interleave(H // G, 1)
+    mask = torch.triu(torch.full((T, T), torch.finfo(torch.float32).min), 1)
+    w = torch.softmax(torch.matmul(qt, kt.transpose(2, 3)) * (D ** -0.5) + mask, -1,
+                      dtype=torch.float32)
+    want = torch.matmul(w, vt).transpose(1, 2).reshape(T, H * D).numpy()
+    ref, fast = twin_pair("layers")
+    for mod in (ref, fast):
+        assert_same_bytes(mod.attention(q, k, v, start), want, mod.__name__)

@@ -1,20 +1,25 @@
-"""The layers of a BitNet block in float32 NumPy: transformers' formulas in an order of
-minibit's own, written out step by step so that a C twin (minibit._fast.layers) gives the
-same bits.
+"""The layers of a BitNet block in float32 NumPy: the hf profile, transformers' formulas in
+the order torch computes them on an x86 CPU, written out step by step so that a C twin
+(minibit._fast.layers) gives the same bits.
 
-rms_norm        x * rsqrt(mean(x^2) + eps) * weight          (float32 throughout)
+rms_norm        weight * (x * rsqrt(mean(x^2) + eps))        torch's cascade sum
 rope_tables     cos/sin [positions, head_dim], "rotate_half" (NeoX) pairing: dim i with i + d/2
 apply_rope      q * cos + rotate_half(q) * sin
-attention       causal GQA softmax(q k^T / sqrt(d)) v over the KV cache (float32 or float16)
+attention       causal GQA softmax(q k^T / sqrt(d)) v over the KV cache (float32 or float16),
+                MKL's fused chains and torch's softmax
 ffn_act         squared ReLU (BitNet-2B4T) or SiLU (1bitLLM, Falcon3), gated: act(g) * u
-expf            e^x in float32 steps (softmax, SiLU)
+expf            Sleef's expf, as torch's vector kernels call it (softmax, SiLU)
 BitLinear       a packed ternary weight + kernels.linear with the model's profile
 
-Every reduction (RMSNorm's sum of squares, q . k, the softmax denominator) adds in the
-32-lane order of minibit.kernels.dense (``lane_dot``); attention's p . v adds positions in
-increasing order; exp is :func:`expf`, not NumPy's (whose last bit depends on the CPU's
-SIMD level) nor libm's.  The results differ from transformers' float32 by rounding only
-(tests/test_layers.py bounds each against a float64 computation).
+torch picks some kernels by the CPU's capability: the softmax sums in 16 lanes on AVX-512
+and 8 on AVX2 (torch_lanes(), which reads the CPU flags and ATEN_CPU_CAPABILITY as torch
+does).  Measured against torch 2.13 + transformers 5.24 on one thread (tests/test_layers.py,
+tests/test_model.py), every function is torch's to the bit except the RoPE tables (torch's
+cos and sin are MKL's vector math, see rope_tables) and products too small for MKL's sgemm
+(see attention).  Not copied: the order of torch's multi-threaded splits of one tensor
+(SiLU over more than 32768 values), and the BitLinear product of "autobitlinear"
+checkpoints, which transformers runs as a float F.linear of the dequantized activations
+(MKL's order; minibit takes the exact integer product, DESIGN §3).
 
 Shapes are written [T, ...] for T tokens of one sequence; H query heads, G kv heads,
 D head_dim.
@@ -26,7 +31,7 @@ import numpy as np
 
 from .. import _backend, kernels, profiles
 from .._buffers import check_output
-from ..kernels.dense import lane_dot
+from ..kernels.dense import fmaf
 from ..formats import Packed
 
 __all__ = ["rms_norm", "rope_tables", "apply_rope", "attention", "ffn_act", "expf", "BitLinear",
@@ -37,32 +42,148 @@ TWINNED = ("rms_norm", "apply_rope", "attention", "ffn_act", "expf", "store_kv")
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
-    """[T, n] float32 -> [T, n] float32: x / sqrt(mean(x^2) + eps) * weight, transformers'
-    order (normalize first, then scale), every step a float32 operation::
+    """[T, n] float32 -> [T, n] float32: weight * (x * rsqrt(mean(x^2) + eps)), as torch
+    computes transformers' RMSNorm on the CPU, every step a float32 operation::
 
-        ss  = lane_dot(x, x)                 the sum of squares in minibit's lane order
-        var = ss / n
-        inv = 1 / sqrt(var + eps)
-        y   = (x * inv) * weight
+        ss  = torch_sum(x * x)               torch's cascade sum of the row (below)
+        var = ss / n                         torch's mean: the sum, then one division
+        inv = 1 / sqrt(var + eps)            torch.rsqrt: a square root, then a division
+        y   = weight * (x * inv)
     """
     x, weight = check_norm(x, weight)
-    var = lane_dot(x, x) / np.float32(x.shape[1])                             # [T]
+    var = torch_sum(x * x) / np.float32(x.shape[1])                          # [T]
     inv = np.float32(1) / np.sqrt(var + np.float32(eps))
-    return (x * inv[:, None]) * weight
+    return weight * (x * inv[:, None])
+
+
+# ---- torch's CPU float32 order ------------------------------------------------------------
+#
+# torch picks its CPU kernels by the CPU's capability (torch.backends.cpu.get_cpu_capability()):
+# AVX-512 (avx512f, avx512bw, avx512vl, avx512dq) runs 16-lane vectors, AVX2 8 lanes; the
+# environment variable ATEN_CPU_CAPABILITY=avx2 (or default) lowers it.  torch_lanes() makes
+# the same choice, so the hf profile sums in the order torch would on this machine;
+# MINIBIT_TORCH_LANES=8|16 forces one.
+
+def torch_lanes() -> int:
+    """16 where torch runs its AVX-512 kernels, else 8 (AVX2, and the generic 32-byte
+    vectors of ATEN_CPU_CAPABILITY=default)."""
+    global _LANES
+    if _LANES is None:
+        import os
+        forced = os.environ.get("MINIBIT_TORCH_LANES", "")
+        if forced in ("8", "16"):
+            _LANES = int(forced)
+        elif os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in ("avx2", "default"):
+            _LANES = 8
+        else:
+            _LANES = 16 if _cpu_has_avx512() else 8
+    return _LANES
+
+
+_LANES = None
+
+
+def _cpu_has_avx512() -> bool:
+    """The CPU flags torch requires for its AVX-512 kernels (Linux /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return {"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma"} <= flags
+    except OSError:
+        pass
+    return False
+
+
+def _row_sum(items: list) -> np.ndarray:
+    """torch's row_sum (SumKernel.cpp) of the float32 arrays ``items`` in order, each step
+    elementwise: four interleaved partial sums (item 4i + k goes to partial k) accumulated
+    in the cascade of _multi_row_sum, the items left over after the last full four added to
+    partial 0, then partial 0 + 1, + 2, + 3."""
+    m = len(items)
+    rows = m // 4
+    parts = [_multi_row_sum(items[k:4 * rows:4]) for k in range(4)]
+    for i in range(4 * rows, m):
+        parts[0] = parts[0] + items[i]
+    return ((parts[0] + parts[1]) + parts[2]) + parts[3]
+
+
+def _multi_row_sum(items: list):
+    """torch's multi_row_sum for one partial: four levels of accumulators; items go to level 0
+    in runs of 2^p (p = max(4, ceil(log2(len)) // 4)); after each run level j - 1 is added into
+    level j and cleared, climbing while the count of items is a multiple of the next level's
+    run; at the end level 0 + 1, + 2, + 3."""
+    size = len(items)
+    zero = np.zeros_like(items[0]) if size else np.float32(0)
+    power = max(4, (max(size - 1, 1).bit_length() if size > 2 else 1) // 4)
+    step, mask = 1 << power, (1 << power) - 1
+    acc = [zero] * 4
+    i = 0
+    while i + step <= size:
+        for _ in range(step):
+            acc[0] = acc[0] + items[i]
+            i += 1
+        for j in range(1, 4):
+            acc[j] = acc[j] + acc[j - 1]
+            acc[j - 1] = zero
+            if i & (mask << (j * power)):
+                break
+    for i in range(i, size):
+        acc[0] = acc[0] + items[i]
+    return ((acc[0] + acc[1]) + acc[2]) + acc[3]
+
+
+# torch registers its sum kernel for AVX2 only (not AVX-512): an AVX-512 machine runs the AVX2
+# one, and ATEN_CPU_CAPABILITY=default the generic 32-byte vectors -- 8 float lanes in all
+# three (measured against torch 2.13: 0 mismatches over rows of 1 to 70000, all three)
+SUM_LANES = 8
+
+
+def torch_sum(x: np.ndarray) -> np.ndarray:
+    """[..., n] float32 -> [...]: x.sum(-1) in torch's CPU order for a contiguous row
+    (cascade_sum in SumKernel.cpp), with W = SUM_LANES:
+
+    n >= W:  the n // W full vectors of W lanes are summed as vectors by _row_sum; then
+             from +0 the n % W leftover elements in order, then the W lanes in order
+    n <  W:  _row_sum of the elements themselves
+    """
+    x = np.asarray(x, dtype=np.float32)
+    n, W = x.shape[-1], SUM_LANES
+    if n < W:
+        return _row_sum([x[..., k] for k in range(n)]) if n else np.zeros(x.shape[:-1], np.float32)
+    nv = n // W
+    vec = _row_sum([x[..., j * W:(j + 1) * W] for j in range(nv)])          # [..., W]
+    acc = np.zeros(x.shape[:-1], np.float32)
+    for k in range(nv * W, n):
+        acc = acc + x[..., k]
+    for lane in range(W):
+        acc = acc + vec[..., lane]
+    return acc
 
 
 def rope_tables(positions: np.ndarray, head_dim: int, theta: float):
     """cos, sin float32 [T, head_dim] for integer positions, as transformers builds them:
 
-    inv_freq[i] = 1 / theta^(2i / D)      (float32, i < D/2)
-    freqs = pos * inv_freq                 [T, D/2]
-    emb = concat(freqs, freqs)             [T, D] -> cos(emb), sin(emb)
+    e[i]       = 2i / D                    float32 division (i < D/2)
+    inv_freq   = 1 / theta^e               theta^e correctly rounded to float32, then 1 / it
+    freqs      = pos * inv_freq            [T, D/2]
+    emb        = concat(freqs, freqs)      [T, D] -> cos(emb), sin(emb), correctly rounded
+
+    torch takes theta^e, cos and sin from its vector math (MKL's vmsPow / vmsCos / vmsSin,
+    closed source, within an ulp but not correctly rounded); minibit rounds the float64
+    value instead.  Measured against torch 2.13: theta^e equal for all but 0 to 2 of the D/2
+    frequencies of the usual head sizes (0 of 8, 18, 64; 2 of 128 for D = 256), and
+    cos/sin equal for ~95 % of angles and 1 ulp off for the rest -- the one step of the hf
+    profile not copied to the bit (tests/test_model.py).
     """
     exponent = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(head_dim)
-    inv_freq = (np.float32(1) / (np.float32(theta) ** exponent)).astype(np.float32)    # [D/2]
+    power = np.power(np.float64(np.float32(theta)), exponent.astype(np.float64)).astype(np.float32)
+    inv_freq = np.float32(1) / power                                                    # [D/2]
     freqs = np.asarray(positions, dtype=np.float32)[:, None] * inv_freq[None, :]       # [T, D/2]
     emb = np.concatenate([freqs, freqs], axis=-1)                                       # [T, D]
-    return np.cos(emb).astype(np.float32), np.sin(emb).astype(np.float32)
+    e64 = emb.astype(np.float64)
+    return np.cos(e64).astype(np.float32), np.sin(e64).astype(np.float32)
 
 
 def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
@@ -122,101 +243,180 @@ def check_store(cache, start, x):
     return cache, x
 
 
-# expf: exp in float32, the same bits in NumPy and C.  NumPy's own float32 exp is a SIMD
-# routine whose last bit depends on the CPU's instruction set, and libm's expf is another
-# function again, so the softmax and SiLU use this one, written out as float32 steps:
+# expf: Sleef's expf (the u10 routine torch's Vectorized<float>::exp calls on AVX2 and
+# AVX-512 CPUs, and so its softmax and SiLU), in float32 steps; fma is one rounding
+# (minibit.kernels.dense.fmaf), every other operation one rounding each:
 #
-#   n = rint(x * log2(e))                         ties to even
-#   r = (x - n * C1) - n * C2                     C1 + C2 = ln 2, C1 exact in 9 bits
-#   p = ((((P0 r + P1) r + P2) r + P3) r + P4) r + P5           Horner, each op rounded
-#   y = (p * (r * r) + r) + 1                     exp(r) on [-ln2/2, ln2/2]
-#   exp(x) = y * 2^n                              2^n built from its exponent bits
+#   q = rint(x * R_LN2)                           ties to even
+#   s = fma(q, -L2U, x);  s = fma(q, -L2L, s)     L2U + L2L = ln 2, L2U exact in 16 bits
+#   u = P0; u = fma(u, s, P1) ... fma(u, s, P5)   Horner with fused steps
+#   y = 1 + fma(s * s, u, s)
+#   exp(x) = (y * 2^(q >> 1)) * 2^(q - (q >> 1))   two exact powers of two
 #
-# with exp(x) = 0 below -87.5 and +inf above 88 (where 2^n would leave the normal range),
-# NaN for NaN.  The coefficients are Cephes' minimax fit for expf (Moshier, 1984): ~1 ulp.
-EXP_LOG2E = np.float32(1.44269504088896341)
-EXP_C1 = np.float32(0.693359375)
-EXP_C2 = np.float32(-2.12194440e-4)
-EXP_P = tuple(np.float32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3,
-                                      4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1))
-EXP_LO, EXP_HI = np.float32(-87.5), np.float32(88.0)
+# with exp(x) = 0 below -104 and +inf above 100, NaN for NaN.  Measured against torch 2.13's
+# SiLU (which calls it) over 400000 arguments in [-110, 0]: 0 mismatches.
+EXP_R_LN2 = np.float32(1.442695040888963407359924681001892137426645954152985934135449406931)
+EXP_L2U = np.float32(0.693145751953125)
+EXP_L2L = np.float32(1.428606765330187045e-06)
+EXP_P = tuple(np.float32(c) for c in (0.000198527617612853646278381, 0.00139304355252534151077271,
+                                      0.00833336077630519866943359, 0.0416664853692054748535156,
+                                      0.166666671633720397949219, 0.5))
+EXP_LO, EXP_HI = np.float32(-104), np.float32(100)
 
 
 def expf(x: np.ndarray) -> np.ndarray:
     """e^x for float32 x, elementwise, in the steps written above (float32)."""
     x = np.asarray(x, dtype=np.float32)
     with np.errstate(invalid="ignore", over="ignore"):
-        xc = np.clip(x, EXP_LO, EXP_HI)
-        n = np.rint(xc * EXP_LOG2E)
-        r = (xc - n * EXP_C1) - n * EXP_C2
-        p = np.full_like(r, EXP_P[0])
+        xc = np.clip(x, np.float32(-128), np.float32(128))        # q stays a small integer
+        q = np.rint(xc * EXP_R_LN2)
+        q = np.where(np.isnan(q), np.float32(0), q)
+        s = fmaf(q, -EXP_L2U, xc)
+        s = fmaf(q, -EXP_L2L, s)
+        u = np.full_like(s, EXP_P[0])
         for c in EXP_P[1:]:
-            p = p * r + c
-        y = (p * (r * r) + r) + np.float32(1)
-        ni = np.where(np.isnan(n), np.float32(0), n).astype(np.int32)
-        scale = ((ni + 127).astype(np.uint32) << 23).view(np.float32)
-        out = y * scale
+            u = fmaf(u, s, c)
+        y = np.float32(1) + fmaf(s * s, u, s)
+        qi = q.astype(np.int32)
+        h = qi >> 1
+        p1 = ((h + 127).astype(np.uint32) << 23).view(np.float32)
+        p2 = ((qi - h + 127).astype(np.uint32) << 23).view(np.float32)
+        out = (y * p1) * p2
     out = np.where(x < EXP_LO, np.float32(0), out)
     out = np.where(x > EXP_HI, np.float32(np.inf), out)
     return np.where(np.isnan(x), x, out).astype(np.float32, copy=False)
 
 
+def libm_expf(x: np.ndarray) -> np.ndarray:
+    """The C library's expf on every element (torch's scalar loops call std::exp)."""
+    from .ggml import _libm_map
+    return _libm_map("expf", x)
+
+
+def softmax_sum(e: np.ndarray, S: int, W: int) -> np.ndarray:
+    """[..., n] float32 -> [...]: torch's vec::reduce_all(+) of a softmax row of S values
+    whose first n are e and the rest exact zeros (masked), W = torch_lanes():
+
+    S <  W:  e[0] + e[1] + ... in order
+    S >= W:  lane l accumulates e[l], e[l + W], e[l + 2W], ... in order (the vectors of the
+             row, the last one partial); then the lanes are added in halves, W/2 apart, then
+             W/4, ..., 1 (the butterfly of shuffles): (a[:W/2] + a[W/2:]), and so on
+    """
+    n = e.shape[-1]
+    if S < W:
+        acc = e[..., 0]
+        for i in range(1, n):
+            acc = acc + e[..., i]
+        return acc
+    nv = -(-n // W)
+    pad = np.zeros(e.shape[:-1] + (nv * W - n,), np.float32)
+    v = np.concatenate([e, pad], axis=-1).reshape(e.shape[:-1] + (nv, W))
+    acc = v[..., 0, :]
+    for j in range(1, nv):                   # zeros in a partial vector leave a lane as it is
+        acc = acc + v[..., j, :]
+    while acc.shape[-1] > 1:
+        h = acc.shape[-1] // 2
+        acc = acc[..., :h] + acc[..., h:]
+    return acc[..., 0]
+
+
+# MKL's sgemm (as torch 2.13's bundled oneMKL 2024.2 runs it on an AVX-512 CPU) cuts the
+# summed dimension K of a product into blocks: one block up to 192, two halves up to 384
+# (floor(K / 2) each, an odd K's last term a third block), blocks of 192 beyond; measured
+# the same for every output shape tried (5 to 256 rows and columns).
+MKL_K_BLOCK = 192
+
+
+def mkl_k_blocks(K: int) -> list:
+    """[(start, stop), ...]: the blocks of K terms MKL's sgemm chains one by one."""
+    size = K if K <= MKL_K_BLOCK else (K // 2 if K <= 2 * MKL_K_BLOCK else MKL_K_BLOCK)
+    return [(b, min(K, b + size)) for b in range(0, K, size)] if K else []
+
+
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int) -> np.ndarray:
-    """Causal grouped-query attention.
+    """Causal grouped-query attention as transformers' eager attention runs in torch.
 
     q [T, H, D] for positions start..start+T-1; k, v [G, S, D] for positions 0..S-1
     (S = start + T), float32, or float16 from an "f16" KVCache (widened exactly first).
     Query head h reads kv head h // (H // G).  Returns [T, H*D] float32.
 
-    For query t (position start + t) and each allowed position s <= start + t::
+    For query t (position start + t), n = start + t + 1 allowed positions s < n::
 
-        score[s] = lane_dot(q, k[s]) * (1/sqrt(D))        (the scale rounded to float32)
-        e[s]     = expf(score[s] - max score)
-        p[s]     = e[s] / lane_dot(e, 1)
-        out      = sum over s = 0, 1, ..., start + t of p[s] * v[s]   (float32, in that order)
+        dot[s]   = mkl_dot(q, k[s])                      (over the D values, below)
+        score[s] = dot[s] * (1/sqrt(D))                  (the scale rounded to float32)
+        e[s]     = expf(score[s] - max score)            (Sleef's exp, above)
+        p[s]     = e[s] * (1 / softmax_sum(e, S))        (a reciprocal, then a product)
+        out      = mkl_dot(p, v)                         (over the S positions; p = 0 after n)
 
-    Positions after start + t take no part (the causal mask).
+    mkl_dot(a, b) over K terms is MKL's sgemm as torch.matmul calls it for a prefill of a
+    dozen tokens or more: the K terms cut into the blocks of mkl_k_blocks(K); in each block
+    one chain of fused multiply-adds in increasing k from 0, fma(a[k], b[k], acc); the
+    blocks' results added left to right (measured with torch 2.13: 0 mismatches for K from
+    16 to 1000 and products of 5 to 256 rows by 12 to 256 columns).  Not copied: MKL's
+    kernel for products of 8 columns or fewer (a head_dim of 8),
+    torch's own unfused loop for heads of fewer than 400 multiply-adds, and the orders of
+    MKL's small-matrix and single-row kernels (a few queries, or one decode step), which
+    differ from both.  The softmax is torch's kernel (max, exp, vec::reduce_all, multiply by
+    the reciprocal) in torch_lanes() lanes.  Positions after start + t get probability 0
+    and add nothing (the causal mask).
     """
     q, k, v = check_attention(q, k, v, start)
     k, v = k.astype(np.float32, copy=False), v.astype(np.float32, copy=False)   # f16: exact
     T, H, D = q.shape
     G, S, _ = k.shape
     rep = H // G
+    W = torch_lanes()
     scale = np.float32(D ** -0.5)
     out = np.zeros((T, G, rep, D), np.float32)
-    ones = np.ones(S, np.float32)
     kk, vv = k[None, :, None], v[None, :, None]                       # [1, G, 1, S, D]
-    step = max(1, (1 << 22) // max(1, H * S * 32))          # query rows per chunk (memory)
+    step = max(1, (1 << 20) // max(1, H * S))               # query rows per chunk (memory)
+    # All S positions are computed for every query; the masked ones count as exact zeros in
+    # the softmax sum (a zero changes neither softmax_sum's lanes nor its plain order) and are
+    # skipped in p . v (MKL adds their fma(0, v, acc) = acc) -- the same bits as stopping at n.
     with np.errstate(invalid="ignore", over="ignore"):
         for c0 in range(0, T, step):
             c1 = min(T, c0 + step)
             qc = q[c0:c1].reshape(c1 - c0, G, rep, 1, D)
             allowed = (np.arange(S)[None, :] <= (start + np.arange(c0, c1))[:, None])[:, None, None]
-            scores = lane_dot(qc, kk) * scale                                   # [t, G, rep, S]
-            scores = np.where(allowed, scores, np.float32(-np.inf))
-            e = expf(scores - scores.max(axis=-1, keepdims=True))
-            e = np.where(allowed, e, np.float32(0))
-            p = e / lane_dot(e, ones)[..., None]
-            o = out[c0:c1]
-            for s in range(S):                        # rows t with s <= start + t, in order
-                t0 = max(0, s - start - c0)
-                o[t0:] += p[t0:, :, :, s, None] * vv[:, :, :, s]
+            dot = None
+            for b0, b1 in mkl_k_blocks(D):
+                part = np.zeros((c1 - c0, G, rep, S), np.float32)
+                for d in range(b0, b1):
+                    part = fmaf(qc[..., d], kk[..., d], part)
+                dot = part if dot is None else dot + part
+            scores = np.where(allowed, dot * scale, np.float32(-np.inf))  # [t, G, rep, S]
+            e = np.where(allowed, expf(scores - scores.max(axis=-1, keepdims=True)), np.float32(0))
+            p = e * (np.float32(1) / softmax_sum(e, S, W))[..., None]
+            o = None
+            for b0, b1 in mkl_k_blocks(S):
+                part = np.zeros((c1 - c0, G, rep, D), np.float32)
+                for s in range(b0, b1):              # (a masked v may be NaN: left out)
+                    part = np.where(allowed[..., s, None], fmaf(p[..., s, None], vv[..., s, :], part), part)
+                o = part if o is None else o + part
+            out[c0:c1] = o
     return out.reshape(T, H * D)
 
 
 def ffn_act(gate: np.ndarray, up: np.ndarray, act: str) -> np.ndarray:
-    """Gated activation [T, F]: relu(g)^2 * u ("relu2") or silu(g) * u ("silu").
+    """Gated activation [T, F] as torch computes it: relu(g)^2 * u ("relu2") or
+    silu(g) * u ("silu").
 
     relu2: r = g if g > 0 else +0;  (r * r) * u
-    silu:  (g / (1 + expf(-g))) * u
+    silu:  (g / (1 + expf(-g))) * u, torch's SiLU kernel over the T*F values in a row: runs
+           of 2 * torch_lanes() use Sleef's exp (expf above), the last T*F mod 2W values the
+           C library's expf (torch's scalar loop).  torch splits a tensor of more than 32768
+           values between its threads, each part with its own tail: one thread is copied.
     """
     gate, up = check_act(gate, up, act)
     if act == "relu2":
         r = np.where(gate > 0, gate, np.float32(0))
         return r * r * up
     if act == "silu":
+        g = gate.reshape(-1)
+        cut = g.size - g.size % (2 * torch_lanes())
+        e = np.concatenate([expf(-g[:cut]), libm_expf(-g[cut:])]).reshape(gate.shape)
         with np.errstate(over="ignore"):
-            return gate / (np.float32(1) + expf(-gate)) * up
+            return gate / (np.float32(1) + e) * up
     raise AssertionError(act)                                  # check_act refused it
 
 
