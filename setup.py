@@ -109,8 +109,10 @@ setup(
     install_requires=["numpy>=1.24", "tokenizers>=0.15", "safetensors>=0.4", "tqdm>=4.60",
                       "gguf>=0.10", "jinja2>=3.0"],
     extras_require={
-        # the openai client and httpx drive `minibit serve` in tests/test_server*.py
-        "test": ["pytest>=7", "hypothesis>=6.80", "gguf>=0.10", "openai>=1.30", "httpx>=0.25"],
+        # the openai client and httpx drive `minibit serve` in tests/test_server*.py, so the
+        # server's own dependencies come with the tests too
+        "test": ["pytest>=7", "hypothesis>=6.80", "gguf>=0.10", "openai>=1.30", "httpx>=0.25",
+                 "starlette>=0.37", "uvicorn>=0.30", "pydantic>=2.5"],
         # `minibit serve` (minibit/server): Starlette routes on uvicorn, pydantic schemas
         "server": ["starlette>=0.37", "uvicorn>=0.30", "pydantic>=2.5"],
         # independent oracles for the tests: transformers' BitNet (CPU torch, local wheel)

@@ -26,7 +26,8 @@ def require(*names):
             if os.environ.get("MINIBIT_REQUIRE_SERVER") == "1":
                 pytest.fail(f"{name} is missing but MINIBIT_REQUIRE_SERVER=1 "
                             f"(pip install '.[test,server]')")
-            pytest.skip(f"{name} is not installed (pip install '.[test,server]')")
+            pytest.skip(f"{name} is not installed (pip install '.[test,server]')",
+                        allow_module_level=True)
     return mods[0] if len(mods) == 1 else mods
 
 
