@@ -125,7 +125,9 @@ cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d, int lanes, int 
     if T == 0:
         if d is not None:
             return np.empty((0, rows), np.float32)
-        return np.empty((0, rows, nb, 8) if lanes else (0, rows, nb), np.int32)
+        if lanes:
+            return np.empty((0, rows, nb, 8), np.int32)
+        return np.empty((0, rows, nb), np.int32)
     cdef Job job
     keep = []
     result = _fill_job(&job, data, rows, cols, fmt, q, _q_sums(q, nb, lanes), d, lanes, fused, keep)
