@@ -71,3 +71,17 @@ def test_readme_tutorial_line_installs_the_tutorials_extra():
     assert "pip install '.[tutorials]'" in section
     with open(os.path.join(root, "setup.py"), encoding="utf-8") as f:
         assert '"tutorials": [' in f.read() and "matplotlib" in readme.split("## Tutorials", 1)[1]
+
+
+def test_readme_quotes_real_output_of_command_1(capsys):
+    """The README's "Real output of command 1" is what `minibit generate` prints (a prefix of
+    it, whitespace folded), on whichever backend runs the suite."""
+    from minibit.cli import main
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    block = readme.split("Real output of command 1", 1)[1].split("\n\n", 2)[1]
+    quoted = " ".join(line[2:] for line in block.splitlines() if line.startswith("> "))
+    assert main(["generate", "It was a fine morning", "--seed", "7"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert len(quoted) > 100 and printed.startswith(" ".join(quoted.split()))
