@@ -58,15 +58,20 @@ ctypedef struct AttnJob:
     float *out
     float *scratch
     int64_t T, H, D, S, st, rep, S32, row, vrow, per, scols
+    float scale
     int half16, f16_rhs, il, batch
+    int flash               # 0: ggml's graph (mbg_attend); 1: the flash row kernel; 2: its 64x64 tiles
 
 
 cdef void _attend_items(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
     """Items [i0, i1) of the job at ctx; item c: (token, head) pairs [c per, c per + per),
-    with scratch row c (one item never runs on two threads at once)."""
+    with scratch row c (one item never runs on two threads at once).  k and v rows are
+    byte strides (row, vrow); the flash kernels read them as float16 bits."""
     cdef const AttnJob *j = <const AttnJob *>ctx
     cdef int64_t c, i, t, h, g, e
     cdef float *sc
+    cdef const float *qi
+    cdef float *oi
     for c in range(i0, i1):
         sc = j.scratch + c * j.scols
         e = min((c + 1) * j.per, j.T * j.H)
@@ -74,41 +79,52 @@ cdef void _attend_items(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
             t = i // j.H
             h = i % j.H
             g = h // j.rep
-            mbg_attend(j.q + (t * j.H + h) * j.D, j.k + g * j.row, j.v + g * j.vrow, j.half16,
-                       j.D, j.S, j.st + t, j.batch, j.f16_rhs, j.il, sc, sc + j.S32,
-                       sc + j.S32 + j.D, j.out + t * j.H * j.D + h * j.D)
-
-
-ctypedef struct FlashJob:
-    const float *q
-    const uint16_t *k
-    const uint16_t *v
-    float *out
-    float *scratch
-    int64_t T, H, D, st, rep, row, per, scols
-    float scale
-    int il, tiled
-
-
-cdef void _flash_items(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
-    """Items [i0, i1) of the flash job at ctx, as _attend_items (scratch row c: 64 + 2 D)."""
-    cdef const FlashJob *j = <const FlashJob *>ctx
-    cdef int64_t c, i, t, h, e
-    cdef float *sc
-    for c in range(i0, i1):
-        sc = j.scratch + c * j.scols
-        e = min((c + 1) * j.per, j.T * j.H)
-        for i in range(c * j.per, e):
-            t = i // j.H
-            h = i % j.H
-            if j.tiled:
-                mbg_fa_tiled_row(j.q + (t * j.H + h) * j.D, j.k + (h // j.rep) * j.row,
-                                 j.v + (h // j.rep) * j.row, j.D, j.st + t + 1, j.scale, j.il,
-                                 sc, sc + 64, j.out + (t * j.H + h) * j.D)
+            qi = j.q + (t * j.H + h) * j.D
+            oi = j.out + (t * j.H + h) * j.D
+            if j.flash == 0:
+                mbg_attend(qi, j.k + g * j.row, j.v + g * j.vrow, j.half16, j.D, j.S, j.st + t,
+                           j.batch, j.f16_rhs, j.il, sc, sc + j.S32, sc + j.S32 + j.D, oi)
+            elif j.flash == 1:
+                mbg_fa_row(qi, <const uint16_t *>(j.k + g * j.row),
+                           <const uint16_t *>(j.v + g * j.vrow), j.D, j.st + t + 1, j.scale,
+                           j.il, sc, sc + j.D, oi)
             else:
-                mbg_fa_row(j.q + (t * j.H + h) * j.D, j.k + (h // j.rep) * j.row,
-                           j.v + (h // j.rep) * j.row, j.D, j.st + t + 1, j.scale, j.il,
-                           sc, sc + j.D, j.out + (t * j.H + h) * j.D)
+                mbg_fa_tiled_row(qi, <const uint16_t *>(j.k + g * j.row),
+                                 <const uint16_t *>(j.v + g * j.vrow), j.D, j.st + t + 1,
+                                 j.scale, j.il, sc, sc + 64, oi)
+
+
+cdef _run_attention(AttnJob *job, q, out, int64_t work, int64_t scols):
+    """Fill the job's q, out, scratch and split, then run it on the pool: (token, head)
+    pairs in nth equal runs, one scratch row of scols floats each."""
+    cdef int64_t pairs = job.T * job.H
+    cdef int nth = <int>min(_nth(work), pairs)
+    scratch = np.empty((nth, scols), np.float32)
+    cdef const float[:, :, ::1] Q = q
+    cdef float[:, ::1] O = out
+    cdef float[:, ::1] SC = scratch
+    job.q, job.out, job.scratch, job.scols = &Q[0, 0, 0], &O[0, 0], &SC[0, 0], scols
+    job.per = (pairs + nth - 1) // nth
+    with nogil:
+        mb_parallel(_attend_items, job, nth, nth)
+
+
+def _qkv(q, k, v, start, interleaved, what):
+    """q float32 [T, H, D]; k, v float32 or float16 [G, start + T, D] with G dividing H ->
+    (q, k, v, start) as arrays and int, else ValueError naming ``what``."""
+    q = _f32(q, 3, f"{what}: q")
+    k = np.asarray(k)
+    v = np.asarray(v)
+    if k.dtype not in (np.float32, np.float16) or v.dtype != k.dtype or k.ndim != 3:
+        raise ValueError(f"{what}: k, v must be float32 or float16 [G, S, D], got "
+                         f"{k.dtype} {k.shape} and {v.dtype} {v.shape}")
+    T, H, D = q.shape
+    G, S, st = k.shape[0], k.shape[1], int(start)
+    if (k.shape[2] != D or v.shape != k.shape or G == 0 or H % G or st < 0 or S != st + T
+            or (interleaved and D % 2)):
+        raise ValueError(f"{what}: q {q.shape}, k {k.shape}, v {v.shape}, start {start}: "
+                         f"need k, v [G, start + T, D] with G dividing H")
+    return q, k, v, st
 
 
 ctypedef struct HeadJob:
@@ -221,97 +237,49 @@ def attention(q, k, v, start, engine="bitnet.cpp", interleaved=False, flash=None
         if engine != "llama.cpp":
             raise ValueError(f"{engine}'s flash attention is not copied (only llama.cpp's)")
         return flash_attn(q, k, v, start, interleaved)
-    q = _f32(q, 3, "attention: q")
-    k = np.asarray(k)
-    v = np.asarray(v)
-    if k.dtype not in (np.float32, np.float16) or v.dtype != k.dtype or k.ndim != 3:
-        raise ValueError(f"attention: k, v must be float32 or float16 [G, S, D], got "
-                         f"{k.dtype} {k.shape} and {v.dtype} {v.shape}")
+    q, k, v, st = _qkv(q, k, v, start, interleaved, "attention")
     k = _rows(k)
     v = _rows(v)
-    cdef int64_t T = q.shape[0], H = q.shape[1], D = q.shape[2]
-    cdef int64_t G = k.shape[0], S = k.shape[1], st = int(start)
-    if (k.shape[2] != D or v.shape != k.shape or G == 0 or H % G or st < 0 or S != st + T
-            or (interleaved and D % 2)):
-        raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape}, start {start}: "
-                         f"need k, v [G, start + T, D] with G dividing H")
-    cdef int half16 = k.dtype == np.float16
-    cdef int f16_rhs = 1 if ENGINES[engine]["f16_tinyblas_rhs"] else 0
-    cdef int il = 1 if interleaved else 0
-    cdef int batch = 1 if T >= 2 else 0
-    cdef int64_t rep = H // G, S32 = (S + 31) // 32 * 32
+    cdef int64_t T = q.shape[0], H = q.shape[1], D = q.shape[2], S = k.shape[1]
+    cdef int64_t S32 = (S + 31) // 32 * 32
     out = np.empty((T, H * D), np.float32)
     if T == 0:
         return out
+    cdef int half16 = k.dtype == np.float16
     kb = k.view(np.uint16) if half16 else k
     vb = v.view(np.uint16) if half16 else v
-    cdef char *pk = <char *>cnp.PyArray_DATA(kb)
-    cdef char *pv = <char *>cnp.PyArray_DATA(vb)
-    cdef int64_t row = k.strides[0], vrow = v.strides[0]    # kv head stride, bytes
-    cdef const float[:, :, ::1] Q = q
-    cdef float[:, ::1] O = out
-    cdef int64_t pairs = T * H
-    cdef int nth = <int>min(_nth(T * H * S * D * 2), pairs)
-    cdef int64_t scols = S32 + D + 32 * D
-    scratch = np.empty((nth, scols), np.float32)
-    cdef float[:, ::1] SC = scratch
     cdef AttnJob job
-    job.q, job.k, job.v, job.out, job.scratch = &Q[0, 0, 0], pk, pv, &O[0, 0], &SC[0, 0]
-    job.T, job.H, job.D, job.S, job.st, job.rep, job.S32 = T, H, D, S, st, rep, S32
-    job.row, job.vrow, job.scols = row, vrow, scols
-    job.per = (pairs + nth - 1) // nth
-    job.half16, job.f16_rhs, job.il, job.batch = half16, f16_rhs, il, batch
-    with nogil:
-        mb_parallel(_attend_items, &job, nth, nth)
+    job.k, job.v = <char *>cnp.PyArray_DATA(kb), <char *>cnp.PyArray_DATA(vb)
+    job.row, job.vrow = k.strides[0], v.strides[0]            # kv head stride, bytes
+    job.T, job.H, job.D, job.S, job.st, job.rep, job.S32 = T, H, D, S, st, H // k.shape[0], S32
+    job.half16, job.il, job.batch = half16, 1 if interleaved else 0, 1 if T >= 2 else 0
+    job.f16_rhs = 1 if ENGINES[engine]["f16_tinyblas_rhs"] else 0
+    job.flash, job.scale = 0, 0.0
+    _run_attention(&job, q, out, T * H * S * D * 2, S32 + D + 32 * D)
     return out
 
 
 def flash_attn(q, k, v, start, interleaved=False):
     """llama.cpp's flash attention (ggml.py flash_attn): [T, H*D] float32."""
-    q = _f32(q, 3, "flash_attn: q")
-    k = np.asarray(k)
-    v = np.asarray(v)
-    if k.dtype not in (np.float32, np.float16) or v.dtype != k.dtype or k.ndim != 3:
-        raise ValueError(f"flash_attn: k, v must be float32 or float16 [G, S, D], got "
-                         f"{k.dtype} {k.shape} and {v.dtype} {v.shape}")
-    cdef int64_t T = q.shape[0], H = q.shape[1], D = q.shape[2]
-    cdef int64_t G = k.shape[0], S = k.shape[1], st = int(start)
-    if (k.shape[2] != D or v.shape != k.shape or G == 0 or H % G or st < 0 or S != st + T
-            or (interleaved and D % 2)):
-        raise ValueError(f"flash_attn: q {q.shape}, k {k.shape}, v {v.shape}, start {start}: "
-                         f"need k, v [G, start + T, D] with G dividing H")
+    q, k, v, st = _qkv(q, k, v, start, interleaved, "flash_attn")
     # the graph casts an F32 cache to F16 (nearest even); an F16 cache is read as it is
     k = _rows(k) if k.dtype == np.float16 else np.ascontiguousarray(k, np.float16)
     v = _rows(v) if v.dtype == np.float16 else np.ascontiguousarray(v, np.float16)
+    if k.strides[0] != v.strides[0] or k.strides[0] % 2:
+        k, v = np.ascontiguousarray(k), np.ascontiguousarray(v)
+    cdef int64_t T = q.shape[0], H = q.shape[1], D = q.shape[2], S = k.shape[1]
     out = np.empty((T, H * D), np.float32)
     if T == 0:
         return out
     kb, vb = k.view(np.uint16), v.view(np.uint16)
-    cdef const float[:, :, ::1] Q = q
-    cdef float[:, ::1] O = out
-    cdef int64_t pairs = T * H
-    cdef int nth = <int>min(_nth(T * H * S * D * 2), pairs)
-    cdef int64_t scols = 64 + 2 * D
-    scratch = np.empty((nth, scols), np.float32)
-    cdef float[:, ::1] SC = scratch
-    cdef FlashJob job
-    job.q, job.out, job.scratch = &Q[0, 0, 0], &O[0, 0], &SC[0, 0]
-    job.k = <const uint16_t *>cnp.PyArray_DATA(kb)
-    job.v = <const uint16_t *>cnp.PyArray_DATA(vb)
-    job.T, job.H, job.D, job.st, job.rep, job.scols = T, H, D, st, H // G, scols
-    if k.strides[0] != v.strides[0] or k.strides[0] % 2:
-        v = np.ascontiguousarray(v)
-        k = np.ascontiguousarray(k)
-        kb, vb = k.view(np.uint16), v.view(np.uint16)
-        job.k = <const uint16_t *>cnp.PyArray_DATA(kb)
-        job.v = <const uint16_t *>cnp.PyArray_DATA(vb)
-    job.row = k.strides[0] // 2                                 # kv head stride, elements
-    job.per = (pairs + nth - 1) // nth
+    cdef AttnJob job
+    job.k, job.v = <char *>cnp.PyArray_DATA(kb), <char *>cnp.PyArray_DATA(vb)
+    job.row, job.vrow = k.strides[0], v.strides[0]            # kv head stride, bytes
+    job.T, job.H, job.D, job.S, job.st, job.rep, job.S32 = T, H, D, S, st, H // k.shape[0], 0
+    job.half16, job.il, job.batch, job.f16_rhs = 1, 1 if interleaved else 0, 0, 0
     job.scale = <float>(np.float32(1) / np.sqrt(np.float32(D)))
-    job.il = 1 if interleaved else 0
-    job.tiled = 1 if T >= _ref.FA_TILE else 0
-    with nogil:
-        mb_parallel(_flash_items, &job, nth, nth)
+    job.flash = 2 if T >= _ref.FA_TILE else 1
+    _run_attention(&job, q, out, T * H * S * D * 2, 64 + 2 * D)
     return out
 
 

@@ -18,6 +18,7 @@ from minibit.kernels import mad as _ref
 cnp.import_array()
 
 include "mb_rt.pxi"
+include "mb_group.pxi"
 
 cdef extern from "mb_ternary.h" nogil:
     int MB_GC_LANES
@@ -36,7 +37,6 @@ cdef enum:
     M_LANES = 1          # lane_product:    raw
     M_HF = 2             # linear_hf
     M_I2S = 3            # linear_i2s
-    MAX_GROUP = 8        # weights per group job (more: one job each)
 
 
 ctypedef struct Job:
@@ -162,22 +162,6 @@ cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str layout, q, int mode, s, su
     return out
 
 
-ctypedef struct Group:
-    Job job[MAX_GROUP]
-    int64_t first[MAX_GROUP + 1]      # weight k owns work items [first[k], first[k + 1])
-
-
-cdef void _group_tiles(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
-    """Items [i0, i1) of a group: item i is tile i - first[k] of weight k."""
-    cdef const Group *g = <const Group *>ctx
-    cdef int k = 0
-    cdef int64_t i
-    for i in range(i0, i1):
-        while g.first[k + 1] <= i:
-            k += 1
-        _tile(&g.job[k], i - g.first[k])
-
-
 def integer_product(data, rows, cols, layout, q):
     """R = sum w*q, exact: int32 [T, rows] (see minibit.kernels.mad)."""
     data, q = _ref.check_args(data, rows, cols, layout, q)
@@ -213,7 +197,7 @@ def linear_i2s_group(datas, rows, cols, layout, q, s, sums, scales):
     scales = tuple(scales)
     if len(scales) != len(datas):
         raise _ref.FormatError(f"mad: {len(datas)} weights need as many scales, got {len(scales)}")
-    if len(datas) > MAX_GROUP:
+    if len(datas) > MB_MAX_GROUP:
         return tuple(linear_i2s(a, r, cols, layout, q, s, sums, c)
                      for a, r, c in zip(datas, rows, scales))
     checked = []
@@ -226,17 +210,16 @@ def linear_i2s_group(datas, rows, cols, layout, q, s, sums, scales):
     cdef int k, n = len(datas)
     if T == 0:
         return tuple(np.empty((0, int(r)), dtype=np.float32) for r in rows)
-    cdef Group g
+    cdef Job jobs[MB_MAX_GROUP]
+    cdef MbGroup g
+    g.fn, g.n, g.first[0] = _tiles, 0, 0
     keep = []
     qs = _qsums(q, c)
     outs = []
-    g.first[0] = 0
     for k in range(n):
-        outs.append(_fill(&g.job[k], checked[k], rows[k], c, layout, q, qs, M_I2S, s, sums,
+        outs.append(_fill(&jobs[k], checked[k], rows[k], c, layout, q, qs, M_I2S, s, sums,
                           np.float32(scales[k]), keep))
-        g.first[k + 1] = g.first[k] + _ntiles(&g.job[k])
+        _mb_group_add(&g, &jobs[k], _ntiles(&jobs[k]))
         mac += T * rows[k] * c
-    cdef int nth = max(1, min(_threads(), g.first[n])) if mac >= MIN_PARALLEL_MAC else 1
-    with nogil:
-        mb_parallel(_group_tiles, &g, g.first[n], nth)
+    _mb_group_run(&g, _threads() if mac >= MIN_PARALLEL_MAC else 1)
     return tuple(outs)

@@ -17,6 +17,7 @@ from minibit.kernels import tq as _ref
 cnp.import_array()
 
 include "mb_rt.pxi"
+include "mb_group.pxi"
 
 cdef extern from "mb_ternary.h" nogil:
     void mb_tq(int fmt2, const uint8_t *data, int64_t cols, const int8_t *q,
@@ -29,7 +30,6 @@ cdef extern from "mb_ternary.h" nogil:
 cdef enum:
     MIN_PARALLEL_MAC = 1 << 18   # multiply-adds below which one thread runs
     TILE_ROWS = 16
-    MAX_GROUP = 8                # weights per group job (more: one job each)
 
 
 ctypedef struct Job:
@@ -138,22 +138,6 @@ cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str fmt, q, d, int lanes, int 
     return result
 
 
-ctypedef struct Group:
-    Job job[MAX_GROUP]
-    int64_t first[MAX_GROUP + 1]      # weight k owns work items [first[k], first[k + 1])
-
-
-cdef void _group_tiles(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
-    """Items [i0, i1) of a group: item i is tile i - first[k] of weight k."""
-    cdef const Group *g = <const Group *>ctx
-    cdef int k = 0
-    cdef int64_t i
-    for i in range(i0, i1):
-        while g.first[k + 1] <= i:
-            k += 1
-        _tiles(<void *>&g.job[k], i - g.first[k], i - g.first[k] + 1)
-
-
 def block_sums(data, rows, cols, fmt, q):
     """sumi[t, n, b] = sum over block b of q * (code - 1): int32 [T, rows, nb]."""
     data, q, _ = _ref.check_args(data, rows, cols, fmt, q)
@@ -183,7 +167,7 @@ def linear_q8k_avx2_group(datas, rows, cols, fmt, q, d, fused=False):
     [T, rows[i]]: the activations' chunk sums once, every weight's row tiles in one
     thread-pool job (one parallel region for q/k/v or gate/up); the same bits."""
     datas, rows = _ref.check_group(datas, rows)
-    if len(datas) > MAX_GROUP:
+    if len(datas) > MB_MAX_GROUP:
         return tuple(linear_q8k_avx2(a, r, cols, fmt, q, d, fused) for a, r in zip(datas, rows))
     checked = [_ref.check_args(a, r, cols, fmt, q, d) for a, r in zip(datas, rows)]
     q, d = checked[0][1], checked[0][2]
@@ -192,17 +176,16 @@ def linear_q8k_avx2_group(datas, rows, cols, fmt, q, d, fused=False):
     cdef int k, n = len(datas)
     if T == 0:
         return tuple(np.empty((0, int(r)), dtype=np.float32) for r in rows)
-    cdef Group g
+    cdef Job jobs[MB_MAX_GROUP]
+    cdef MbGroup g
+    g.fn, g.n, g.first[0] = _tiles, 0, 0
     keep = []
     qsum = _q_sums(q, c // 256, 1)
     outs = []
-    g.first[0] = 0
     for k in range(n):
-        outs.append(_fill_job(&g.job[k], checked[k][0], rows[k], c, fmt, q, qsum, d, 1,
+        outs.append(_fill_job(&jobs[k], checked[k][0], rows[k], c, fmt, q, qsum, d, 1,
                               1 if fused else 0, keep))
-        g.first[k + 1] = g.first[k] + (rows[k] + TILE_ROWS - 1) // TILE_ROWS
+        _mb_group_add(&g, &jobs[k], (rows[k] + TILE_ROWS - 1) // TILE_ROWS)
         mac += T * rows[k] * c
-    cdef int nth = _nthreads(g.first[n], mac)
-    with nogil:
-        mb_parallel(_group_tiles, &g, g.first[n], nth)
+    _mb_group_run(&g, _threads() if mac >= MIN_PARALLEL_MAC else 1)
     return tuple(outs)
