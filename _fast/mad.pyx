@@ -205,21 +205,17 @@ def linear_i2s_group(datas, rows, cols, layout, q, s, sums, scales):
         a, q = _ref.check_args(a, r, cols, layout, q, lanes=True)
         s, sums = _ref.check_scales(q.shape[0], s, sums)
         checked.append(a)
+    if q.shape[0] == 0:
+        return _mb_group_empty(rows)
     cdef Py_ssize_t c = int(cols)
-    cdef int64_t T = q.shape[0], mac = 0
-    cdef int k, n = len(datas)
-    if T == 0:
-        return tuple(np.empty((0, int(r)), dtype=np.float32) for r in rows)
     cdef Job jobs[MB_MAX_GROUP]
-    cdef MbGroup g
-    g.fn, g.n, g.first[0] = _tiles, 0, 0
-    keep = []
+    cdef MbGroup g = _mb_group(_tiles)
+    cdef int k
     qs = _qsums(q, c)
-    outs = []
-    for k in range(n):
+    keep, outs = [], []
+    for k in range(len(datas)):
         outs.append(_fill(&jobs[k], checked[k], rows[k], c, layout, q, qs, M_I2S, s, sums,
                           np.float32(scales[k]), keep))
         _mb_group_add(&g, &jobs[k], _ntiles(&jobs[k]))
-        mac += T * rows[k] * c
-    _mb_group_run(&g, _threads() if mac >= MIN_PARALLEL_MAC else 1)
+    _mb_group_run(&g, q.shape[0] * c * sum(rows))
     return tuple(outs)

@@ -171,21 +171,17 @@ def linear_q8k_avx2_group(datas, rows, cols, fmt, q, d, fused=False):
         return tuple(linear_q8k_avx2(a, r, cols, fmt, q, d, fused) for a, r in zip(datas, rows))
     checked = [_ref.check_args(a, r, cols, fmt, q, d) for a, r in zip(datas, rows)]
     q, d = checked[0][1], checked[0][2]
+    if q.shape[0] == 0:
+        return _mb_group_empty(rows)
     cdef Py_ssize_t c = int(cols)
-    cdef int64_t T = q.shape[0], mac = 0
-    cdef int k, n = len(datas)
-    if T == 0:
-        return tuple(np.empty((0, int(r)), dtype=np.float32) for r in rows)
     cdef Job jobs[MB_MAX_GROUP]
-    cdef MbGroup g
-    g.fn, g.n, g.first[0] = _tiles, 0, 0
-    keep = []
+    cdef MbGroup g = _mb_group(_tiles)
+    cdef int k
     qsum = _q_sums(q, c // 256, 1)
-    outs = []
-    for k in range(n):
+    keep, outs = [], []
+    for k in range(len(datas)):
         outs.append(_fill_job(&jobs[k], checked[k][0], rows[k], c, fmt, q, qsum, d, 1,
                               1 if fused else 0, keep))
         _mb_group_add(&g, &jobs[k], (rows[k] + TILE_ROWS - 1) // TILE_ROWS)
-        mac += T * rows[k] * c
-    _mb_group_run(&g, _threads() if mac >= MIN_PARALLEL_MAC else 1)
+    _mb_group_run(&g, q.shape[0] * c * sum(rows))
     return tuple(outs)
