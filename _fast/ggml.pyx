@@ -110,21 +110,9 @@ cdef _run_attention(AttnJob *job, q, out, int64_t work, int64_t scols):
 
 
 def _qkv(q, k, v, start, interleaved, what):
-    """q float32 [T, H, D]; k, v float32 or float16 [G, start + T, D] with G dividing H ->
-    (q, k, v, start) as arrays and int, else ValueError naming ``what``."""
-    q = _f32(q, 3, f"{what}: q")
-    k = np.asarray(k)
-    v = np.asarray(v)
-    if k.dtype not in (np.float32, np.float16) or v.dtype != k.dtype or k.ndim != 3:
-        raise ValueError(f"{what}: k, v must be float32 or float16 [G, S, D], got "
-                         f"{k.dtype} {k.shape} and {v.dtype} {v.shape}")
-    T, H, D = q.shape
-    G, S, st = k.shape[0], k.shape[1], int(start)
-    if (k.shape[2] != D or v.shape != k.shape or G == 0 or H % G or st < 0 or S != st + T
-            or (interleaved and D % 2)):
-        raise ValueError(f"{what}: q {q.shape}, k {k.shape}, v {v.shape}, start {start}: "
-                         f"need k, v [G, start + T, D] with G dividing H")
-    return q, k, v, st
+    """The reference's check_qkv, q made C-contiguous for the kernels."""
+    q, k, v, st = _ref.check_qkv(q, k, v, start, interleaved, what)
+    return np.ascontiguousarray(q), k, v, st
 
 
 ctypedef struct HeadJob:
@@ -197,12 +185,8 @@ def rope_tables(positions, n_dims, base):
 
 def rope_neox(x, cos, sin):
     """[T, heads, D] float32: ggml's rotation (ggml.py rope_neox)."""
-    x = _f32(x, 3, "rope_neox: x")
-    cos = _f32(cos, 2, "rope_neox: cos")
-    sin = _f32(sin, 2, "rope_neox: sin")
+    x, cos, sin = _ref.check_rope(x, cos, sin)
     cdef int64_t T = x.shape[0], H = x.shape[1], D = x.shape[2], t, h
-    if D % 2 or cos.shape != (T, D // 2) or sin.shape != (T, D // 2):
-        raise ValueError(f"rope_neox: x {x.shape} needs an even D and cos/sin of {(T, D // 2)}")
     out = np.empty_like(x)
     cdef const float[:, :, ::1] X = x
     cdef const float[:, ::1] C = cos
@@ -294,11 +278,7 @@ def _rows(a):
 
 def lm_head(h, W, dtype, engine="bitnet.cpp"):
     """h [T, hidden] float32 @ W.T for an F16 or F32 matrix (ggml.py lm_head)."""
-    h = _f32(h, 2, "lm_head: h")
-    W = np.asarray(W)
-    if dtype not in ("F16", "F32") or W.ndim != 2 or W.shape[1] != h.shape[1] or \
-            W.dtype != (np.float16 if dtype == "F16" else np.float32):
-        raise ValueError(f"lm_head: a {dtype} matrix {W.dtype} {W.shape} for rows of {h.shape[1]}")
+    h, W = _ref.check_head(h, W, dtype)
     W = np.ascontiguousarray(W)
     cdef int64_t T = h.shape[0], K = h.shape[1], N = W.shape[0], i, t, n
     cdef int wh = dtype == "F16"

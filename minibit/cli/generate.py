@@ -22,9 +22,11 @@ def report(res, verbose: bool) -> None:
           file=sys.stderr)
 
 
-def stream(model, prompt: str, args, out=sys.stdout):
-    """Generate from ``prompt`` with the parsed flags, writing each piece as it comes."""
+def stream(model, prompt: str, args, out=None):
+    """Generate from ``prompt`` with the parsed flags, writing each piece as it comes to
+    ``out`` (default: sys.stdout as it is at the call, so a redirected stdout is honoured)."""
     from ..generate import GenerationResult
+    out = sys.stdout if out is None else out
     res = GenerationResult(text="")
     try:
         for piece in model.generate(prompt, stream=True, result=res, **gen_kwargs(args)):

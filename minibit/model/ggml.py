@@ -175,6 +175,20 @@ def rope_tables(positions, n_dims: int, base: float):
     return _libm_map("cosf", theta), _libm_map("sinf", theta)
 
 
+def check_rope(x, cos, sin):
+    """x [T, heads, D] with D even, cos and sin [T, D/2] -> all three as float32 arrays, else
+    ValueError.  rope_neox and its twin check with this."""
+    x = np.ascontiguousarray(x, F32)
+    cos, sin = np.ascontiguousarray(cos, F32), np.ascontiguousarray(sin, F32)
+    if x.ndim != 3 or cos.ndim != 2 or sin.ndim != 2:
+        raise ValueError(f"rope_neox: x [T, heads, D] and cos/sin [T, D/2], got {x.shape}, "
+                         f"{cos.shape}, {sin.shape}")
+    T, D = x.shape[0], x.shape[2]
+    if D % 2 or cos.shape != (T, D // 2) or sin.shape != (T, D // 2):
+        raise ValueError(f"rope_neox: x {x.shape} needs an even D and cos/sin of {(T, D // 2)}")
+    return x, cos, sin
+
+
 def rope_neox(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     """[T, heads, D] float32, dimension i paired with i + D/2, as clang (the 2024 fork) and
     gcc (llama.cpp) both compiled ``x0*cos - x1*sin`` and ``x0*sin + x1*cos``
@@ -188,7 +202,7 @@ def rope_neox(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     engine's permuted q/k rows (arch "llama"), which minibit's reader has put back at
     (i, i + D/2).
     """
-    x = np.ascontiguousarray(x, F32)
+    x, cos, sin = check_rope(x, cos, sin)
     half = x.shape[2] // 2
     c, s = cos[:, None, :], sin[:, None, :]
     x0, x1 = x[..., :half], x[..., half:]
@@ -349,6 +363,26 @@ def _interleave(x: np.ndarray) -> np.ndarray:
                                 ).reshape(x.shape)
 
 
+def check_qkv(q, k, v, start, interleaved: bool, what: str):
+    """q [T, H, D] (as float32); k, v float32 or float16 [G, start + T, D] of one dtype, G
+    dividing H (and D even when interleaved) -> (q, k, v, start) as arrays and int, else
+    ValueError naming ``what``.  Both attention kernels and their twins check with this."""
+    q = np.asarray(q, F32)
+    if q.ndim != 3:
+        raise ValueError(f"{what}: q must have 3 dimensions, got shape {q.shape}")
+    k, v = np.asarray(k), np.asarray(v)
+    if k.dtype not in (np.float32, np.float16) or v.dtype != k.dtype or k.ndim != 3:
+        raise ValueError(f"{what}: k, v must be float32 or float16 [G, S, D], got "
+                         f"{k.dtype} {k.shape} and {v.dtype} {v.shape}")
+    T, H, D = q.shape
+    G, S, st = k.shape[0], k.shape[1], int(start)
+    if (k.shape[2] != D or v.shape != k.shape or G == 0 or H % G or st < 0 or S != st + T
+            or (interleaved and D % 2)):
+        raise ValueError(f"{what}: q {q.shape}, k {k.shape}, v {v.shape}, start {start}: "
+                         f"need k, v [G, start + T, D] with G dividing H")
+    return q, k, v, st
+
+
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int,
               engine: str = "bitnet.cpp", interleaved: bool = False,
               flash: bool | None = None) -> np.ndarray:
@@ -371,6 +405,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int,
         if engine != "llama.cpp":
             raise ValueError(f"{engine}'s flash attention is not copied (only llama.cpp's)")
         return flash_attn(q, k, v, start, interleaved)
+    q, k, v, start = check_qkv(q, k, v, start, interleaved, "attention")
     T, H, D = q.shape
     G, S, _ = k.shape
     half = k.dtype == np.float16
@@ -438,7 +473,7 @@ def flash_attn(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int,
     interleaved: q . k adds each head's dimensions in the engine's permuted order (arch
     "llama", as attention).
     """
-    q = np.asarray(q, F32)
+    q, k, v, start = check_qkv(q, k, v, start, interleaved, "flash_attn")
     T, H, D = q.shape
     G, S, _ = k.shape
     kk = f16(np.asarray(k, F32))
@@ -550,6 +585,20 @@ def _fa_tiled(q, k, v, allowed, scale):
 
 # ---- the LM head --------------------------------------------------------------------------
 
+def check_head(h, W, dtype: str):
+    """h [T, hidden] (as float32) and the output matrix W [vocab, hidden] of the named type
+    ("F16": float16, "F32": float32) -> (h, W), else ValueError.  lm_head and its twin check
+    with this."""
+    h = np.ascontiguousarray(h, F32)
+    if h.ndim != 2:
+        raise ValueError(f"lm_head: h must have 2 dimensions, got shape {h.shape}")
+    W = np.asarray(W)
+    if dtype not in ("F16", "F32") or W.ndim != 2 or W.shape[1] != h.shape[1] or \
+            W.dtype != (np.float16 if dtype == "F16" else np.float32):
+        raise ValueError(f"lm_head: a {dtype} matrix {W.dtype} {W.shape} for rows of {h.shape[1]}")
+    return h, W
+
+
 def lm_head(h: np.ndarray, W: np.ndarray, dtype: str, engine: str = "bitnet.cpp") -> np.ndarray:
     """h [T, hidden] float32 @ W.T for the F16 or F32 output matrix W [vocab, hidden].
 
@@ -557,8 +606,8 @@ def lm_head(h: np.ndarray, W: np.ndarray, dtype: str, engine: str = "bitnet.cpp"
     Otherwise (one row, as in decode): h is converted to W's type (F16: rounded) and each
     logit is one vec_dot.
     """
-    h = np.ascontiguousarray(h, F32)
-    Wf = np.asarray(W).astype(F32)
+    h, W = check_head(h, W, dtype)
+    Wf = W.astype(F32)
     if h.shape[0] >= 2 and h.shape[1] % 8 == 0:
         if dtype == "F16" and ENGINES[engine]["f16_tinyblas_rhs"]:
             h = f16(h)
