@@ -21,6 +21,9 @@ include "mb_rt.pxi"
 cdef extern from "mb_float_ternary.h" nogil:
     float mbf_one(const float *x, const uint8_t *data, int64_t R, int64_t cols, int64_t r,
                   const float *scale_row, int64_t block)
+    void MBF_MKL_TILE(const float *xq, const uint8_t *dt, int64_t Rp, int64_t R, int64_t K, int64_t N,
+                      int plane, int64_t rr0, int64_t rr1, int64_t T, float wmul, int online,
+                      float *y)
 
 
 ctypedef struct Job:
@@ -59,4 +62,55 @@ def matmul(x, data, rows, cols, scales, block):
     cdef int nt = 1 if T * N * K < (1 << 16) else <int>min(max(1, _threads()), tiles)
     with nogil:
         mb_parallel(_tiles, &job, tiles, nt)
+    return out
+
+
+# ---- mkl_linear: transformers' AutoBitLinear in MKL's order -------------------------------
+
+ctypedef struct MklJob:
+    const float *x
+    const uint8_t *dt
+    float *y
+    int64_t T, N, K, R, tiles
+    float wmul
+    int online
+
+
+cdef void _mkl_tiles(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
+    """Items [i0, i1): item c is plane c // tiles, byte rows [64 (c % tiles), + 64)."""
+    cdef const MklJob *j = <const MklJob *>ctx
+    cdef int64_t c, rr0
+    for c in range(i0, i1):
+        rr0 = (c % j.tiles) * 64
+        MBF_MKL_TILE(j.x, j.dt, j.tiles * 64, j.R, j.K, j.N, <int>(c // j.tiles), rr0, min(rr0 + 64, j.R),
+                     j.T, j.wmul, j.online, j.y)
+
+
+def mkl_linear(xq, data, rows, cols, wmul=None, data_t=None):
+    """y float32 [T, rows]: the reference's mkl_linear, in C.  data_t: the bytes transposed
+    and padded (float_ternary.transpose_codes(data); made here when None)."""
+    xq, data, wmul = _ref.check_mkl_args(xq, data, rows, cols, wmul)
+    cdef int64_t T = xq.shape[0], N = rows, K = cols, R = data.shape[0]
+    cdef int64_t Rp = (R + 63) // 64 * 64
+    if data_t is None:
+        data_t = _ref.transpose_codes(data)
+    if not isinstance(data_t, np.ndarray) or data_t.dtype != np.uint8 or data_t.shape != (K, Rp) \
+            or not data_t.flags.c_contiguous:
+        raise _ref.FormatError(f"float_ternary: data_t must be uint8 [{K}, {Rp}] C-contiguous")
+    out = np.empty((T, N), np.float32)
+    if T == 0:
+        return out
+    cdef const float[:, ::1] X = xq
+    cdef const uint8_t[:, ::1] D = data_t
+    cdef float[:, ::1] Y = out
+    cdef MklJob job
+    job.x, job.dt, job.y = &X[0, 0], &D[0, 0], &Y[0, 0]
+    job.T, job.N, job.K, job.R = T, N, K, R
+    job.tiles = (R + 63) // 64
+    job.online = 0 if wmul is None else 1
+    job.wmul = 0.0 if wmul is None else <float>wmul
+    cdef int64_t items = 4 * job.tiles
+    cdef int nt = 1 if T * N * K < (1 << 16) else <int>min(max(1, _threads()), items)
+    with nogil:
+        mb_parallel(_mkl_tiles, &job, items, nt)
     return out

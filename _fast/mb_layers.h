@@ -150,7 +150,7 @@ static void mbl_rope_row(const float *x, const float *c, const float *s, int64_t
     }
 }
 
-/* layers.mkl_k_blocks: the block size MKL's sgemm chains a sum of K terms in */
+/* dense.mkl_k_blocks: the block size MKL's sgemm chains a sum of K terms in */
 static inline int64_t mbl_k_block(int64_t K) {
     return K <= 192 ? K : (K <= 384 ? K / 2 : 192);
 }

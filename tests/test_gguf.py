@@ -109,12 +109,14 @@ def test_gguf_logits_equal_hf_dir(ckpt, gfile, arch, fmt):
 def test_i2_s_under_hf_profile_equals_hf_dir(ckpt, gfile, arch):
     g = mg.load_gguf(gfile(arch, "i2_s"), "hf")
     ref = minibit.load(ckpt(arch), profile="hf")
-    # a "bitlinear" (llama-arch) checkpoint divides by weight_scale under hf, as transformers;
-    # a GGUF keeps only the multiplier 1 / weight_scale, so compare with that product
+    # a "bitlinear" (llama-arch) checkpoint divides by weight_scale under hf, as transformers,
+    # and an "autobitlinear" one takes transformers' float F.linear (hf_linear); a GGUF keeps
+    # only the codes and the multiplier, so its hf profile is the integer product: compare
+    # with that
     import dataclasses
     for L in ref.transformer.layers:
         for lin in L.linears():
-            lin.packed = dataclasses.replace(lin.packed, divisor=None)
+            lin.packed = dataclasses.replace(lin.packed, divisor=None, hf_linear=None)
     np.testing.assert_array_equal(g.logits(IDS), ref.logits(IDS))
 
 

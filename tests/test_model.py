@@ -225,30 +225,26 @@ def test_bitlinear_layers_equal_transformers_bit_for_bit(ckpts, name):
 #
 # The three architectures in their HF forms -- bitnet-2B-4T (packed "autobitlinear" and its
 # online master weights), 1bitLLM bitnet_b1_58 (online, SiLU, sub-norms; run by transformers
-# as BitNet) and Falcon3-1.58bit (Llama + "bitlinear") -- over 80 positions and four seeds.
-# Two parts of transformers' computation are not minibit's to copy:
+# as BitNet) and Falcon3-1.58bit (Llama + "bitlinear") -- over 80 positions and four seeds,
+# one full forward (a prefill: MKL's sgemm for every product of 4 rows or more).
 #
-# * RoPE's cos and sin: torch calls MKL's vector math (vmsPow, vmsCos, vmsSin), closed source,
-#   1 ulp off the correctly rounded value minibit computes for some angles
-#   (test_rope_tables_within_one_ulp_of_torch bounds that).  An ulp in a rotated q or k can
-#   move an int8 code downstream, ~1e-3 at later positions.  The test takes torch's tables.
-# * "autobitlinear" projections: transformers multiplies the dequantized activations q / s by
-#   the weights in a float F.linear (MKL's summation order, blocked differently from K = 256
-#   on); minibit takes the exact integer product (DESIGN §3).  The two differ by float
-#   rounding, and that rounding can move an int8 code of a later layer (seen for seed 0 of
-#   the 1bitLLM form: 163 codes over 80 positions).  So each projection is replayed: minibit's
-#   own output on transformers' input must be within 1e-6 of transformers' output (and equal
-#   to the bit for "bitlinear"), and transformers' output is what the block carries on.
+# Every projection's input and output, in every layer, is checked to the bit against
+# transformers' (forward hooks): embedding, RMSNorms, the "autobitlinear" float F.linear in
+# MKL's order (float_ternary.mkl_linear) and the "bitlinear" division, attention, softmax,
+# activations and residuals all copied -- so no int8 code differs anywhere.
 #
-# Everything else -- embedding, every RMSNorm, RoPE's products, attention, softmax, SiLU /
-# relu^2, residual adds -- is checked to the bit: every projection's input equals
-# transformers' exactly, so no int8 code differs.  Logits, every position:
-# max|ours - ref| / max|ref| <= 1e-5 (the LM head is MKL's sgemm vs minibit's fixed order:
-# measured 2e-7 .. 9e-7; one flipped code anywhere gives ~1e-3) and the same argmax.
+# One step is not minibit's to copy: RoPE's cos and sin, which torch takes from MKL's vector
+# math (vmsPow, vmsCos, vmsSin; closed source, 1 ulp off the correctly rounded value minibit
+# computes for ~5 % of angles: test_rope_tables_within_one_ulp_of_torch bounds that).  This
+# test hands minibit torch's tables; test_own_rope_tables_against_transformers measures what
+# minibit's own tables do to the same forwards.  Logits: the LM head is MKL's sgemm vs
+# minibit's fixed-order float product (kernels/dense.py), so max|ours - ref| / max|ref| <=
+# 1e-5 per position (measured 2e-7 .. 9e-7) and the same argmax.
 
 XCHECK_T = 80
 XCHECK_SEEDS = [0, 1, 2, 3]
-XCHECK_NAMES = ["2b4t-packed-gqa2", "2b4t-online-mha", "1bitllm", "falcon3-gqa4"]
+XCHECK_NAMES = ["2b4t-packed-gqa2", "2b4t-packed-gqa4-untied", "2b4t-online-mha", "1bitllm",
+                "falcon3-gqa4"]
 
 
 def _torch_rope_tables(torch):
@@ -281,9 +277,8 @@ def test_rope_tables_within_one_ulp_of_torch():
             assert (g == w).mean() > 0.93, (D, (g == w).mean())
 
 
-@pytest.mark.parametrize("seed", XCHECK_SEEDS)
-@pytest.mark.parametrize("name", XCHECK_NAMES)
-def test_every_position_matches_transformers(name, seed, tmp_path, monkeypatch):
+def _xcheck_forward(name, seed, tmp_path, monkeypatch, torch_rope):
+    """(ours, ref, mismatching projections) for one forward of XCHECK_T random tokens."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
@@ -307,32 +302,50 @@ def test_every_position_matches_transformers(name, seed, tmp_path, monkeypatch):
     assert len(seen) == 7 * m.config.num_layers
 
     from minibit.model import layers as _layers, transformer as _tr
-    from minibit.quant import quantize_act_hf
-    bitlinear = m.config.linear_class == "bitlinear"
     own_call = _layers.BitLinear.__call__
-    checked = []
+    checked, differ = [], []
 
-    def replay(lin, x):
+    def watch(lin, x):                 # minibit's own product, compared on the way
         x_ref, y_ref = seen[lin.name]
-        np.testing.assert_array_equal(x.view(np.uint32), x_ref.view(np.uint32),
-                                      err_msg=f"{lin.name} input")
-        assert (quantize_act_hf(x)[0] == quantize_act_hf(x_ref)[0]).all()
         y = own_call(lin, x)
-        if bitlinear:
-            np.testing.assert_array_equal(y.view(np.uint32), y_ref.view(np.uint32),
-                                          err_msg=f"{lin.name} output")
-        else:
-            assert np.abs(y - y_ref).max() <= 1e-6 * np.abs(y_ref).max(), lin.name
+        if x.tobytes() != x_ref.tobytes() or y.tobytes() != y_ref.tobytes():
+            differ.append(lin.name)
         checked.append(lin.name)
-        return y_ref
+        return y
 
-    monkeypatch.setattr(_tr, "rope_tables", _torch_rope_tables(torch))
-    monkeypatch.setattr(_layers.BitLinear, "__call__", replay)
+    if torch_rope:
+        monkeypatch.setattr(_tr, "rope_tables", _torch_rope_tables(torch))
+    monkeypatch.setattr(_layers.BitLinear, "__call__", watch)
     monkeypatch.setattr(_tr, "linear_group", lambda linears, x: [lin(x) for lin in linears])
     ours = m.transformer.forward(ids)
     assert sorted(checked) == sorted(seen)
+    return ours, ref, differ
+
+
+@pytest.mark.parametrize("seed", XCHECK_SEEDS)
+@pytest.mark.parametrize("name", XCHECK_NAMES)
+def test_every_position_matches_transformers(name, seed, tmp_path, monkeypatch):
+    ours, ref, differ = _xcheck_forward(name, seed, tmp_path, monkeypatch, torch_rope=True)
+    assert differ == [], f"projections whose input or output differs from transformers': {differ}"
     rel = np.abs(ours - ref).max(axis=1) / np.abs(ref).max(axis=1)
     print(f"{name} seed {seed}: {XCHECK_T} positions, relative error median {np.median(rel):.2g} "
           f"max {rel.max():.2g}")
     assert rel.max() <= 1e-5, f"positions {np.flatnonzero(rel > 1e-5).tolist()}: max {rel.max():.3g}"
     np.testing.assert_array_equal(ours.argmax(axis=1), ref.argmax(axis=1))
+
+
+# With minibit's own RoPE tables (correctly rounded; torch's are MKL's, within an ulp) the
+# same forwards, measured on torch 2.13 / AVX-512: 3 of these 20 (name, seed) pairs move an
+# int8 code somewhere (2b4t-packed-gqa2 seed 0 and 2b4t-packed-gqa4-untied seed 1: 1
+# position each, max 6e-3; 2b4t-online-mha seed 3: 9 positions, max 9e-3); the other 17
+# give the torch-table run's logits.  The test holds the bound
+# a flipped code gives (relative 2e-2) and the argmax on 95 % of positions.
+@pytest.mark.parametrize("seed", XCHECK_SEEDS)
+@pytest.mark.parametrize("name", XCHECK_NAMES)
+def test_own_rope_tables_against_transformers(name, seed, tmp_path, monkeypatch):
+    ours, ref, differ = _xcheck_forward(name, seed, tmp_path, monkeypatch, torch_rope=False)
+    rel = np.abs(ours - ref).max(axis=1) / np.abs(ref).max(axis=1)
+    print(f"{name} seed {seed}, own RoPE: positions off {int((rel > 1e-5).sum())}, "
+          f"max {rel.max():.2g}, projections differing {len(differ)}")
+    assert rel.max() <= 2e-2
+    assert (ours.argmax(axis=1) == ref.argmax(axis=1)).mean() >= 0.95

@@ -121,9 +121,16 @@ def test_dump_logits_and_integers_are_the_models(model, dump_a):
         assert np.array_equal(q, q_ref) and np.array_equal(s, s_ref)
         acc = q.astype(np.int32) @ codes.astype(np.int32).T      # independent integer product
         assert np.array_equal(_load(d, f"{GGUF[key]}.acc-1"), acc)
-        out = acc.astype(np.float32) / s[:, None] * scale        # hf: (float)R / s * scale
-        want = _load(d, "Qcur-1").reshape(out.shape) if key == "q" else _load(d, "ffn_out-1")
+        want = _load(d, "Qcur-1").reshape(acc.shape) if key == "q" else _load(d, "ffn_out-1")
+        exact = acc.astype(np.float32) / s[:, None] * scale      # (float)R / s * scale
+        assert getattr(L, key).packed.hf_linear == "offline"
+        # hf on an "autobitlinear" weight: transformers' F.linear(q / s, codes) in MKL's
+        # order, times weight_scale -- within float rounding of the integer product
+        from minibit.kernels.float_ternary import mkl_linear
+        xq = q.astype(np.float32) / s[:, None]
+        out = mkl_linear(xq, getattr(L, key).packed.data, *codes.shape) * scale
         assert out.tobytes() == want.tobytes()
+        assert np.allclose(out, exact, rtol=1e-5, atol=1e-6 * np.abs(exact).max())
     g, u = _load(d, "ffn_gate-0"), _load(d, "ffn_up-0")
     r = np.maximum(g, np.float32(0))
     assert np.array_equal(_load(d, "ffn_gate_par-0"), r * r * u)  # relu^2(gate) * up

@@ -136,6 +136,7 @@ EXAMPLES = {
     },
     "float_ternary": {
         "matmul": lambda: (_f32(2, 64), _HFP.data.copy(), 10, 64, np.abs(_f32(10, 2)), 32),
+        "mkl_linear": lambda: (_f32(5, 64), _HFP.data.copy(), 10, 64, np.float32(0.5)),
     },
     "ggml": {
         "rms_norm": lambda: (_f32(2, 64), _f32(64), 1e-5),

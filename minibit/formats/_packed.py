@@ -24,6 +24,12 @@ class Packed:
     divisor hf_packed from a "bitlinear" checkpoint (Falcon3 form): its weight_scale, which
             transformers divides by (R / (weight_scale * s)); ``scale`` holds 1 / divisor,
             the multiplier every other reader uses.  None otherwise.
+    hf_linear  hf_packed from an "autobitlinear" checkpoint (BitNet-2B4T form, 1bitLLM's
+            float masters): "offline" (packed codes + weight_scale: transformers computes
+            F.linear(q / s, codes) * weight_scale) or "online" (float masters ternarized at
+            load: F.linear(q / s, codes * scale)).  The hf profile then sums those float
+            products in MKL's order, as transformers does (minibit.kernels.float_ternary);
+            None: the exact integer product (every other profile and format).
 
     A Packed checks itself once, when it is made, and raises FormatError naming the field:
     a known format, a shape of two positive integers the format can hold, uint8 data of
@@ -38,6 +44,7 @@ class Packed:
     scale: np.ndarray | None = None
     params: dict = field(default_factory=dict)
     divisor: float | None = None
+    hf_linear: str | None = None
 
     def __post_init__(self):
         from . import module                  # the format's reference module knows its layout
@@ -74,6 +81,10 @@ class Packed:
         elif scale is not None:
             raise FormatError(f"{self.fmt}: keeps its scale inside the bytes; got a separate "
                               f"scale {scale!r}")
+        if self.hf_linear is not None and (self.fmt != "hf_packed" or self.divisor is not None
+                                           or self.hf_linear not in ("offline", "online")):
+            raise FormatError(f"{self.fmt}: hf_linear must be None, 'offline' or 'online' on an "
+                              f"hf_packed weight without a divisor, got {self.hf_linear!r}")
         object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "data", np.ascontiguousarray(d))
         object.__setattr__(self, "scale", scale)

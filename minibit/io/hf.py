@@ -26,6 +26,8 @@ Float weights are ternarized by absmean as they load (transformers' online AutoB
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 
@@ -165,7 +167,8 @@ class HFCheckpoint:
                 raise FormatError(f"{self.dir}: {sname!r}: {e}") from None
             div = float(np.float32(ws.reshape(-1)[0])) if cfg.linear_class == "bitlinear" else None
             p = hf_packed.Packed("hf_packed", (rows, cols), arr, np.array([scale], np.float32),
-                                 divisor=div)          # the hf profile divides as transformers
+                                 divisor=div,          # the hf profile divides as transformers
+                                 hf_linear=None if div is not None else "offline")
             # check every code once: a byte with code 3 is a damaged file (a bit test; the
             # full decoder runs only to name the damage, or when padding rows exist)
             if rows % 4 or any_code_3(arr):
@@ -175,7 +178,16 @@ class HFCheckpoint:
                     raise FormatError(f"{self.dir}: tensor {wname!r}: {e}") from None
             return p
         w = self.float_tensor(wname, (rows, cols))    # online: float masters, absmean now
-        return hf_packed.encode(w)
+        if cfg.linear_class == "bitlinear":
+            return hf_packed.encode(w)
+        # transformers' WeightQuant, to the bit: gamma = torch's mean|W| (its summation
+        # order, not NumPy's), s = 1 / gamma, codes = clamp(rint(W * s)), W_q = codes / s;
+        # the hf profile then runs F.linear(q / s_x, W_q) in MKL's order (hf_linear)
+        from ..model.layers import torch_absmean
+        s = np.float32(1) / torch_absmean(w)
+        codes = np.clip(np.rint(w * s), -1, 1).astype(np.int8)
+        p = hf_packed.pack_codes(codes, np.float32(np.float32(1) / s))
+        return dataclasses.replace(p, hf_linear="online")
 
 
 def _layer(ckpt: HFCheckpoint, i: int) -> LayerWeights:

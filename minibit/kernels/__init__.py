@@ -19,6 +19,9 @@ gives the same bits for the same (format, profile)::
 
     hf_packed, i2_s  x "hf"          q = quantize_act_hf(x);  R = sum w*q (int32)
                                      y = (float)R / s * scale
+                                     ("autobitlinear" weights, Packed.hf_linear: transformers'
+                                     float F.linear(q / s, W) in MKL's order instead,
+                                     float_ternary.mkl_linear; every kernel gives it)
     hf_packed, i2_s  x "bitnet.cpp"  q, s, sums = quantize_act_i2s(x);  R' = sum (w+1)*q
                                      through the AVX2 kernel's int16 lanes (mad.py)
                                      y = ((float)R' - (float)sums) / s * scale

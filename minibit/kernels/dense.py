@@ -39,7 +39,7 @@ from .. import _backend
 from .._buffers import check_output
 from .._errors import FormatError
 
-__all__ = ["matmul_t", "project", "widen", "lane_dot", "fmaf", "LANES", "DTYPES"]
+__all__ = ["matmul_t", "project", "widen", "lane_dot", "fmaf", "mkl_k_blocks", "MKL_K_BLOCK", "LANES", "DTYPES"]
 
 TWINNED = ("matmul_t",)
 
@@ -120,6 +120,22 @@ def fmaf(a, b, c) -> np.ndarray:
         if np.any(fix):
             s = np.where(fix, np.nextafter(s, np.where(err > 0, np.inf, -np.inf)), s)
         return s.astype(np.float32)
+
+
+# MKL's sgemm (as torch 2.13's bundled oneMKL 2024.2 runs it on an AVX-512 CPU) cuts the
+# summed dimension K of a product into blocks: one block up to 192, two halves up to 384
+# (floor(K / 2) each, an odd K's last term a third block), blocks of 192 beyond; measured
+# the same for every output shape tried (5 to 256 rows and columns) when the product has
+# at least 4 rows and 16 columns (torch's F.linear and matmul alike; smaller products take
+# MKL's small-matrix kernels, whose order differs).  Used by the hf profile: attention
+# (minibit.model.layers) and "autobitlinear" projections (minibit.kernels.float_ternary).
+MKL_K_BLOCK = 192
+
+
+def mkl_k_blocks(K: int) -> list:
+    """[(start, stop), ...]: the blocks of K terms MKL's sgemm chains one by one."""
+    size = K if K <= MKL_K_BLOCK else (K // 2 if K <= 2 * MKL_K_BLOCK else MKL_K_BLOCK)
+    return [(b, min(K, b + size)) for b in range(0, K, size)] if K else []
 
 
 def check_out(out, T: int, N: int):

@@ -221,6 +221,9 @@ def _impl():
 
 def apply(p: Packed, profile: str, acts: dict) -> np.ndarray:
     """Run profile ``profile`` on weight p with quantized activations -> float32 [T, rows]."""
+    if profile == "hf" and p.hf_linear:             # "autobitlinear": transformers' float F.linear
+        from .float_ternary import hf_linear
+        return hf_linear(p, acts["q"], acts["s"])
     data, scale = packed_args(p, profile)
     rows, cols = p.shape
     if profile == "hf":

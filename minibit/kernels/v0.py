@@ -137,6 +137,9 @@ def apply(p: Packed, profile: str, acts: dict) -> np.ndarray:
         Rc = lane_product(codes, q)                                        # [T, N] int32
         diff = Rc.astype(np.float32) - acts["sums"].astype(np.float32)[:, None]
         return diff / s[:, None] * np.float32(scale)                       # [T, N] float32
+    if profile == "hf" and p.hf_linear:               # "autobitlinear": transformers' float F.linear
+        from .float_ternary import hf_linear
+        return hf_linear(p, q, s)
     if profile == "hf" and p.fmt == "hf_packed":      # "bitlinear": R / (weight_scale * s)
         from ..formats.hf_packed import hf_scales
         s, scale = hf_scales(p, s)

@@ -16,10 +16,10 @@ and 8 on AVX2 (torch_lanes(), which reads the CPU flags and ATEN_CPU_CAPABILITY 
 does).  Measured against torch 2.13 + transformers 5.24 on one thread (tests/test_layers.py,
 tests/test_model.py), every function is torch's to the bit except the RoPE tables (torch's
 cos and sin are MKL's vector math, see rope_tables) and products too small for MKL's sgemm
-(see attention).  Not copied: the order of torch's multi-threaded splits of one tensor
-(SiLU over more than 32768 values), and the BitLinear product of "autobitlinear"
-checkpoints, which transformers runs as a float F.linear of the dequantized activations
-(MKL's order; minibit takes the exact integer product, DESIGN §3).
+(see attention).  The BitLinear product of "autobitlinear" checkpoints, which transformers
+runs as a float F.linear of the dequantized activations, is MKL's order too
+(minibit.kernels.float_ternary.mkl_linear).  Not copied: the order of torch's multi-threaded
+splits of one tensor (SiLU over more than 32768 values).
 
 Shapes are written [T, ...] for T tokens of one sequence; H query heads, G kv heads,
 D head_dim.
@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import _backend, kernels, profiles
 from .._buffers import check_output
-from ..kernels.dense import fmaf
+from ..kernels.dense import MKL_K_BLOCK, fmaf, mkl_k_blocks  # noqa: F401 (MKL_K_BLOCK: re-exported)
 from ..formats import Packed
 
 __all__ = ["rms_norm", "rope_tables", "apply_rope", "attention", "ffn_act", "expf", "BitLinear",
@@ -160,6 +160,61 @@ def torch_sum(x: np.ndarray) -> np.ndarray:
     for lane in range(W):
         acc = acc + vec[..., lane]
     return acc
+
+
+def torch_absmean(w: np.ndarray) -> np.float32:
+    """max(mean|W|, 1e-5) as torch computes transformers' WeightQuant scale
+    ``weight.abs().mean().clamp_(min=1e-5)`` on one thread: the whole tensor is one
+    contiguous row for torch's reduction, so the sum is torch_sum of the flattened |W| in
+    float32 (8 lanes, the cascade of _row_sum), then one division by the element count.
+
+    The same steps as torch_sum, the runs of the cascade summed with np.cumsum (a sequential
+    float32 sum, as torch's level-0 accumulator) so that a matrix of millions of weights
+    takes a fraction of a second."""
+    a = np.abs(np.ascontiguousarray(w, dtype=np.float32)).reshape(-1)
+    n, W = a.size, SUM_LANES
+    if n < W:
+        total = torch_sum(a[None])[0] if n else np.float32(0)
+    else:
+        nv = n // W
+        vec = a[:nv * W].reshape(nv, W)
+        rows = nv // 4
+        parts = [_multi_row_sum_array(vec[k:4 * rows:4]) for k in range(4)]
+        for i in range(4 * rows, nv):
+            parts[0] = parts[0] + vec[i]
+        lanes = ((parts[0] + parts[1]) + parts[2]) + parts[3]                  # [W]
+        total = np.float32(0)
+        for k in range(nv * W, n):
+            total = np.float32(total + a[k])
+        for lane in range(W):
+            total = np.float32(total + lanes[lane])
+    mean = np.float32(np.float32(total) / np.float32(n)) if n else np.float32(0)
+    return max(mean, np.float32(1e-5))
+
+
+def _multi_row_sum_array(items: np.ndarray) -> np.ndarray:
+    """_multi_row_sum of the rows of ``items`` [size, W], each run of 2^p rows summed by
+    np.cumsum (in order, as the level-0 accumulator adds them from 0)."""
+    size, W = items.shape
+    zero = np.zeros(W, np.float32)
+    power = max(4, (max(size - 1, 1).bit_length() if size > 2 else 1) // 4)
+    step, mask = 1 << power, (1 << power) - 1
+    full = size // step
+    runs = (np.cumsum(items[:full * step].reshape(full, step, W), axis=1, dtype=np.float32)[:, -1]
+            if full else np.zeros((0, W), np.float32))
+    acc = [zero] * 4
+    i = 0
+    for r in range(full):
+        acc[0] = runs[r]
+        i += step
+        for j in range(1, 4):
+            acc[j] = acc[j] + acc[j - 1]
+            acc[j - 1] = zero
+            if i & (mask << (j * power)):
+                break
+    for i in range(full * step, size):
+        acc[0] = acc[0] + items[i]
+    return ((acc[0] + acc[1]) + acc[2]) + acc[3]
 
 
 def rope_tables(positions: np.ndarray, head_dim: int, theta: float):
@@ -318,19 +373,6 @@ def softmax_sum(e: np.ndarray, S: int, W: int) -> np.ndarray:
         h = acc.shape[-1] // 2
         acc = acc[..., :h] + acc[..., h:]
     return acc[..., 0]
-
-
-# MKL's sgemm (as torch 2.13's bundled oneMKL 2024.2 runs it on an AVX-512 CPU) cuts the
-# summed dimension K of a product into blocks: one block up to 192, two halves up to 384
-# (floor(K / 2) each, an odd K's last term a third block), blocks of 192 beyond; measured
-# the same for every output shape tried (5 to 256 rows and columns).
-MKL_K_BLOCK = 192
-
-
-def mkl_k_blocks(K: int) -> list:
-    """[(start, stop), ...]: the blocks of K terms MKL's sgemm chains one by one."""
-    size = K if K <= MKL_K_BLOCK else (K // 2 if K <= 2 * MKL_K_BLOCK else MKL_K_BLOCK)
-    return [(b, min(K, b + size)) for b in range(0, K, size)] if K else []
 
 
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int) -> np.ndarray:
