@@ -260,13 +260,14 @@ def peer_bin(arg: str, default: str | None, env: str) -> str | None:
     return d if ok else None
 
 
-def peer_file(bin_dir: str, src: str, dst: str, qtype: str, log=print) -> str:
-    """Write dst once with the peer's own quantizer from the TQ2_0 file (dequantized to float
-    and quantized again: the ternary codes survive, the scales are the peer's)."""
+def peer_file(bin_dir: str, src: str, dst: str, qtype: str, log=print, flags=("--allow-requantize",)) -> str:
+    """Write dst once with the peer's own quantizer from src (the TQ2_0 file, dequantized to
+    float and quantized again, or its F32 twin: the ternary codes survive, the scales are the
+    peer's)."""
     if not os.path.exists(dst):
         log(f"# writing {os.path.basename(dst)} with {bin_dir}/llama-quantize {qtype} (once)")
         tmp = dst + ".part"
-        r = subprocess.run([os.path.join(bin_dir, "llama-quantize"), "--allow-requantize", src,
+        r = subprocess.run([os.path.join(bin_dir, "llama-quantize"), *flags, src,
                             tmp, qtype, "1"], capture_output=True, text=True, timeout=3600)
         if r.returncode != 0 or not os.path.exists(tmp):
             raise RuntimeError(f"llama-quantize {qtype} failed: "
@@ -470,7 +471,18 @@ def run(synthetic: str = "large", threads=(1, 2), prefill: int = 128, decode: in
         print(f"# I2_S file: bitnet.cpp's own ({bitnet}/llama-quantize --allow-requantize "
               f"model-tq2_0.gguf ... I2_S 1)", file=sys.stderr)
     if ik:
-        files["iq2_bn"] = peer_file(ik, files["tq2_0"], os.path.join(d, "model-iq2_bn-ik.gguf"), "IQ2_BN")
+        # ik_llama.cpp numbers ggml's types its own way and cannot read a TQ2_0 file: its
+        # quantizer starts from the F32 twin (minibit's codes times the scale), embedding and
+        # output kept F16 as in the other files
+        f32 = os.path.join(d, "model-f32.gguf")
+        if not os.path.exists(f32):
+            from .io import load
+            from .io.gguf.f32_twin import write_f32_twin
+            write_f32_twin(load(files["tq2_0"]), files["tq2_0"], f32 + ".part")
+            os.replace(f32 + ".part", f32)
+        files["iq2_bn"] = peer_file(ik, f32, os.path.join(d, "model-iq2_bn-ik.gguf"), "IQ2_BN",
+                                    flags=("--token-embedding-type", "f16",
+                                           "--output-tensor-type", "f16"))
     nbytes = {f: tensor_bytes(p) for f, p in files.items() if f != "hf"}
     lb = llama_bench
     binary = None
