@@ -15,11 +15,15 @@ cdef extern from "mb_pool.h" nogil:
         pass
     const mb_rt_api mb_pool_api
     volatile int mb_pool_simd_allowed
+    volatile int mb_pool_vnni_allowed
     void mb_pool_init()
+    void mb_pool_read_env()
     int mb_pool_workers()
     int mb_cpu_has_avx2()
+    int mb_cpu_has_avx512vnni()
 
 mb_pool_init()
+mb_pool_read_env()
 
 _api = PyCapsule_New(<void *>&mb_pool_api, b"minibit._fast._rt._api", NULL)
 
@@ -41,3 +45,21 @@ def simd():
 def workers():
     """Worker threads the pool has started in this process (the caller is not counted)."""
     return mb_pool_workers()
+
+
+def set_vnni(on):
+    """Allow (True) or forbid (False) the AVX-512 VNNI kernels (where the CPU has them) in
+    every twin; returns the previous setting.  Both paths give the same bits; the start
+    value is off when MINIBIT_NO_VNNI is set (not "" or "0") at import (A/B timing, tests)."""
+    global mb_pool_vnni_allowed
+    old = bool(mb_pool_vnni_allowed)
+    mb_pool_vnni_allowed = 1 if on else 0
+    return old
+
+
+def vnni():
+    """'avx512vnni' when the VNNI kernels run now, 'off' when the switch forbids them (or
+    the AVX2 switch is off), 'absent' when the CPU or OS lacks AVX-512 VNNI."""
+    if not mb_cpu_has_avx512vnni():
+        return "absent"
+    return "avx512vnni" if (mb_pool_vnni_allowed and mb_pool_simd_allowed and mb_cpu_has_avx2()) else "off"

@@ -7,6 +7,10 @@
  * twin's parallel loop runs on the same worker threads.
  *
  *   mb_simd()                       AVX2 + F16C allowed and present (the twins' dispatch test)
+ *   mb_vnni()                       mb_simd() and the AVX-512 VNNI kernels allowed and present
+ *                                   (a second switch: MINIBIT_NO_VNNI=1 at import, or
+ *                                   _rt.set_vnni(False), keeps those kernels on AVX2; both
+ *                                   paths give the same bits)
  *   mb_parallel(fn, ctx, n, nth)    fn(ctx, i0, i1) over disjoint ranges covering [0, n), on
  *                                   nth threads (the caller is one of them); returns when all
  *                                   of [0, n) is done.  nth <= 1 calls fn(ctx, 0, n) inline.
@@ -21,12 +25,13 @@
 
 typedef void (*mb_task_fn)(void *ctx, int64_t i0, int64_t i1);
 
-#define MB_RT_ABI 1
+#define MB_RT_ABI 2
 
 typedef struct mb_rt_api {
     int abi;                                     /* MB_RT_ABI of the module that made it */
     volatile int *simd_allowed;                  /* the switch; 1 = AVX2 where present */
     void (*parallel)(mb_task_fn fn, void *ctx, int64_t n, int nth);
+    volatile int *vnni_allowed;                  /* the VNNI switch; 1 = AVX-512 VNNI where present */
 } mb_rt_api;
 
 static const mb_rt_api *mb_rt_table = 0;         /* set by mb_rt_bind at the module's import */
@@ -51,9 +56,32 @@ static int mb_cpu_has_avx2(void) {
 #endif
 }
 
+/* AVX-512 F/BW/VL + VNNI (vpdpbusd on 512-bit vectors) with FMA and F16C, and the OS saves
+ * the AVX-512 state (__builtin_cpu_supports checks XCR0 too) */
+static int mb_cpu_has_avx512vnni(void) {
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = (mb_cpu_has_avx2() && __builtin_cpu_supports("fma")
+                  && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+                  && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
+                 ? 1 : 0;
+    }
+    return cached;
+#else
+    return 0;
+#endif
+}
+
 /* AVX2 code allowed (the shared switch) and the CPU has it */
 static inline int mb_simd(void) {
     return (mb_rt_table ? *mb_rt_table->simd_allowed : 1) && mb_cpu_has_avx2();
+}
+
+/* the AVX-512 VNNI kernels: AVX2 allowed, VNNI allowed (the second switch), CPU has them */
+static inline int mb_vnni(void) {
+    return mb_simd() && (mb_rt_table ? *mb_rt_table->vnni_allowed : 1) && mb_cpu_has_avx512vnni();
 }
 
 static inline void mb_parallel(mb_task_fn fn, void *ctx, int64_t n, int nth) {

@@ -927,6 +927,150 @@ MB_AVX2 static void mb_tq2_lanes_tok4(const uint8_t *w, int64_t nb, const int8_t
                                       const int32_t *cs, const float *da, float *o4) {
     MB_TQ2_TOK4_BODY(MB_EPI_APART)
 }
+
+/* ---- the same four-wide TQ2_0 kernels with AVX-512 VNNI (mb_vnni(): run-time choice) -----
+ *
+ * Why the lanes are the same integers.  In the AVX2 bodies above, int32 lane k of a block is
+ * madd(acc16, 1)[k], where acc16 is the int16 sum of eight maddubs (two 32-byte halves h x
+ * four bit planes n).  maddubs lane l is code[2l] * y[2l] + code[2l + 1] * y[2l + 1], at most
+ * 2 * 3 * 128 = 768 in size (codes 0..3, y -128..127): no saturation; eight of them stay
+ * within 6144: no int16 wrap.  So madd(acc16, 1)[k] = acc16[2k] + acc16[2k + 1] is the exact
+ * integer  sum over h, n and i = 0..3 of code[4k + i] * y[4k + i]  in step (h, n): the four
+ * bytes 4k .. 4k+3 of every 32-byte step, summed exactly.
+ * vpdpbusd (u8 x s8) adds exactly those four products of bytes 4k .. 4k+3 into int32 lane k
+ * of its accumulator, without saturation; 64 such products per lane stay within
+ * 64 * 384 < 2^31.  A 512-bit vpdpbusd takes two 32-byte steps at once, one per 256-bit half
+ * (lanes 0-7 and 8-15), and adding the two halves of the accumulator at the block's end gives
+ * lane k of all eight steps: the same exact integer, whatever the order of the adds.
+ * Everything after the integer lanes -- csum, the conversion, fl(L * dd) + sumf or the fma,
+ * block order, mb_hsum8_x4 -- is the AVX2 body's, one float operation per lane; two outputs
+ * share one 512-bit vector (lanes 0-7 and 8-15) but every lane sees the same operations on
+ * the same values, so the bits are the AVX2 kernels' bits. */
+#  define MB_AVX512VNNI __attribute__((target("avx2,f16c,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+/* [a.lo256 + a.hi256 | b.lo256 + b.hi256]: two outputs' eight exact int32 lanes, side by side */
+#  define MB_FOLD2(a, b) _mm512_add_epi32(_mm512_shuffle_i64x2((a), (b), 0x44),              \
+                                          _mm512_shuffle_i64x2((a), (b), 0xEE))
+
+/* the upper eight floats of a 512-bit vector (AVX-512F only, no DQ) */
+#  define MB_HI256_PS(v) _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))
+
+/* [lo | hi]: two 256-bit vectors as one 512-bit vector */
+#  define MB_CAT256(lo, hi) _mm512_inserti64x4(_mm512_castsi256_si512(lo), (hi), 1)
+
+/* rows r .. r+3 x one token -> o4.  The 64 code bytes of a row's block (both halves) are one
+ * 512-bit load; plane n meets [y of half 0, plane n | y of half 1, plane n], built once per
+ * block for the four rows. */
+#  define MB_TQ2_ROWS4_VNNI_BODY(EPI)                                                       \
+    const __m512i m3 = _mm512_set1_epi8(3);                                                  \
+    const __m512i i01 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);   \
+    const __m512i i23 = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2);   \
+    __m512 s01 = _mm512_setzero_ps(), s23 = _mm512_setzero_ps();  /* rows 0|1, rows 2|3 */  \
+    for (int64_t b = 0; b < nb; b++) {                                                       \
+        const uint8_t *x = w + 66 * b;                                                       \
+        const int8_t *yb = y + 256 * b;                                                      \
+        __m512i yp[4];                                                                       \
+        for (int n = 0; n < 4; n++)                                                          \
+            yp[n] = MB_CAT256(_mm256_loadu_si256((const __m256i *)(yb + 32 * n)),            \
+                              _mm256_loadu_si256((const __m256i *)(yb + 128 + 32 * n)));     \
+        __m512i a[4];                                                                        \
+        for (int j = 0; j < 4; j++) {                                                        \
+            _mm_prefetch((const char *)(x + j * rb + MB_PF_BYTES), _MM_HINT_T0);             \
+            _mm_prefetch((const char *)(x + j * rb + MB_PF_BYTES + 65), _MM_HINT_T0);        \
+            const __m512i xx = _mm512_loadu_si512((const void *)(x + j * rb));               \
+            __m512i acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(),                        \
+                                              _mm512_and_si512(xx, m3), yp[0]);              \
+            acc = _mm512_dpbusd_epi32(acc, _mm512_and_si512(_mm512_srli_epi16(xx, 2), m3), yp[1]); \
+            acc = _mm512_dpbusd_epi32(acc, _mm512_and_si512(_mm512_srli_epi16(xx, 4), m3), yp[2]); \
+            acc = _mm512_dpbusd_epi32(acc, _mm512_and_si512(_mm512_srli_epi16(xx, 6), m3), yp[3]); \
+            a[j] = acc;                                                                      \
+        }                                                                                    \
+        const __m256i c = _mm256_loadu_si256((const __m256i *)(cs + 8 * b));                 \
+        const __m512i cc = MB_CAT256(c, c);                                                  \
+        uint16_t dh[4];                                                                      \
+        for (int j = 0; j < 4; j++) memcpy(&dh[j], x + j * rb + 64, 2);                      \
+        const __m128 dd4 = _mm_mul_ps(_mm_set1_ps(da[b]), _mm_cvtph_ps(_mm_set_epi16(        \
+            0, 0, 0, 0, (short)dh[3], (short)dh[2], (short)dh[1], (short)dh[0])));           \
+        const __m512 dd = _mm512_castps128_ps512(dd4);                                       \
+        s01 = EPI(_mm512_sub_epi32(MB_FOLD2(a[0], a[1]), cc), _mm512_permutexvar_ps(i01, dd), s01); \
+        s23 = EPI(_mm512_sub_epi32(MB_FOLD2(a[2], a[3]), cc), _mm512_permutexvar_ps(i23, dd), s23); \
+    }                                                                                        \
+    const __m256 s[4] = {_mm512_castps512_ps256(s01), MB_HI256_PS(s01),                    \
+                         _mm512_castps512_ps256(s23), MB_HI256_PS(s23)};                    \
+    _mm_storeu_ps(o4, mb_hsum8_x4(s));
+
+/* one row x tokens t .. t+3 -> o4.  A 32-byte half of the row's codes is broadcast to both
+ * 256-bit halves and decoded as [plane 0 | plane 1] and [plane 2 | plane 3], which meet the
+ * token's 64 contiguous activations of those planes; decoded once for the four tokens. */
+#  define MB_TQ2_TOK4_VNNI_BODY(EPI)                                                        \
+    const __m512i m3 = _mm512_set1_epi8(3);                                                  \
+    const __m512i sh01 = MB_CAT256(_mm256_setzero_si256(), _mm256_set1_epi16(2));           \
+    const __m512i sh23 = MB_CAT256(_mm256_set1_epi16(4), _mm256_set1_epi16(6));             \
+    __m512 s01 = _mm512_setzero_ps(), s23 = _mm512_setzero_ps();  /* tokens 0|1, 2|3 */     \
+    for (int64_t b = 0; b < nb; b++) {                                                       \
+        const uint8_t *x = w + 66 * b;                                                       \
+        __m512i a[4];                                                                        \
+        for (int j = 0; j < 4; j++) a[j] = _mm512_setzero_si512();                           \
+        for (int h = 0; h < 2; h++) {                                                        \
+            const __m512i xx = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x + 32 * h))); \
+            const __m512i c01 = _mm512_and_si512(_mm512_srlv_epi16(xx, sh01), m3);           \
+            const __m512i c23 = _mm512_and_si512(_mm512_srlv_epi16(xx, sh23), m3);           \
+            for (int j = 0; j < 4; j++) {                                                    \
+                const int8_t *yh = y + j * cols + 256 * b + 128 * h;                         \
+                a[j] = _mm512_dpbusd_epi32(a[j], c01, _mm512_loadu_si512((const void *)yh)); \
+                a[j] = _mm512_dpbusd_epi32(a[j], c23, _mm512_loadu_si512((const void *)(yh + 64))); \
+            }                                                                                \
+        }                                                                                    \
+        const int32_t *c = cs + 8 * b;                                                       \
+        const __m512i c01 = MB_CAT256(_mm256_loadu_si256((const __m256i *)c),                \
+                                      _mm256_loadu_si256((const __m256i *)(c + 8 * nb)));    \
+        const __m512i c23 = MB_CAT256(_mm256_loadu_si256((const __m256i *)(c + 16 * nb)),    \
+                                      _mm256_loadu_si256((const __m256i *)(c + 24 * nb)));   \
+        const float dw = mb_half_to_float(x + 64);                                           \
+        const __m512 d01 = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(da[b] * dw),          \
+                                                _mm512_set1_ps(da[nb + b] * dw));            \
+        const __m512 d23 = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(da[2 * nb + b] * dw), \
+                                                _mm512_set1_ps(da[3 * nb + b] * dw));        \
+        s01 = EPI(_mm512_sub_epi32(MB_FOLD2(a[0], a[1]), c01), d01, s01);                    \
+        s23 = EPI(_mm512_sub_epi32(MB_FOLD2(a[2], a[3]), c23), d23, s23);                    \
+    }                                                                                        \
+    const __m256 s[4] = {_mm512_castps512_ps256(s01), MB_HI256_PS(s01),                    \
+                         _mm512_castps512_ps256(s23), MB_HI256_PS(s23)};                    \
+    _mm_storeu_ps(o4, mb_hsum8_x4(s));
+
+#  define MB_EPI512_FUSED(L, dd, s) _mm512_fmadd_ps(_mm512_cvtepi32_ps(L), (dd), (s))
+#  define MB_EPI512_APART(L, dd, s) _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(L), (dd)), (s))
+
+MB_AVX512VNNI static void mb_tq2_lanes_rows4_vnni_fused(const uint8_t *w, int64_t rb, int64_t nb,
+                                                        const int8_t *y, const int32_t *cs,
+                                                        const float *da, float *o4) {
+    MB_TQ2_ROWS4_VNNI_BODY(MB_EPI512_FUSED)
+}
+
+MB_AVX512VNNI static void mb_tq2_lanes_rows4_vnni(const uint8_t *w, int64_t rb, int64_t nb,
+                                                  const int8_t *y, const int32_t *cs,
+                                                  const float *da, float *o4) {
+    MB_TQ2_ROWS4_VNNI_BODY(MB_EPI512_APART)
+}
+
+MB_AVX512VNNI static void mb_tq2_lanes_tok4_vnni_fused(const uint8_t *w, int64_t nb, const int8_t *y,
+                                                       int64_t cols, const int32_t *cs,
+                                                       const float *da, float *o4) {
+    MB_TQ2_TOK4_VNNI_BODY(MB_EPI512_FUSED)
+}
+
+MB_AVX512VNNI static void mb_tq2_lanes_tok4_vnni(const uint8_t *w, int64_t nb, const int8_t *y,
+                                                 int64_t cols, const int32_t *cs,
+                                                 const float *da, float *o4) {
+    MB_TQ2_TOK4_VNNI_BODY(MB_EPI512_APART)
+}
+#  undef MB_TQ2_ROWS4_VNNI_BODY
+#  undef MB_TQ2_TOK4_VNNI_BODY
+#  undef MB_EPI512_FUSED
+#  undef MB_EPI512_APART
+#  undef MB_HI256_PS
+#  undef MB_FOLD2
+#  undef MB_CAT256
 #  undef MB_TQ2_ROWS4_BODY
 #  undef MB_TQ2_TOK4_BODY
 #  undef MB_TQ2_PLANES
@@ -946,13 +1090,20 @@ static void mb_tq_lanes(int fmt2, const uint8_t *data, int64_t cols, const int8_
 #endif
 #if MB_X86
     if (avx2 && fmt2 && out && !lanes_out && (!fused || mb_cpu_has_fma())) {
+        const int vnni = mb_vnni();                   /* AVX-512 VNNI: the same bits, fewer steps */
         float o4[4];
         int64_t t = 0;
         for (; t + 4 <= T; t += 4)                    /* tiles of four tokens: each row once */
             for (int64_t r = r0; r < r1; r++) {
                 const uint8_t *w = data + r * rb;
-                if (fused) mb_tq2_lanes_tok4_fused(w, nb, q + t * cols, cols, csum + t * nb * 8, da + t * nb, o4);
-                else mb_tq2_lanes_tok4(w, nb, q + t * cols, cols, csum + t * nb * 8, da + t * nb, o4);
+                const int8_t *yt = q + t * cols;
+                const int32_t *cst = csum + t * nb * 8;
+                const float *dt = da + t * nb;
+                if (vnni) {
+                    if (fused) mb_tq2_lanes_tok4_vnni_fused(w, nb, yt, cols, cst, dt, o4);
+                    else mb_tq2_lanes_tok4_vnni(w, nb, yt, cols, cst, dt, o4);
+                } else if (fused) mb_tq2_lanes_tok4_fused(w, nb, yt, cols, cst, dt, o4);
+                else mb_tq2_lanes_tok4(w, nb, yt, cols, cst, dt, o4);
                 for (int j = 0; j < 4; j++) out[(t + j) * rows + r] = o4[j];
             }
         for (; t < T; t++) {                          /* the rest token by token, four rows at once */
@@ -961,7 +1112,10 @@ static void mb_tq_lanes(int fmt2, const uint8_t *data, int64_t cols, const int8_
             const float *d = da + t * nb;
             int64_t r = r0;
             for (; r + 4 <= r1; r += 4) {
-                if (fused) mb_tq2_lanes_rows4_fused(data + r * rb, rb, nb, y, cs, d, o4);
+                if (vnni) {
+                    if (fused) mb_tq2_lanes_rows4_vnni_fused(data + r * rb, rb, nb, y, cs, d, o4);
+                    else mb_tq2_lanes_rows4_vnni(data + r * rb, rb, nb, y, cs, d, o4);
+                } else if (fused) mb_tq2_lanes_rows4_fused(data + r * rb, rb, nb, y, cs, d, o4);
                 else mb_tq2_lanes_rows4(data + r * rb, rb, nb, y, cs, d, o4);
                 memcpy(out + t * rows + r, o4, sizeof o4);
             }

@@ -22,21 +22,27 @@ FMTS_TQ = ("tq2_0", "tq1_0")
 # ---- helpers --------------------------------------------------------------------------------
 
 def simd_modes(fast):
-    """The compiled twin's code paths on this CPU: AVX2 (when present) and portable C."""
+    """The compiled twin's code paths on this CPU: portable C, AVX2 (when present) and AVX2
+    with the AVX-512 VNNI kernels ("vnni", when present)."""
     modes = [False]
-    old = fast._set_simd(True)
+    old, old_v = fast._set_simd(True), fast._set_vnni(True)
     if fast._simd() == "avx2":
         modes.append(True)
+        if fast._vnni() == "avx512vnni":
+            modes.append("vnni")
     fast._set_simd(old)
+    fast._set_vnni(old_v)
     return modes
 
 
 def run_twin(fast, simd, fn, *args):
-    old = fast._set_simd(simd)
+    """fast.fn(*args) on one path of simd_modes: False, True (AVX2 only) or "vnni"."""
+    old, old_v = fast._set_simd(bool(simd)), fast._set_vnni(simd == "vnni")
     try:
         return getattr(fast, fn)(*args)
     finally:
         fast._set_simd(old)
+        fast._set_vnni(old_v)
 
 
 def backends():
@@ -391,6 +397,79 @@ def test_tq2_0_code_3_counts_as_two(seed):
                           ref.linear_q8k(data, 6, 512, "tq2_0", q, d))
         assert_same_bytes(run_twin(fast, simd, "linear_q8k_avx2", data, 6, 512, "tq2_0", q, d),
                           ref.linear_q8k_avx2(data, 6, 512, "tq2_0", q, d))
+
+
+def vnni_twin(name):
+    """The compiled twin, or a skip naming what this CPU lacks for the VNNI kernels."""
+    fast = twin_pair(name)[1]
+    if "vnni" not in simd_modes(fast):
+        pytest.skip("no AVX-512 VNNI here (needs avx512f, avx512bw, avx512vl, avx512vnni, "
+                    "fma, f16c): only the AVX2 path runs")
+    return fast
+
+
+TQ_ACTS = ("uniform", "plus127", "minus127", "minus128", "pm127", "extreme")
+
+
+def tq_acts(rng, kind, T, cols):
+    if kind == "plus127":
+        return np.full((T, cols), 127, np.int8)
+    if kind == "minus127":
+        return np.full((T, cols), -127, np.int8)
+    if kind == "minus128":
+        return np.full((T, cols), -128, np.int8)
+    if kind == "pm127":
+        return rng.choice(np.array([-127, 127], np.int8), (T, cols))
+    if kind == "extreme":
+        return rng.choice(np.array([-128, 127, -127, 0], np.int8), (T, cols))
+    return rng.integers(-128, 128, (T, cols)).astype(np.int8)
+
+
+@given(st.integers(1, 13), st.integers(1, 5), st.integers(1, 10), st.sampled_from(TQ_ACTS),
+       st.booleans(), st.integers(0, 2 ** 32 - 1))
+def test_tq2_vnni_lanes_same_bits(rows, nb, T, acts, raw_bytes, seed):
+    """The AVX-512 VNNI TQ2_0 kernels (vpdpbusd lanes: decode rows x 4, prefill tokens x 4)
+    give the bytes of the AVX2 kernels, of portable C and of the NumPy reference, fused and
+    apart, on random shapes (row and token counts off the tiles of four included) and on
+    saturated activations: all 127, all -127, all -128, +-127."""
+    fast = vnni_twin("tq")
+    rng = np.random.default_rng(seed)
+    cols = 256 * nb
+    if raw_bytes:           # any code byte, code 3 included; scales in a sane range
+        data = rng.integers(0, 256, (rows, 66 * nb)).astype(np.uint8)
+        half = rng.uniform(0.01, 2.0, (rows, nb)).astype(np.float16).view(np.uint8)
+        data.reshape(rows, nb, 66)[:, :, 64:66] = half.reshape(rows, nb, 2)
+    else:
+        data = formats.encode("tq2_0", tq_weights(rng, rows, cols)).data
+    q = tq_acts(rng, acts, T, cols)
+    d = rng.uniform(0.0001, 0.1, (T, nb)).astype(np.float32)
+    for fused in (False, True):
+        want = tq.linear_q8k_avx2(data, rows, cols, "tq2_0", q, d, fused)
+        for simd in ("vnni", True, False):
+            assert_same_bytes(run_twin(fast, simd, "linear_q8k_avx2", data, rows, cols, "tq2_0",
+                                       q, d, fused), want, f"{acts} fused={fused} simd={simd}")
+
+
+def test_vnni_switch_and_env():
+    """_set_vnni turns the VNNI kernels off and on for every twin; MINIBIT_NO_VNNI=1 at import
+    starts a process with them off."""
+    import subprocess
+    import sys
+    fast = twin_pair("tq")[1]
+    old = fast._set_vnni(False)
+    try:
+        assert fast._vnni() in ("off", "absent")
+        assert twin_pair("mad")[1]._vnni() in ("off", "absent")      # one switch for all twins
+        fast._set_vnni(True)
+        have = fast._vnni()
+        assert have in ("avx512vnni", "absent")
+    finally:
+        fast._set_vnni(old)
+    code = "from minibit._fast import tq; print(tq._vnni())"
+    for env, want in (("1", "off"), ("0", have), ("", have)):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**__import__("os").environ, "MINIBIT_NO_VNNI": env}, check=True)
+        assert out.stdout.strip() == (want if have != "absent" else "absent"), (env, out.stdout)
 
 
 @given(st.integers(1, 9), st.integers(1, 3), st.integers(1, 3), st.integers(0, 2 ** 32 - 1))
