@@ -188,39 +188,179 @@ MB_AVX2 static void mb_i2s_avx2_1x4(const uint8_t *w, int64_t nb, const int8_t *
     for (int i = 0; i < 4; i++) out[i] = mb_hsum_epi32(s[i]);
 }
 
+#endif
+
+/* ---- I2_S with AVX-512 VNNI: only where the int16 lanes cannot wrap -------------------------
+ *
+ * bitnet.cpp's kernel (mb_i2s_avx2, gc = MB_GC_LANES) adds each int16 lane l -- columns
+ * 128 b + 32 p + 2 l + i (planes p = 0..3, i = 0, 1) over the gc / 4 blocks b of a widening
+ * group -- modulo 2^16, so the row's result is  sum over groups and lanes of wrap16(V),  V the
+ * lane's exact sum.  int16 addition is addition modulo 2^16: whatever the order of the adds,
+ * the lane ends as wrap16(V), and wrap16(V) = V exactly when -32768 <= V <= 32767.  Codes are
+ * 0..3 (3 only in bytes no packer writes), so 3 N <= V <= 3 P, where P and N are the sums of the
+ * positive and of the negative activations on the lane's columns: if 3 P <= 32767 and
+ * 3 N >= -32768 for every lane of every group, no lane of that token can wrap for any
+ * weights, the kernel's result is the exact dot product sum code * q (its int32 adds are
+ * exact too), and any exact method gives the same int32 -- here vpdpbusd (u8 code x s8 q, four
+ * products into an int32 lane, no saturation; every int32 add wraps modulo 2^32 like the
+ * AVX2 kernel's, so even the total agrees bit for bit).  mb_i2s_lanes_exact decides it per
+ * token from the activations alone (O(cols), once per product, not per row); a token that
+ * fails (a lane near +-32768: long rows of large activations of one sign) takes the AVX2
+ * kernel with its wrap.  With gc = MB_GC_EXACT a lane's bound is 8 blocks * 3072 < 32768:
+ * every token passes. */
+
+/* 1 when no int16 lane of token q (cols / 128 blocks, gc chunks per widening) can wrap */
+static int mb_i2s_lanes_exact(const int8_t *q, int64_t cols, int gc) {
+    const int64_t nb = cols / 128, gb = gc / 4;
+    if (gb * 4 * 2 * 3 * 128 <= 32767) return 1;          /* even all -128: no wrap */
+    for (int64_t b0 = 0; b0 < nb; b0 += gb) {
+        int32_t pos[16] = {0}, neg[16] = {0};
+        const int64_t b1 = mb_min64(nb, b0 + gb);
+        for (int64_t b = b0; b < b1; b++)
+            for (int p = 0; p < 4; p++) {
+                const int8_t *yp = q + 128 * b + 32 * p;
+                for (int m = 0; m < 32; m++) {
+                    const int32_t v = yp[m];
+                    pos[m >> 1] += v > 0 ? v : 0;
+                    neg[m >> 1] += v < 0 ? v : 0;
+                }
+            }
+        for (int l = 0; l < 16; l++)
+            if (3 * pos[l] > 32767 || 3 * neg[l] < -32768) return 0;
+    }
+    return 1;
+}
+
+/* flags[t] = mb_i2s_lanes_exact(token t) */
+static void mb_i2s_exact_flags(const int8_t *q, int64_t T, int64_t cols, int gc, uint8_t *flags) {
+    for (int64_t t = 0; t < T; t++) flags[t] = (uint8_t)mb_i2s_lanes_exact(q + t * cols, cols, gc);
+}
+
+#if MB_X86
+#  ifndef MB_AVX512VNNI
+#    define MB_AVX512VNNI __attribute__((target("avx2,f16c,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
+#  endif
+
+/* the 4 planes of 64 code bytes (two I2_S blocks) into acc: planes 0..3 are bits 6-7 .. 0-1 */
+#  define MB_I2S_DP512(acc, x, y0, y1, y2, y3)                                               \
+    acc = _mm512_dpbusd_epi32(acc, _mm512_and_si512(_mm512_srli_epi16((x), 6), m3), (y0));   \
+    acc = _mm512_dpbusd_epi32(acc, _mm512_and_si512(_mm512_srli_epi16((x), 4), m3), (y1));   \
+    acc = _mm512_dpbusd_epi32(acc, _mm512_and_si512(_mm512_srli_epi16((x), 2), m3), (y2));   \
+    acc = _mm512_dpbusd_epi32(acc, _mm512_and_si512((x), m3), (y3))
+
+#  define MB_I2S_DP256(acc, x, yb)                                                           \
+    acc = _mm256_dpbusd_epi32(acc, _mm256_and_si256(_mm256_srli_epi16((x), 6), m3s),         \
+                              _mm256_loadu_si256((const __m256i *)(yb)));                    \
+    acc = _mm256_dpbusd_epi32(acc, _mm256_and_si256(_mm256_srli_epi16((x), 4), m3s),         \
+                              _mm256_loadu_si256((const __m256i *)((yb) + 32)));             \
+    acc = _mm256_dpbusd_epi32(acc, _mm256_and_si256(_mm256_srli_epi16((x), 2), m3s),         \
+                              _mm256_loadu_si256((const __m256i *)((yb) + 64)));             \
+    acc = _mm256_dpbusd_epi32(acc, _mm256_and_si256((x), m3s),                               \
+                              _mm256_loadu_si256((const __m256i *)((yb) + 96)))
+
+/* GEMV, 4 rows x 1 token, exact: two blocks (64 code bytes) per step; plane p of both meets
+ * [q of block b, plane p | q of block b + 1, plane p], built once for the four rows */
+MB_AVX512VNNI static void mb_i2s_vnni_4x1(const uint8_t *w0, const uint8_t *w1, const uint8_t *w2,
+                                          const uint8_t *w3, int64_t nb, const int8_t *y,
+                                          int32_t out[4]) {
+    const __m512i m3 = _mm512_set1_epi8(3);
+    const __m256i m3s = _mm256_set1_epi8(3);
+    const uint8_t *w[4] = {w0, w1, w2, w3};
+    __m512i s[4];
+    for (int j = 0; j < 4; j++) s[j] = _mm512_setzero_si512();
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        const int8_t *yb = y + 128 * b;
+        __m512i yp[4];
+        for (int p = 0; p < 4; p++)
+            yp[p] = _mm512_inserti64x4(_mm512_castsi256_si512(
+                        _mm256_loadu_si256((const __m256i *)(yb + 32 * p))),
+                        _mm256_loadu_si256((const __m256i *)(yb + 128 + 32 * p)), 1);
+        for (int j = 0; j < 4; j++) {
+            _mm_prefetch((const char *)(w[j] + MB_PF_BYTES + 32 * b), _MM_HINT_T0);
+            const __m512i x = _mm512_loadu_si512((const void *)(w[j] + 32 * b));
+            MB_I2S_DP512(s[j], x, yp[0], yp[1], yp[2], yp[3]);
+        }
+    }
+    __m256i t[4];
+    for (int j = 0; j < 4; j++) t[j] = _mm256_setzero_si256();
+    if (b < nb)                                                /* an odd last block */
+        for (int j = 0; j < 4; j++) {
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(w[j] + 32 * b));
+            MB_I2S_DP256(t[j], x, y + 128 * b);
+        }
+    for (int j = 0; j < 4; j++)
+        out[j] = (int32_t)((uint32_t)_mm512_reduce_add_epi32(s[j]) + (uint32_t)mb_hsum_epi32(t[j]));
+}
+
+/* GEMM, 1 row x 4 tokens, exact: a block's 32 code bytes broadcast to both 256-bit halves and
+ * decoded once as [plane 0 | plane 1] and [plane 2 | plane 3], which meet each token's 64
+ * contiguous activations of those planes */
+MB_AVX512VNNI static void mb_i2s_vnni_1x4(const uint8_t *w, int64_t nb, const int8_t *y,
+                                          int64_t cols, int32_t out[4]) {
+    const __m512i m3 = _mm512_set1_epi8(3);
+    const __m512i sh01 = _mm512_inserti64x4(_mm512_set1_epi16(6), _mm256_set1_epi16(4), 1);
+    const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi16(2), _mm256_setzero_si256(), 1);
+    __m512i s[4];
+    for (int j = 0; j < 4; j++) s[j] = _mm512_setzero_si512();
+    for (int64_t b = 0; b < nb; b++) {
+        const __m512i x = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + 32 * b)));
+        const __m512i c01 = _mm512_and_si512(_mm512_srlv_epi16(x, sh01), m3);
+        const __m512i c23 = _mm512_and_si512(_mm512_srlv_epi16(x, sh23), m3);
+        for (int j = 0; j < 4; j++) {
+            const int8_t *yb = y + j * cols + 128 * b;
+            s[j] = _mm512_dpbusd_epi32(s[j], c01, _mm512_loadu_si512((const void *)yb));
+            s[j] = _mm512_dpbusd_epi32(s[j], c23, _mm512_loadu_si512((const void *)(yb + 64)));
+        }
+    }
+    for (int j = 0; j < 4; j++) out[j] = _mm512_reduce_add_epi32(s[j]);
+}
+#  undef MB_I2S_DP512
+#  undef MB_I2S_DP256
+#endif
+
+#if MB_X86
 MB_AVX2 static void mb_i2s_avx2(const uint8_t *data, int64_t cols, const int8_t *q, int64_t T,
-                                int64_t rows, int64_t r0, int64_t r1, int gc, int32_t *raw) {
+                                int64_t rows, int64_t r0, int64_t r1, int gc, const uint8_t *exact,
+                                int32_t *raw) {
     const int64_t nb = cols / 128, rb = cols / 4, gb = gc / 4;
+    const int vnni = exact && mb_vnni();         /* exact tokens: the VNNI kernels, same ints */
     int32_t o[4];
     int64_t t = 0;
     for (; t + 4 <= T; t += 4) {                          /* GEMM: token tiles of 4 */
+        const int v4 = vnni && exact[t] && exact[t + 1] && exact[t + 2] && exact[t + 3];
         for (int64_t r = r0; r < r1; r++) {
-            mb_i2s_avx2_1x4(data + r * rb, nb, q + t * cols, cols, gb, o);
+            if (v4) mb_i2s_vnni_1x4(data + r * rb, nb, q + t * cols, cols, o);
+            else mb_i2s_avx2_1x4(data + r * rb, nb, q + t * cols, cols, gb, o);
             for (int i = 0; i < 4; i++) raw[(t + i) * rows + r] = o[i];
         }
     }
     for (; t < T; t++) {                                  /* GEMV: row tiles of 4 */
         const int8_t *y = q + t * cols;
+        const int v1 = vnni && exact[t];
         int64_t r = r0;
         for (; r + 4 <= r1; r += 4) {
-            mb_i2s_avx2_4x1(data + r * rb, data + (r + 1) * rb, data + (r + 2) * rb,
-                            data + (r + 3) * rb, nb, y, gb, o);
+            const uint8_t *w = data + r * rb;
+            if (v1) mb_i2s_vnni_4x1(w, w + rb, w + 2 * rb, w + 3 * rb, nb, y, o);
+            else mb_i2s_avx2_4x1(w, w + rb, w + 2 * rb, w + 3 * rb, nb, y, gb, o);
             for (int i = 0; i < 4; i++) raw[t * rows + r + i] = o[i];
         }
         for (; r < r1; r++) {
             const uint8_t *w = data + r * rb;
-            mb_i2s_avx2_4x1(w, w, w, w, nb, y, gb, o);
+            if (v1) mb_i2s_vnni_4x1(w, w, w, w, nb, y, o);
+            else mb_i2s_avx2_4x1(w, w, w, w, nb, y, gb, o);
             raw[t * rows + r] = o[0];
         }
     }
 }
 #endif
 
-/* raw[t, r] for rows [r0, r1) and every token; gc = MB_GC_LANES or MB_GC_EXACT */
+/* raw[t, r] for rows [r0, r1) and every token; gc = MB_GC_LANES or MB_GC_EXACT; exact: NULL
+ * or per token mb_i2s_lanes_exact (1: the VNNI kernels may run for it) */
 static void mb_i2s(const uint8_t *data, int64_t cols, const int8_t *q, int64_t T, int64_t rows,
-                   int64_t r0, int64_t r1, int gc, int32_t *raw) {
+                   int64_t r0, int64_t r1, int gc, const uint8_t *exact, int32_t *raw) {
 #if MB_X86
-    if (mb_simd()) { mb_i2s_avx2(data, cols, q, T, rows, r0, r1, gc, raw); return; }
+    if (mb_simd()) { mb_i2s_avx2(data, cols, q, T, rows, r0, r1, gc, exact, raw); return; }
 #endif
     mb_i2s_scalar(data, cols, q, T, rows, r0, r1, gc, raw);
 }

@@ -812,6 +812,64 @@ def test_int16_lane_boundary(total, wraps):
         assert (mad.lane_sums(data, rows, cols, fmt, q)[0, 0, 0, 0]) == total
 
 
+@given(st.integers(1, 13), st.integers(1, 40), st.integers(1, 9),
+       st.sampled_from(TQ_ACTS + ("small",)), st.booleans(), st.integers(0, 2 ** 32 - 1))
+def test_i2s_vnni_same_bits(rows, blocks, T, acts, raw_bytes, seed):
+    """I2_S with the VNNI kernels (for tokens whose int16 lanes cannot wrap) gives the bytes
+    of the AVX2 kernel (wrap included), of portable C and of the reference: lane_product,
+    integer_product and linear_i2s, rows and tokens off the tiles of four, odd block counts,
+    up to 40 blocks (two widening groups), saturated activations (which do wrap)."""
+    fast = vnni_twin("mad")
+    rng = np.random.default_rng(seed)
+    cols = 128 * blocks
+    if raw_bytes:           # any byte: code 3 included
+        data = rng.integers(0, 256, rows * cols // 4 + 32).astype(np.uint8)
+        data[rows * cols // 4:rows * cols // 4 + 4] = np.frombuffer(np.float32(0.5).tobytes(), np.uint8)
+    else:
+        data, _ = mad.packed_args(formats.pack_codes("i2_s", rng.integers(-1, 2, (rows, cols))
+                                                     .astype(np.int8), 0.5), "bitnet.cpp")
+    q = (rng.integers(-20, 21, (T, cols)).astype(np.int8) if acts == "small"
+         else tq_acts(rng, acts, T, cols))
+    s = rng.uniform(1, 100, T).astype(np.float32)
+    sums = q.astype(np.int32).sum(axis=1).astype(np.int32)
+    want_l = mad.lane_product(data, rows, cols, "i2_s", q)
+    want_i = mad.integer_product(data, rows, cols, "i2_s", q)
+    want_y = mad.linear_i2s(data, rows, cols, "i2_s", q, s, sums, np.float32(0.5))
+    for simd in ("vnni", True, False):
+        assert_same_bytes(run_twin(fast, simd, "lane_product", data, rows, cols, "i2_s", q),
+                          want_l, f"lanes {acts} simd={simd}")
+        assert_same_bytes(run_twin(fast, simd, "integer_product", data, rows, cols, "i2_s", q),
+                          want_i, f"exact {acts} simd={simd}")
+        assert_same_bytes(run_twin(fast, simd, "linear_i2s", data, rows, cols, "i2_s", q, s,
+                                   sums, np.float32(0.5)), want_y, f"linear {acts} simd={simd}")
+
+
+@pytest.mark.parametrize("pos", [True, False])
+def test_i2s_vnni_exact_bound(pos):
+    """The per-token test that lets the VNNI kernel run: a lane whose activations sum to P
+    (> 0) or N (< 0) over a widening group can reach 3 P or 3 N with code 3 (raw bytes 0xFF):
+    P = 10922 / N = -10922 pass (32766, -32766), P = 10923 / N = -10923 fail (they would wrap),
+    and in every case the twin gives the reference's bytes."""
+    fast = vnni_twin("mad")
+    rows, cols = 5, 4096
+    data = np.full(rows * cols // 4 + 32, 0xFF, np.uint8)                 # code 3 everywhere
+    lane0 = np.array([k for k in range(cols) if (k % 32) // 2 == 0])     # 256 columns
+    sign = 1 if pos else -1
+    for total, ok in ((10922, True), (10923, False)):
+        q = np.zeros((5, cols), np.int8)                                  # 5 tokens: GEMM + GEMV
+        vals = np.full(256, total // 256, np.int64)
+        vals[:total - int(vals.sum())] += 1
+        q[:, lane0] = sign * vals
+        assert int(q[0].astype(np.int64).sum()) == sign * total
+        assert list(fast._i2s_lanes_exact(q, cols)) == [ok] * 5
+        assert list(fast._i2s_lanes_exact(q, cols, False)) == [1] * 5       # 8-block groups
+        want = mad.lane_product(data, rows, cols, "i2_s", q)
+        assert (int(want[0, 0]) == 3 * sign * total) == ok                # wrapped when not ok
+        for simd in ("vnni", True, False):
+            assert_same_bytes(run_twin(fast, simd, "lane_product", data, rows, cols, "i2_s", q),
+                              want, f"total={sign * total} simd={simd}")
+
+
 def test_no_wrap_on_ordinary_activations():
     rng = np.random.default_rng(11)
     p = formats.encode("i2_s", rng.standard_normal((64, 8192)).astype(np.float32))
