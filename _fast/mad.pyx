@@ -26,6 +26,7 @@ cdef extern from "mb_ternary.h" nogil:
     void mb_i2s(const uint8_t *data, int64_t cols, const int8_t *q, int64_t T, int64_t rows,
                 int64_t r0, int64_t r1, int gc, const uint8_t *exact, int32_t *raw)
     void mb_i2s_exact_flags(const int8_t *q, int64_t T, int64_t cols, int gc, uint8_t *flags)
+    int mb_vnni()
     void mb_hfp(const uint8_t *data, int64_t R, int64_t cols, const int8_t *q, int64_t T,
                 int64_t rows, int64_t p0, int64_t p1, int gc, int32_t *raw)
     void mb_epilogue(const int32_t *raw, int64_t n, int mode, int32_t qsum, float fsum,
@@ -114,6 +115,20 @@ cdef _qsums(q, int64_t cols):
     return qs
 
 
+cdef _exact_flags(q, int64_t cols, int gc):
+    """uint8 [T]: per token 1 when the VNNI kernel may run (no int16 lane can wrap,
+    mb_i2s_lanes_exact); all 0, without a look at q, when the VNNI kernels are off or absent."""
+    cdef int64_t T = q.shape[0]
+    flags = np.zeros(T, dtype=np.uint8)
+    if T == 0 or not mb_vnni():
+        return flags
+    cdef const int8_t[:, ::1] Q = q
+    cdef uint8_t[::1] F = flags
+    with nogil:
+        mb_i2s_exact_flags(&Q[0, 0], T, cols, gc, &F[0])
+    return flags
+
+
 cdef _fill(Job *job, data, Py_ssize_t rows, Py_ssize_t cols, str layout, q, qs, int mode, s,
            sums, float scale, list keep):
     """Fill job for one weight (checked arrays, T > 0, qs from _qsums) -> its result array,
@@ -122,7 +137,6 @@ cdef _fill(Job *job, data, Py_ssize_t rows, Py_ssize_t cols, str layout, q, qs, 
     cdef int64_t T = q.shape[0], R = (rows + 3) // 4
     cdef int gc = MB_GC_LANES if mode in (M_LANES, M_I2S) else MB_GC_EXACT
     cdef int i2s = layout == "i2_s"
-    cdef const int8_t[:, ::1] Q0 = q
     raw = np.empty((T, rows), dtype=np.int32)
     out = raw if mode in (M_INT, M_LANES) else np.empty((T, rows), dtype=np.float32)
     if s is None:
@@ -130,11 +144,8 @@ cdef _fill(Job *job, data, Py_ssize_t rows, Py_ssize_t cols, str layout, q, qs, 
     if sums is None:
         sums = qs
     flat = data.reshape(-1)
-    exact = np.zeros(T, dtype=np.uint8)
-    cdef uint8_t[::1] EX = exact
-    if i2s:
-        with nogil:
-            mb_i2s_exact_flags(&Q0[0, 0], T, cols, gc, &EX[0])
+    exact = _exact_flags(q, cols, gc) if i2s else np.zeros(T, dtype=np.uint8)
+    cdef const uint8_t[::1] EX = exact
     keep += [flat, q, qs, s, sums, raw, out, exact]
     cdef const uint8_t[::1] D = flat
     cdef const int8_t[:, ::1] Q = q

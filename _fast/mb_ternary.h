@@ -231,9 +231,42 @@ static int mb_i2s_lanes_exact(const int8_t *q, int64_t cols, int gc) {
     return 1;
 }
 
+#if MB_X86
+/* mb_i2s_lanes_exact with AVX2: per 32-byte plane, maddubs(1, max(q, 0)) and maddubs(1, min(q, 0))
+ * give int16 lane l's pair of columns; over at most 32 blocks x 4 planes a lane's positive sum
+ * stays within 128 * 254 and its negative sum within 128 * -256 = -32768: exact in int16.
+ * 3 P <= 32767 is P <= 10922 and 3 N >= -32768 is N >= -10922. */
+MB_AVX2 static int mb_i2s_lanes_exact_avx2(const int8_t *q, int64_t cols, int gc) {
+    const int64_t nb = cols / 128, gb = gc / 4;
+    const __m256i ones = _mm256_set1_epi8(1), zero = _mm256_setzero_si256();
+    const __m256i hi = _mm256_set1_epi16(10922), lo = _mm256_set1_epi16(-10922);
+    for (int64_t b0 = 0; b0 < nb; b0 += gb) {
+        __m256i pos = zero, neg = zero;
+        const int64_t b1 = mb_min64(nb, b0 + gb);
+        for (int64_t k = 128 * b0; k < 128 * b1; k += 32) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(q + k));
+            pos = _mm256_add_epi16(pos, _mm256_maddubs_epi16(ones, _mm256_max_epi8(v, zero)));
+            neg = _mm256_add_epi16(neg, _mm256_maddubs_epi16(ones, _mm256_min_epi8(v, zero)));
+        }
+        const __m256i bad = _mm256_or_si256(_mm256_cmpgt_epi16(pos, hi), _mm256_cmpgt_epi16(lo, neg));
+        if (!_mm256_testz_si256(bad, bad)) return 0;
+    }
+    return 1;
+}
+#endif
+
 /* flags[t] = mb_i2s_lanes_exact(token t) */
 static void mb_i2s_exact_flags(const int8_t *q, int64_t T, int64_t cols, int gc, uint8_t *flags) {
-    for (int64_t t = 0; t < T; t++) flags[t] = (uint8_t)mb_i2s_lanes_exact(q + t * cols, cols, gc);
+    for (int64_t t = 0; t < T; t++) {
+#if MB_X86
+        if (gc <= 128 && mb_simd()) {            /* int16 sums exact up to 32 blocks */
+            flags[t] = (uint8_t)((gc / 4) * 4 * 2 * 3 * 128 <= 32767
+                                 || mb_i2s_lanes_exact_avx2(q + t * cols, cols, gc));
+            continue;
+        }
+#endif
+        flags[t] = (uint8_t)mb_i2s_lanes_exact(q + t * cols, cols, gc);
+    }
 }
 
 #if MB_X86

@@ -844,6 +844,27 @@ def test_i2s_vnni_same_bits(rows, blocks, T, acts, raw_bytes, seed):
                                    sums, np.float32(0.5)), want_y, f"linear {acts} simd={simd}")
 
 
+@given(st.integers(1, 70), st.integers(1, 4), st.integers(0, 2 ** 32 - 1))
+def test_i2s_exact_flags_avx2_and_portable_agree(blocks, T, seed):
+    """The no-wrap test per token: its AVX2 and portable versions agree, and a token it passes
+    has the reference's wrapped lane product equal to the exact integer product."""
+    fast = twin_pair("mad")[1]
+    rng = np.random.default_rng(seed)
+    cols = 128 * blocks
+    scale = rng.choice([20, 60, 100, 128])
+    q = rng.integers(-scale, scale, (T, cols)).astype(np.int8)
+    q[:, rng.random(cols) < 0.5] = np.int8(-scale if rng.random() < 0.5 else scale - 1)
+    flags = run_twin(fast, False, "_i2s_lanes_exact", q, cols)
+    if "vnni" in simd_modes(fast) or True in simd_modes(fast):
+        assert_same_bytes(run_twin(fast, True, "_i2s_lanes_exact", q, cols), flags, "avx2 flags")
+    data = np.full(cols // 4 + 32, 0xFF, np.uint8)                           # code 3: worst case
+    lanes = mad.lane_product(data, 1, cols, "i2_s", q)[:, 0]
+    exact = 3 * q.astype(np.int64).sum(axis=1)
+    for t in range(T):
+        if flags[t]:
+            assert int(lanes[t]) == int(exact[t])
+
+
 @pytest.mark.parametrize("pos", [True, False])
 def test_i2s_vnni_exact_bound(pos):
     """The per-token test that lets the VNNI kernel run: a lane whose activations sum to P
@@ -861,8 +882,9 @@ def test_i2s_vnni_exact_bound(pos):
         vals[:total - int(vals.sum())] += 1
         q[:, lane0] = sign * vals
         assert int(q[0].astype(np.int64).sum()) == sign * total
-        assert list(fast._i2s_lanes_exact(q, cols)) == [ok] * 5
-        assert list(fast._i2s_lanes_exact(q, cols, False)) == [1] * 5       # 8-block groups
+        for simd in (True, False):                                        # AVX2, portable C
+            assert list(run_twin(fast, simd, "_i2s_lanes_exact", q, cols)) == [ok] * 5
+            assert list(run_twin(fast, simd, "_i2s_lanes_exact", q, cols, False)) == [1] * 5
         want = mad.lane_product(data, rows, cols, "i2_s", q)
         assert (int(want[0, 0]) == 3 * sign * total) == ok                # wrapped when not ok
         for simd in ("vnni", True, False):
