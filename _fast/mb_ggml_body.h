@@ -213,12 +213,21 @@ MBG_ATTR static void MBG_FN(mbg_attend)(const float *q, const void *k, const voi
     for (int64_t i = 0; i < S; i++) {
         float *a = accv + (i % lanes) * D;
         const float p = sc[i];
+        int64_t d = 0;
+#ifdef MBG_VECTOR
+        const __m256 pv = _mm256_set1_ps(p);       /* eight lanes of the same fmaf */
+        for (; d + 8 <= D; d += 8) {
+            const __m256 x = half16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)v + i * D + d)))
+                                    : _mm256_loadu_ps((const float *)v + i * D + d);
+            _mm256_storeu_ps(a + d, _mm256_fmadd_ps(x, pv, _mm256_loadu_ps(a + d)));
+        }
+#endif
         if (half16) {
             const uint16_t *vr = (const uint16_t *)v + i * D;
-            for (int64_t d = 0; d < D; d++) a[d] = fmaf(MBG_FN(mbg_h2f)(vr[d]), p, a[d]);
+            for (; d < D; d++) a[d] = fmaf(MBG_FN(mbg_h2f)(vr[d]), p, a[d]);
         } else {
             const float *vr = (const float *)v + i * D;
-            for (int64_t d = 0; d < D; d++) a[d] = fmaf(vr[d], p, a[d]);
+            for (; d < D; d++) a[d] = fmaf(vr[d], p, a[d]);
         }
     }
     for (int64_t d = 0; d < D; d++) {
