@@ -21,6 +21,7 @@ cdef extern from "mb_pool.h" nogil:
     int mb_pool_workers()
     int mb_cpu_has_avx2()
     int mb_cpu_has_avx512vnni()
+    int mb_cpu_has_avxvnni()
 
 mb_pool_init()
 mb_pool_read_env()
@@ -48,18 +49,30 @@ def workers():
 
 
 def set_vnni(on):
-    """Allow (True) or forbid (False) the AVX-512 VNNI kernels (where the CPU has them) in
-    every twin; returns the previous setting.  Both paths give the same bits; the start
-    value is off when MINIBIT_NO_VNNI is set (not "" or "0") at import (A/B timing, tests)."""
+    """Allow (True: the best the CPU has, AVX-512 VNNI before AVX-VNNI), restrict to the
+    256-bit AVX-VNNI kernels ("avxvnni") or forbid (False) the VNNI kernels in every twin;
+    returns the previous setting.  Every path gives the same bits; the start value is False
+    when MINIBIT_NO_VNNI is set (not "" or "0") at import (A/B timing, tests)."""
     global mb_pool_vnni_allowed
-    old = bool(mb_pool_vnni_allowed)
-    mb_pool_vnni_allowed = 1 if on else 0
+    old = {0: False, 1: True, 2: "avxvnni"}[mb_pool_vnni_allowed]
+    if on == "avxvnni":
+        mb_pool_vnni_allowed = 2
+    elif isinstance(on, str):
+        raise ValueError(f"set_vnni takes True, False or 'avxvnni', got {on!r}")
+    else:
+        mb_pool_vnni_allowed = 1 if on else 0
     return old
 
 
 def vnni():
-    """'avx512vnni' when the VNNI kernels run now, 'off' when the switch forbids them (or
-    the AVX2 switch is off), 'absent' when the CPU or OS lacks AVX-512 VNNI."""
-    if not mb_cpu_has_avx512vnni():
+    """The VNNI kernels that run now: 'avx512vnni' or 'avxvnni'; 'off' when the switches
+    forbid them (or the AVX2 switch is off); 'absent' when the CPU or OS has neither."""
+    if not (mb_cpu_has_avx512vnni() or mb_cpu_has_avxvnni()):
         return "absent"
-    return "avx512vnni" if (mb_pool_vnni_allowed and mb_pool_simd_allowed and mb_cpu_has_avx2()) else "off"
+    if not (mb_pool_simd_allowed and mb_cpu_has_avx2()):
+        return "off"
+    if mb_pool_vnni_allowed == 1 and mb_cpu_has_avx512vnni():
+        return "avx512vnni"
+    if mb_pool_vnni_allowed >= 1 and mb_cpu_has_avxvnni():
+        return "avxvnni"
+    return "off"

@@ -27,6 +27,7 @@ cdef extern from "mb_ternary.h" nogil:
                 int64_t r0, int64_t r1, int gc, const uint8_t *exact, int32_t *raw)
     void mb_i2s_exact_flags(const int8_t *q, int64_t T, int64_t cols, int gc, uint8_t *flags)
     int mb_vnni()
+    int MB_VNNI_512
     void mb_hfp(const uint8_t *data, int64_t R, int64_t cols, const int8_t *q, int64_t T,
                 int64_t rows, int64_t p0, int64_t p1, int gc, int32_t *raw)
     void mb_epilogue(const int32_t *raw, int64_t n, int mode, int32_t qsum, float fsum,
@@ -117,10 +118,11 @@ cdef _qsums(q, int64_t cols):
 
 cdef _exact_flags(q, int64_t cols, int gc):
     """uint8 [T]: per token 1 when the VNNI kernel may run (no int16 lane can wrap,
-    mb_i2s_lanes_exact); all 0, without a look at q, when the VNNI kernels are off or absent."""
+    mb_i2s_lanes_exact); all 0, without a look at q, when the AVX-512 VNNI kernels (the only
+    I2_S ones) are off or absent."""
     cdef int64_t T = q.shape[0]
     flags = np.zeros(T, dtype=np.uint8)
-    if T == 0 or not mb_vnni():
+    if T == 0 or mb_vnni() != MB_VNNI_512:
         return flags
     cdef const int8_t[:, ::1] Q = q
     cdef uint8_t[::1] F = flags

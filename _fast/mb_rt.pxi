@@ -30,13 +30,13 @@ def _simd():
 
 
 def _set_vnni(on):
-    """Allow (True) or forbid (False) the AVX-512 VNNI kernels of every twin; returns the
-    previous setting (tests)."""
+    """Allow (True), restrict to AVX-VNNI ("avxvnni") or forbid (False) the VNNI kernels of
+    every twin; returns the previous setting (tests)."""
     return _mb_rt.set_vnni(on)
 
 
 def _vnni():
-    """'avx512vnni', 'off' or 'absent': whether the VNNI kernels run now (_rt.vnni)."""
+    """'avx512vnni', 'avxvnni', 'off' or 'absent': the VNNI kernels that run now (_rt.vnni)."""
     return _mb_rt.vnni()
 
 

@@ -364,7 +364,7 @@ MB_AVX2 static void mb_i2s_avx2(const uint8_t *data, int64_t cols, const int8_t 
                                 int64_t rows, int64_t r0, int64_t r1, int gc, const uint8_t *exact,
                                 int32_t *raw) {
     const int64_t nb = cols / 128, rb = cols / 4, gb = gc / 4;
-    const int vnni = exact && mb_vnni();         /* exact tokens: the VNNI kernels, same ints */
+    const int vnni = exact && mb_vnni() == MB_VNNI_512;   /* exact tokens: VNNI, same ints */
     int32_t o[4];
     int64_t t = 0;
     for (; t + 4 <= T; t += 4) {                          /* GEMM: token tiles of 4 */
@@ -1012,7 +1012,7 @@ MB_AVX2 static inline __m128 mb_hsum8_x4(const __m256 s[4]) {
                          _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16((x), 6), m3), (y3)))))
 
 /* rows r .. r+3 (w: row r, the next at +rb) x one token -> o4[0..3] */
-#  define MB_TQ2_ROWS4_BODY(EPI)                                                            \
+#  define MB_TQ2_ROWS4_BODY(EPI, PLANES, WIDEN)                                                       \
     const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi16(1);                       \
     __m256 s[4];                                                                             \
     for (int j = 0; j < 4; j++) s[j] = _mm256_setzero_ps();                                  \
@@ -1032,7 +1032,7 @@ MB_AVX2 static inline __m128 mb_hsum8_x4(const __m256 s[4]) {
             const __m256i y3 = _mm256_loadu_si256((const __m256i *)(yb + 128 * h + 96));     \
             for (int j = 0; j < 4; j++) {                                                    \
                 const __m256i xx = _mm256_loadu_si256((const __m256i *)(x + j * rb + 32 * h)); \
-                MB_TQ2_PLANES(a[j], xx, y0, y1, y2, y3);                                     \
+                PLANES(a[j], xx, y0, y1, y2, y3);                                            \
             }                                                                                \
         }                                                                                    \
         const __m256i c = _mm256_loadu_si256((const __m256i *)(cs + 8 * b));                 \
@@ -1042,14 +1042,14 @@ MB_AVX2 static inline __m128 mb_hsum8_x4(const __m256 s[4]) {
         _mm_storeu_ps(dd, _mm_mul_ps(_mm_set1_ps(da[b]), _mm_cvtph_ps(_mm_set_epi16(         \
             0, 0, 0, 0, (short)dh[3], (short)dh[2], (short)dh[1], (short)dh[0]))));          \
         for (int j = 0; j < 4; j++) {                                                        \
-            const __m256i L = _mm256_sub_epi32(_mm256_madd_epi16(a[j], one), c);              \
+            const __m256i L = _mm256_sub_epi32(WIDEN(a[j]), c);                              \
             s[j] = EPI(L, _mm256_set1_ps(dd[j]), s[j]);                                      \
         }                                                                                    \
     }                                                                                        \
     _mm_storeu_ps(o4, mb_hsum8_x4(s));
 
 /* one row x tokens t .. t+3 (y, cs, da: token t's; the next at +cols, +8 nb, +nb) -> o4 */
-#  define MB_TQ2_TOK4_BODY(EPI)                                                             \
+#  define MB_TQ2_TOK4_BODY(EPI, TOKPLANES, WIDEN)                                                       \
     const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi16(1);                       \
     __m256 s[4];                                                                             \
     for (int j = 0; j < 4; j++) s[j] = _mm256_setzero_ps();                                  \
@@ -1065,23 +1065,26 @@ MB_AVX2 static inline __m128 mb_hsum8_x4(const __m256 s[4]) {
             const __m256i c3 = _mm256_and_si256(_mm256_srli_epi16(xx, 6), m3);               \
             for (int j = 0; j < 4; j++) {                                                    \
                 const int8_t *yh = y + j * cols + 256 * b + 128 * h;                         \
-                a[j] = _mm256_add_epi16(a[j], _mm256_add_epi16(                              \
-                    _mm256_add_epi16(                                                        \
-                        _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i *)yh)),   \
-                        _mm256_maddubs_epi16(c1, _mm256_loadu_si256((const __m256i *)(yh + 32)))), \
-                    _mm256_add_epi16(                                                        \
-                        _mm256_maddubs_epi16(c2, _mm256_loadu_si256((const __m256i *)(yh + 64))), \
-                        _mm256_maddubs_epi16(c3, _mm256_loadu_si256((const __m256i *)(yh + 96)))))); \
+                TOKPLANES(a[j], c0, c1, c2, c3, yh);                                         \
             }                                                                                \
         }                                                                                    \
         const float dw = mb_half_to_float(x + 64);                                           \
         for (int j = 0; j < 4; j++) {                                                        \
-            const __m256i L = _mm256_sub_epi32(_mm256_madd_epi16(a[j], one),                  \
+            const __m256i L = _mm256_sub_epi32(WIDEN(a[j]),                                  \
                 _mm256_loadu_si256((const __m256i *)(cs + j * 8 * nb + 8 * b)));             \
             s[j] = EPI(L, _mm256_set1_ps(da[j * nb + b] * dw), s[j]);                        \
         }                                                                                    \
     }                                                                                        \
     _mm_storeu_ps(o4, mb_hsum8_x4(s));
+
+/* acc += the 4 maddubs of decoded planes c0..c3 with a token's 4 x 32 activations at yh */
+#  define MB_TQ2_TOKPLANES(acc, c0, c1, c2, c3, yh)                                          \
+    acc = _mm256_add_epi16(acc, _mm256_add_epi16(                                            \
+        _mm256_add_epi16(_mm256_maddubs_epi16((c0), _mm256_loadu_si256((const __m256i *)(yh))), \
+                         _mm256_maddubs_epi16((c1), _mm256_loadu_si256((const __m256i *)((yh) + 32)))), \
+        _mm256_add_epi16(_mm256_maddubs_epi16((c2), _mm256_loadu_si256((const __m256i *)((yh) + 64))), \
+                         _mm256_maddubs_epi16((c3), _mm256_loadu_si256((const __m256i *)((yh) + 96))))))
+#  define MB_WIDEN16(a) _mm256_madd_epi16((a), one)       /* int16 pairs -> the int32 lanes */
 
 #  define MB_EPI_FUSED(L, dd, s) _mm256_fmadd_ps(_mm256_cvtepi32_ps(L), (dd), (s))
 #  define MB_EPI_APART(L, dd, s) _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(L), (dd)), (s))
@@ -1089,24 +1092,69 @@ MB_AVX2 static inline __m128 mb_hsum8_x4(const __m256 s[4]) {
 __attribute__((target("avx2,f16c,fma")))
 static void mb_tq2_lanes_rows4_fused(const uint8_t *w, int64_t rb, int64_t nb, const int8_t *y,
                                      const int32_t *cs, const float *da, float *o4) {
-    MB_TQ2_ROWS4_BODY(MB_EPI_FUSED)
+    MB_TQ2_ROWS4_BODY(MB_EPI_FUSED, MB_TQ2_PLANES, MB_WIDEN16)
 }
 
 MB_AVX2 static void mb_tq2_lanes_rows4(const uint8_t *w, int64_t rb, int64_t nb, const int8_t *y,
                                        const int32_t *cs, const float *da, float *o4) {
-    MB_TQ2_ROWS4_BODY(MB_EPI_APART)
+    MB_TQ2_ROWS4_BODY(MB_EPI_APART, MB_TQ2_PLANES, MB_WIDEN16)
 }
 
 __attribute__((target("avx2,f16c,fma")))
 static void mb_tq2_lanes_tok4_fused(const uint8_t *w, int64_t nb, const int8_t *y, int64_t cols,
                                     const int32_t *cs, const float *da, float *o4) {
-    MB_TQ2_TOK4_BODY(MB_EPI_FUSED)
+    MB_TQ2_TOK4_BODY(MB_EPI_FUSED, MB_TQ2_TOKPLANES, MB_WIDEN16)
 }
 
 MB_AVX2 static void mb_tq2_lanes_tok4(const uint8_t *w, int64_t nb, const int8_t *y, int64_t cols,
                                       const int32_t *cs, const float *da, float *o4) {
-    MB_TQ2_TOK4_BODY(MB_EPI_APART)
+    MB_TQ2_TOK4_BODY(MB_EPI_APART, MB_TQ2_TOKPLANES, MB_WIDEN16)
 }
+
+/* ---- the same bodies with AVX-VNNI (VEX vpdpbusd on 256 bits; mb_vnni() == MB_VNNI_256) ----
+ * For CPUs with AVX-VNNI but no AVX-512.  vpdpbusd adds code[4k + i] * y[4k + i], i = 0..3,
+ * into int32 lane k with no saturation: the exact lane of madd(maddubs(..), 1) (see the
+ * AVX-512 section below for why that lane is exact), accumulated over the eight 32-byte
+ * steps directly in int32, so no widening is needed; everything else is the AVX2 body. */
+#  define MB_AVXVNNI __attribute__((target("avx2,f16c,fma,avxvnni")))
+#  define MB_TQ2_PLANES_DP(acc, x, y0, y1, y2, y3)                                          \
+    acc = _mm256_dpbusd_avx_epi32(acc, _mm256_and_si256((x), m3), (y0));                     \
+    acc = _mm256_dpbusd_avx_epi32(acc, _mm256_and_si256(_mm256_srli_epi16((x), 2), m3), (y1)); \
+    acc = _mm256_dpbusd_avx_epi32(acc, _mm256_and_si256(_mm256_srli_epi16((x), 4), m3), (y2)); \
+    acc = _mm256_dpbusd_avx_epi32(acc, _mm256_and_si256(_mm256_srli_epi16((x), 6), m3), (y3))
+#  define MB_TQ2_TOKPLANES_DP(acc, c0, c1, c2, c3, yh)                                       \
+    acc = _mm256_dpbusd_avx_epi32(acc, (c0), _mm256_loadu_si256((const __m256i *)(yh)));     \
+    acc = _mm256_dpbusd_avx_epi32(acc, (c1), _mm256_loadu_si256((const __m256i *)((yh) + 32))); \
+    acc = _mm256_dpbusd_avx_epi32(acc, (c2), _mm256_loadu_si256((const __m256i *)((yh) + 64))); \
+    acc = _mm256_dpbusd_avx_epi32(acc, (c3), _mm256_loadu_si256((const __m256i *)((yh) + 96)))
+#  define MB_WIDEN32(a) (a)
+
+MB_AVXVNNI static void mb_tq2_lanes_rows4_avxvnni_fused(const uint8_t *w, int64_t rb, int64_t nb,
+                                                        const int8_t *y, const int32_t *cs,
+                                                        const float *da, float *o4) {
+    MB_TQ2_ROWS4_BODY(MB_EPI_FUSED, MB_TQ2_PLANES_DP, MB_WIDEN32)
+}
+
+MB_AVXVNNI static void mb_tq2_lanes_rows4_avxvnni(const uint8_t *w, int64_t rb, int64_t nb,
+                                                  const int8_t *y, const int32_t *cs,
+                                                  const float *da, float *o4) {
+    MB_TQ2_ROWS4_BODY(MB_EPI_APART, MB_TQ2_PLANES_DP, MB_WIDEN32)
+}
+
+MB_AVXVNNI static void mb_tq2_lanes_tok4_avxvnni_fused(const uint8_t *w, int64_t nb, const int8_t *y,
+                                                       int64_t cols, const int32_t *cs,
+                                                       const float *da, float *o4) {
+    MB_TQ2_TOK4_BODY(MB_EPI_FUSED, MB_TQ2_TOKPLANES_DP, MB_WIDEN32)
+}
+
+MB_AVXVNNI static void mb_tq2_lanes_tok4_avxvnni(const uint8_t *w, int64_t nb, const int8_t *y,
+                                                 int64_t cols, const int32_t *cs,
+                                                 const float *da, float *o4) {
+    MB_TQ2_TOK4_BODY(MB_EPI_APART, MB_TQ2_TOKPLANES_DP, MB_WIDEN32)
+}
+#  undef MB_TQ2_PLANES_DP
+#  undef MB_TQ2_TOKPLANES_DP
+#  undef MB_WIDEN32
 
 /* ---- the same four-wide TQ2_0 kernels with AVX-512 VNNI (mb_vnni(): run-time choice) -----
  *
@@ -1254,6 +1302,8 @@ MB_AVX512VNNI static void mb_tq2_lanes_tok4_vnni(const uint8_t *w, int64_t nb, c
 #  undef MB_TQ2_ROWS4_BODY
 #  undef MB_TQ2_TOK4_BODY
 #  undef MB_TQ2_PLANES
+#  undef MB_TQ2_TOKPLANES
+#  undef MB_WIDEN16
 #  undef MB_EPI_FUSED
 #  undef MB_EPI_APART
 #endif
@@ -1270,7 +1320,7 @@ static void mb_tq_lanes(int fmt2, const uint8_t *data, int64_t cols, const int8_
 #endif
 #if MB_X86
     if (avx2 && fmt2 && out && !lanes_out && (!fused || mb_cpu_has_fma())) {
-        const int vnni = mb_vnni();                   /* AVX-512 VNNI: the same bits, fewer steps */
+        const int vnni = mb_vnni();                   /* VNNI: the same bits, fewer steps */
         float o4[4];
         int64_t t = 0;
         for (; t + 4 <= T; t += 4)                    /* tiles of four tokens: each row once */
@@ -1279,9 +1329,12 @@ static void mb_tq_lanes(int fmt2, const uint8_t *data, int64_t cols, const int8_
                 const int8_t *yt = q + t * cols;
                 const int32_t *cst = csum + t * nb * 8;
                 const float *dt = da + t * nb;
-                if (vnni) {
+                if (vnni == MB_VNNI_512) {
                     if (fused) mb_tq2_lanes_tok4_vnni_fused(w, nb, yt, cols, cst, dt, o4);
                     else mb_tq2_lanes_tok4_vnni(w, nb, yt, cols, cst, dt, o4);
+                } else if (vnni == MB_VNNI_256) {
+                    if (fused) mb_tq2_lanes_tok4_avxvnni_fused(w, nb, yt, cols, cst, dt, o4);
+                    else mb_tq2_lanes_tok4_avxvnni(w, nb, yt, cols, cst, dt, o4);
                 } else if (fused) mb_tq2_lanes_tok4_fused(w, nb, yt, cols, cst, dt, o4);
                 else mb_tq2_lanes_tok4(w, nb, yt, cols, cst, dt, o4);
                 for (int j = 0; j < 4; j++) out[(t + j) * rows + r] = o4[j];
@@ -1292,9 +1345,12 @@ static void mb_tq_lanes(int fmt2, const uint8_t *data, int64_t cols, const int8_
             const float *d = da + t * nb;
             int64_t r = r0;
             for (; r + 4 <= r1; r += 4) {
-                if (vnni) {
+                if (vnni == MB_VNNI_512) {
                     if (fused) mb_tq2_lanes_rows4_vnni_fused(data + r * rb, rb, nb, y, cs, d, o4);
                     else mb_tq2_lanes_rows4_vnni(data + r * rb, rb, nb, y, cs, d, o4);
+                } else if (vnni == MB_VNNI_256) {
+                    if (fused) mb_tq2_lanes_rows4_avxvnni_fused(data + r * rb, rb, nb, y, cs, d, o4);
+                    else mb_tq2_lanes_rows4_avxvnni(data + r * rb, rb, nb, y, cs, d, o4);
                 } else if (fused) mb_tq2_lanes_rows4_fused(data + r * rb, rb, nb, y, cs, d, o4);
                 else mb_tq2_lanes_rows4(data + r * rb, rb, nb, y, cs, d, o4);
                 memcpy(out + t * rows + r, o4, sizeof o4);

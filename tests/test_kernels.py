@@ -22,22 +22,30 @@ FMTS_TQ = ("tq2_0", "tq1_0")
 # ---- helpers --------------------------------------------------------------------------------
 
 def simd_modes(fast):
-    """The compiled twin's code paths on this CPU: portable C, AVX2 (when present) and AVX2
-    with the AVX-512 VNNI kernels ("vnni", when present)."""
+    """The compiled twin's code paths on this CPU: portable C, AVX2 (when present), AVX2 with
+    the AVX-VNNI kernels ("avxvnni") and with the AVX-512 VNNI kernels ("vnni"), each when
+    present."""
     modes = [False]
     old, old_v = fast._set_simd(True), fast._set_vnni(True)
-    if fast._simd() == "avx2":
-        modes.append(True)
-        if fast._vnni() == "avx512vnni":
-            modes.append("vnni")
-    fast._set_simd(old)
-    fast._set_vnni(old_v)
+    try:
+        if fast._simd() == "avx2":
+            modes.append(True)
+            fast._set_vnni("avxvnni")
+            if fast._vnni() == "avxvnni":
+                modes.append("avxvnni")
+            fast._set_vnni(True)
+            if fast._vnni() == "avx512vnni":
+                modes.append("vnni")
+    finally:
+        fast._set_simd(old)
+        fast._set_vnni(old_v)
     return modes
 
 
 def run_twin(fast, simd, fn, *args):
-    """fast.fn(*args) on one path of simd_modes: False, True (AVX2 only) or "vnni"."""
-    old, old_v = fast._set_simd(bool(simd)), fast._set_vnni(simd == "vnni")
+    """fast.fn(*args) on one path of simd_modes: False, True (AVX2 only), "avxvnni" or "vnni"."""
+    vnni = {"vnni": True, "avxvnni": "avxvnni"}.get(simd, False) if isinstance(simd, str) else False
+    old, old_v = fast._set_simd(bool(simd)), fast._set_vnni(vnni)
     try:
         return getattr(fast, fn)(*args)
     finally:
@@ -399,13 +407,14 @@ def test_tq2_0_code_3_counts_as_two(seed):
                           ref.linear_q8k_avx2(data, 6, 512, "tq2_0", q, d))
 
 
-def vnni_twin(name):
-    """The compiled twin, or a skip naming what this CPU lacks for the VNNI kernels."""
+def vnni_twin(name, want=("vnni", "avxvnni")):
+    """(the compiled twin, its VNNI modes among want), or a skip naming what this CPU lacks."""
     fast = twin_pair(name)[1]
-    if "vnni" not in simd_modes(fast):
-        pytest.skip("no AVX-512 VNNI here (needs avx512f, avx512bw, avx512vl, avx512vnni, "
-                    "fma, f16c): only the AVX2 path runs")
-    return fast
+    modes = [m for m in simd_modes(fast) if m in want]
+    if not modes:
+        pytest.skip("no VNNI here (AVX-512 VNNI needs avx512f, avx512bw, avx512vl, avx512vnni, "
+                    "fma, f16c; AVX-VNNI needs avxvnni, fma, f16c): only the AVX2 path runs")
+    return fast, modes
 
 
 TQ_ACTS = ("uniform", "plus127", "minus127", "minus128", "pm127", "extreme")
@@ -428,11 +437,11 @@ def tq_acts(rng, kind, T, cols):
 @given(st.integers(1, 13), st.integers(1, 5), st.integers(1, 10), st.sampled_from(TQ_ACTS),
        st.booleans(), st.integers(0, 2 ** 32 - 1))
 def test_tq2_vnni_lanes_same_bits(rows, nb, T, acts, raw_bytes, seed):
-    """The AVX-512 VNNI TQ2_0 kernels (vpdpbusd lanes: decode rows x 4, prefill tokens x 4)
-    give the bytes of the AVX2 kernels, of portable C and of the NumPy reference, fused and
-    apart, on random shapes (row and token counts off the tiles of four included) and on
-    saturated activations: all 127, all -127, all -128, +-127."""
-    fast = vnni_twin("tq")
+    """The VNNI TQ2_0 kernels (vpdpbusd lanes, AVX-512 and AVX-VNNI: decode rows x 4, prefill
+    tokens x 4) give the bytes of the AVX2 kernels, of portable C and of the NumPy reference,
+    fused and apart, on random shapes (row and token counts off the tiles of four included)
+    and on saturated activations: all 127, all -127, all -128, +-127."""
+    fast, vmodes = vnni_twin("tq")
     rng = np.random.default_rng(seed)
     cols = 256 * nb
     if raw_bytes:           # any code byte, code 3 included; scales in a sane range
@@ -445,14 +454,14 @@ def test_tq2_vnni_lanes_same_bits(rows, nb, T, acts, raw_bytes, seed):
     d = rng.uniform(0.0001, 0.1, (T, nb)).astype(np.float32)
     for fused in (False, True):
         want = tq.linear_q8k_avx2(data, rows, cols, "tq2_0", q, d, fused)
-        for simd in ("vnni", True, False):
+        for simd in vmodes + [True, False]:
             assert_same_bytes(run_twin(fast, simd, "linear_q8k_avx2", data, rows, cols, "tq2_0",
                                        q, d, fused), want, f"{acts} fused={fused} simd={simd}")
 
 
 def test_vnni_switch_and_env():
-    """_set_vnni turns the VNNI kernels off and on for every twin; MINIBIT_NO_VNNI=1 at import
-    starts a process with them off."""
+    """_set_vnni turns the VNNI kernels off and on for every twin (or to the 256-bit ones
+    only); MINIBIT_NO_VNNI=1 at import starts a process with them off."""
     import subprocess
     import sys
     fast = twin_pair("tq")[1]
@@ -460,9 +469,13 @@ def test_vnni_switch_and_env():
     try:
         assert fast._vnni() in ("off", "absent")
         assert twin_pair("mad")[1]._vnni() in ("off", "absent")      # one switch for all twins
-        fast._set_vnni(True)
+        assert fast._set_vnni("avxvnni") is False
+        assert fast._vnni() in ("avxvnni", "off", "absent")
+        assert fast._set_vnni(True) == "avxvnni"
         have = fast._vnni()
-        assert have in ("avx512vnni", "absent")
+        assert have in ("avx512vnni", "avxvnni", "absent")
+        with pytest.raises(ValueError):
+            fast._set_vnni("avx512")
     finally:
         fast._set_vnni(old)
     code = "from minibit._fast import tq; print(tq._vnni())"
@@ -819,7 +832,7 @@ def test_i2s_vnni_same_bits(rows, blocks, T, acts, raw_bytes, seed):
     of the AVX2 kernel (wrap included), of portable C and of the reference: lane_product,
     integer_product and linear_i2s, rows and tokens off the tiles of four, odd block counts,
     up to 40 blocks (two widening groups), saturated activations (which do wrap)."""
-    fast = vnni_twin("mad")
+    fast, _ = vnni_twin("mad", ("vnni",))
     rng = np.random.default_rng(seed)
     cols = 128 * blocks
     if raw_bytes:           # any byte: code 3 included
@@ -871,7 +884,7 @@ def test_i2s_vnni_exact_bound(pos):
     (> 0) or N (< 0) over a widening group can reach 3 P or 3 N with code 3 (raw bytes 0xFF):
     P = 10922 / N = -10922 pass (32766, -32766), P = 10923 / N = -10923 fail (they would wrap),
     and in every case the twin gives the reference's bytes."""
-    fast = vnni_twin("mad")
+    fast, _ = vnni_twin("mad", ("vnni",))
     rows, cols = 5, 4096
     data = np.full(rows * cols // 4 + 32, 0xFF, np.uint8)                 # code 3 everywhere
     lane0 = np.array([k for k in range(cols) if (k % 32) // 2 == 0])     # 256 columns
