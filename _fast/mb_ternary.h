@@ -10,12 +10,13 @@
  *  - float work (TQ only) is one float32 operation at a time, in block order, with
  *    contraction into fused multiply-adds prevented (MB_ROUNDED).
  *
- * The hottest ones have a third version with AVX-512 VNNI (vpdpbusd: four u8 x s8 products
- * summed into each int32 lane), chosen at run time by mb_vnni() (mb_rt.h: CPU support and
- * the process-wide VNNI switch, MINIBIT_NO_VNNI=1 to turn it off): TQ2_0's four-row decode
- * and four-token prefill kernels, whose int32 lanes are exact either way, and I2_S's GEMV /
- * GEMM for tokens whose int16 lanes provably cannot wrap.  The comments above each say why
- * the integers are the same; the float work after them is unchanged.
+ * The hottest ones have VNNI versions (vpdpbusd: four u8 x s8 products summed into each int32
+ * lane), chosen at run time by mb_vnni() (mb_rt.h: CPU support and the process-wide VNNI
+ * switch, MINIBIT_NO_VNNI=1 to turn it off): TQ2_0's four-row decode and four-token prefill
+ * kernels with AVX-512 VNNI or, without AVX-512, AVX-VNNI (their int32 lanes are exact
+ * either way), and I2_S's GEMV / GEMM with AVX-512 VNNI for tokens whose int16 lanes
+ * provably cannot wrap.  The comments above each say why the integers are the same; the
+ * float work after them is unchanged.
  *
  * Nothing here checks a bound: the Cython callers validate every shape and byte count
  * before they release the GIL.
