@@ -57,10 +57,32 @@ static int mb_cpu_has_avx2(void) {
 #endif
 }
 
+/* Compilers that know the VNNI extensions (target attributes, intrinsics, cpu_supports
+ * names): an older one builds without those kernels (and reports them absent) rather than
+ * fail the module, which would leave its NumPy reference to run. */
+#ifndef MB_CC_AVX512VNNI
+#  if defined(__clang__)
+#    define MB_CC_AVX512VNNI (__clang_major__ >= 8)
+#  elif defined(__GNUC__)
+#    define MB_CC_AVX512VNNI (__GNUC__ >= 8)
+#  else
+#    define MB_CC_AVX512VNNI 0
+#  endif
+#endif
+#ifndef MB_CC_AVXVNNI
+#  if defined(__clang__)
+#    define MB_CC_AVXVNNI (__clang_major__ >= 13)
+#  elif defined(__GNUC__)
+#    define MB_CC_AVXVNNI (__GNUC__ >= 11)
+#  else
+#    define MB_CC_AVXVNNI 0
+#  endif
+#endif
+
 /* AVX-512 F/BW/VL + VNNI (vpdpbusd on 512-bit vectors) with FMA and F16C, and the OS saves
  * the AVX-512 state (__builtin_cpu_supports checks XCR0 too) */
 static int mb_cpu_has_avx512vnni(void) {
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && MB_CC_AVX512VNNI
     static int cached = -1;
     if (cached < 0) {
         __builtin_cpu_init();
@@ -77,7 +99,7 @@ static int mb_cpu_has_avx512vnni(void) {
 
 /* AVX-VNNI (VEX-encoded vpdpbusd, 256-bit) with AVX2, FMA and F16C */
 static int mb_cpu_has_avxvnni(void) {
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && MB_CC_AVXVNNI
     static int cached = -1;
     if (cached < 0) {
         __builtin_cpu_init();

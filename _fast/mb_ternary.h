@@ -277,7 +277,7 @@ static void mb_i2s_exact_flags(const int8_t *q, int64_t T, int64_t cols, int gc,
     }
 }
 
-#if MB_X86
+#if MB_X86 && MB_CC_AVX512VNNI
 #  ifndef MB_AVX512VNNI
 #    define MB_AVX512VNNI __attribute__((target("avx2,f16c,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
 #  endif
@@ -358,6 +358,17 @@ MB_AVX512VNNI static void mb_i2s_vnni_1x4(const uint8_t *w, int64_t nb, const in
 }
 #  undef MB_I2S_DP512
 #  undef MB_I2S_DP256
+#elif MB_X86      /* a compiler without AVX-512 VNNI: never called (mb_vnni() is never 512) */
+static void mb_i2s_vnni_4x1(const uint8_t *w0, const uint8_t *w1, const uint8_t *w2,
+                            const uint8_t *w3, int64_t nb, const int8_t *y, int32_t out[4]) {
+    (void)w0; (void)w1; (void)w2; (void)w3; (void)nb; (void)y; (void)out;
+    __builtin_trap();
+}
+static void mb_i2s_vnni_1x4(const uint8_t *w, int64_t nb, const int8_t *y, int64_t cols,
+                            int32_t out[4]) {
+    (void)w; (void)nb; (void)y; (void)cols; (void)out;
+    __builtin_trap();
+}
 #endif
 
 #if MB_X86
@@ -1015,6 +1026,7 @@ MB_AVX2 static inline __m128 mb_hsum8_x4(const __m256 s[4]) {
 /* rows r .. r+3 (w: row r, the next at +rb) x one token -> o4[0..3] */
 #  define MB_TQ2_ROWS4_BODY(EPI, PLANES, WIDEN)                                                       \
     const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi16(1);                       \
+    (void)one;                                     /* WIDEN may not need it */              \
     __m256 s[4];                                                                             \
     for (int j = 0; j < 4; j++) s[j] = _mm256_setzero_ps();                                  \
     for (int64_t b = 0; b < nb; b++) {                                                       \
@@ -1052,6 +1064,7 @@ MB_AVX2 static inline __m128 mb_hsum8_x4(const __m256 s[4]) {
 /* one row x tokens t .. t+3 (y, cs, da: token t's; the next at +cols, +8 nb, +nb) -> o4 */
 #  define MB_TQ2_TOK4_BODY(EPI, TOKPLANES, WIDEN)                                                       \
     const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi16(1);                       \
+    (void)one;                                     /* WIDEN may not need it */              \
     __m256 s[4];                                                                             \
     for (int j = 0; j < 4; j++) s[j] = _mm256_setzero_ps();                                  \
     for (int64_t b = 0; b < nb; b++) {                                                       \
@@ -1117,6 +1130,7 @@ MB_AVX2 static void mb_tq2_lanes_tok4(const uint8_t *w, int64_t nb, const int8_t
  * into int32 lane k with no saturation: the exact lane of madd(maddubs(..), 1) (see the
  * AVX-512 section below for why that lane is exact), accumulated over the eight 32-byte
  * steps directly in int32, so no widening is needed; everything else is the AVX2 body. */
+#if MB_CC_AVXVNNI
 #  define MB_AVXVNNI __attribute__((target("avx2,f16c,fma,avxvnni")))
 #  define MB_TQ2_PLANES_DP(acc, x, y0, y1, y2, y3)                                          \
     acc = _mm256_dpbusd_avx_epi32(acc, _mm256_and_si256((x), m3), (y0));                     \
@@ -1156,6 +1170,26 @@ MB_AVXVNNI static void mb_tq2_lanes_tok4_avxvnni(const uint8_t *w, int64_t nb, c
 #  undef MB_TQ2_PLANES_DP
 #  undef MB_TQ2_TOKPLANES_DP
 #  undef MB_WIDEN32
+#else             /* a compiler without AVX-VNNI: never called (mb_vnni() is never 256) */
+#  define MB_TQ2_VNNI_STUB(name)                                                            \
+    static void name(const uint8_t *w, int64_t a, int64_t b, const int8_t *y,               \
+                     const int32_t *cs, const float *da, float *o4) {                       \
+        (void)w; (void)a; (void)b; (void)y; (void)cs; (void)da; (void)o4;                  \
+        __builtin_trap();                                                                   \
+    }
+MB_TQ2_VNNI_STUB(mb_tq2_lanes_rows4_avxvnni_fused)
+MB_TQ2_VNNI_STUB(mb_tq2_lanes_rows4_avxvnni)
+#  undef MB_TQ2_VNNI_STUB
+#  define MB_TQ2_VNNI_STUB(name)                                                            \
+    static void name(const uint8_t *w, int64_t nb, const int8_t *y, int64_t cols,           \
+                     const int32_t *cs, const float *da, float *o4) {                       \
+        (void)w; (void)nb; (void)y; (void)cols; (void)cs; (void)da; (void)o4;              \
+        __builtin_trap();                                                                   \
+    }
+MB_TQ2_VNNI_STUB(mb_tq2_lanes_tok4_avxvnni_fused)
+MB_TQ2_VNNI_STUB(mb_tq2_lanes_tok4_avxvnni)
+#  undef MB_TQ2_VNNI_STUB
+#endif
 
 /* ---- the same four-wide TQ2_0 kernels with AVX-512 VNNI (mb_vnni(): run-time choice) -----
  *
@@ -1175,6 +1209,7 @@ MB_AVXVNNI static void mb_tq2_lanes_tok4_avxvnni(const uint8_t *w, int64_t nb, c
  * block order, mb_hsum8_x4 -- is the AVX2 body's, one float operation per lane; two outputs
  * share one 512-bit vector (lanes 0-7 and 8-15) but every lane sees the same operations on
  * the same values, so the bits are the AVX2 kernels' bits. */
+#if MB_CC_AVX512VNNI
 #  define MB_AVX512VNNI __attribute__((target("avx2,f16c,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
 
 /* [a.lo256 + a.hi256 | b.lo256 + b.hi256]: two outputs' eight exact int32 lanes, side by side */
@@ -1300,6 +1335,26 @@ MB_AVX512VNNI static void mb_tq2_lanes_tok4_vnni(const uint8_t *w, int64_t nb, c
 #  undef MB_HI256_PS
 #  undef MB_FOLD2
 #  undef MB_CAT256
+#else             /* a compiler without AVX-512 VNNI: never called (mb_vnni() is never 512) */
+#  define MB_TQ2_VNNI_STUB(name)                                                            \
+    static void name(const uint8_t *w, int64_t a, int64_t b, const int8_t *y,               \
+                     const int32_t *cs, const float *da, float *o4) {                       \
+        (void)w; (void)a; (void)b; (void)y; (void)cs; (void)da; (void)o4;                  \
+        __builtin_trap();                                                                   \
+    }
+MB_TQ2_VNNI_STUB(mb_tq2_lanes_rows4_vnni_fused)
+MB_TQ2_VNNI_STUB(mb_tq2_lanes_rows4_vnni)
+#  undef MB_TQ2_VNNI_STUB
+#  define MB_TQ2_VNNI_STUB(name)                                                            \
+    static void name(const uint8_t *w, int64_t nb, const int8_t *y, int64_t cols,           \
+                     const int32_t *cs, const float *da, float *o4) {                       \
+        (void)w; (void)nb; (void)y; (void)cols; (void)cs; (void)da; (void)o4;              \
+        __builtin_trap();                                                                   \
+    }
+MB_TQ2_VNNI_STUB(mb_tq2_lanes_tok4_vnni_fused)
+MB_TQ2_VNNI_STUB(mb_tq2_lanes_tok4_vnni)
+#  undef MB_TQ2_VNNI_STUB
+#endif
 #  undef MB_TQ2_ROWS4_BODY
 #  undef MB_TQ2_TOK4_BODY
 #  undef MB_TQ2_PLANES
