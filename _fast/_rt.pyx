@@ -15,11 +15,16 @@ cdef extern from "mb_pool.h" nogil:
         pass
     const mb_rt_api mb_pool_api
     volatile int mb_pool_simd_allowed
+    volatile int mb_pool_vnni_allowed
     void mb_pool_init()
+    void mb_pool_read_env()
     int mb_pool_workers()
     int mb_cpu_has_avx2()
+    int mb_cpu_has_avx512vnni()
+    int mb_cpu_has_avxvnni()
 
 mb_pool_init()
+mb_pool_read_env()
 
 _api = PyCapsule_New(<void *>&mb_pool_api, b"minibit._fast._rt._api", NULL)
 
@@ -41,3 +46,33 @@ def simd():
 def workers():
     """Worker threads the pool has started in this process (the caller is not counted)."""
     return mb_pool_workers()
+
+
+def set_vnni(on):
+    """Allow (True: the best the CPU has, AVX-512 VNNI before AVX-VNNI), restrict to the
+    256-bit AVX-VNNI kernels ("avxvnni") or forbid (False) the VNNI kernels in every twin;
+    returns the previous setting.  Every path gives the same bits; the start value is False
+    when MINIBIT_NO_VNNI is set (not "" or "0") at import (A/B timing, tests)."""
+    global mb_pool_vnni_allowed
+    old = {0: False, 1: True, 2: "avxvnni"}[mb_pool_vnni_allowed]
+    if on == "avxvnni":
+        mb_pool_vnni_allowed = 2
+    elif isinstance(on, str):
+        raise ValueError(f"set_vnni takes True, False or 'avxvnni', got {on!r}")
+    else:
+        mb_pool_vnni_allowed = 1 if on else 0
+    return old
+
+
+def vnni():
+    """The VNNI kernels that run now: 'avx512vnni' or 'avxvnni'; 'off' when the switches
+    forbid them (or the AVX2 switch is off); 'absent' when the CPU or OS has neither."""
+    if not (mb_cpu_has_avx512vnni() or mb_cpu_has_avxvnni()):
+        return "absent"
+    if not (mb_pool_simd_allowed and mb_cpu_has_avx2()):
+        return "off"
+    if mb_pool_vnni_allowed == 1 and mb_cpu_has_avx512vnni():
+        return "avx512vnni"
+    if mb_pool_vnni_allowed >= 1 and mb_cpu_has_avxvnni():
+        return "avxvnni"
+    return "off"

@@ -24,7 +24,10 @@ cdef extern from "mb_ternary.h" nogil:
     int MB_GC_LANES
     int MB_GC_EXACT
     void mb_i2s(const uint8_t *data, int64_t cols, const int8_t *q, int64_t T, int64_t rows,
-                int64_t r0, int64_t r1, int gc, int32_t *raw)
+                int64_t r0, int64_t r1, int gc, const uint8_t *exact, int32_t *raw)
+    void mb_i2s_exact_flags(const int8_t *q, int64_t T, int64_t cols, int gc, uint8_t *flags)
+    int mb_vnni()
+    int MB_VNNI_512
     void mb_hfp(const uint8_t *data, int64_t R, int64_t cols, const int8_t *q, int64_t T,
                 int64_t rows, int64_t p0, int64_t p1, int gc, int32_t *raw)
     void mb_epilogue(const int32_t *raw, int64_t n, int mode, int32_t qsum, float fsum,
@@ -47,6 +50,7 @@ ctypedef struct Job:
     const int32_t *sums
     int32_t *raw
     float *y
+    const uint8_t *exact    # i2_s: per token, 1 = no int16 lane can wrap (VNNI may run)
     int64_t T, rows, cols, R
     int gc, i2s, mode
     float scale
@@ -60,7 +64,7 @@ cdef void _tile(const Job *j, int64_t i) noexcept nogil:
     if j.i2s:
         r0 = i * TILE_ROWS
         r1 = min(r0 + TILE_ROWS, rows)
-        mb_i2s(j.data, j.cols, j.q, T, rows, r0, r1, j.gc, j.raw)
+        mb_i2s(j.data, j.cols, j.q, T, rows, r0, r1, j.gc, j.exact, j.raw)
     else:
         p0 = i * 4
         p1 = min(p0 + 4, j.R)
@@ -112,6 +116,21 @@ cdef _qsums(q, int64_t cols):
     return qs
 
 
+cdef _exact_flags(q, int64_t cols, int gc):
+    """uint8 [T]: per token 1 when the VNNI kernel may run (no int16 lane can wrap,
+    mb_i2s_lanes_exact); all 0, without a look at q, when the AVX-512 VNNI kernels (the only
+    I2_S ones) are off or absent."""
+    cdef int64_t T = q.shape[0]
+    flags = np.zeros(T, dtype=np.uint8)
+    if T == 0 or mb_vnni() != MB_VNNI_512:
+        return flags
+    cdef const int8_t[:, ::1] Q = q
+    cdef uint8_t[::1] F = flags
+    with nogil:
+        mb_i2s_exact_flags(&Q[0, 0], T, cols, gc, &F[0])
+    return flags
+
+
 cdef _fill(Job *job, data, Py_ssize_t rows, Py_ssize_t cols, str layout, q, qs, int mode, s,
            sums, float scale, list keep):
     """Fill job for one weight (checked arrays, T > 0, qs from _qsums) -> its result array,
@@ -127,7 +146,9 @@ cdef _fill(Job *job, data, Py_ssize_t rows, Py_ssize_t cols, str layout, q, qs, 
     if sums is None:
         sums = qs
     flat = data.reshape(-1)
-    keep += [flat, q, qs, s, sums, raw, out]
+    exact = _exact_flags(q, cols, gc) if i2s else np.zeros(T, dtype=np.uint8)
+    cdef const uint8_t[::1] EX = exact
+    keep += [flat, q, qs, s, sums, raw, out, exact]
     cdef const uint8_t[::1] D = flat
     cdef const int8_t[:, ::1] Q = q
     cdef const int32_t[::1] QS = qs
@@ -136,7 +157,7 @@ cdef _fill(Job *job, data, Py_ssize_t rows, Py_ssize_t cols, str layout, q, qs, 
     cdef int32_t[:, ::1] RAW = raw
     cdef float[:, ::1] Y = out if mode in (M_HF, M_I2S) else np.empty((1, 1), dtype=np.float32)
     job.data, job.q, job.qs, job.s, job.sums = &D[0], &Q[0, 0], &QS[0], &S[0], &U[0]
-    job.raw, job.y = &RAW[0, 0], &Y[0, 0]
+    job.raw, job.y, job.exact = &RAW[0, 0], &Y[0, 0], &EX[0]
     job.T, job.rows, job.cols, job.R = T, rows, cols, R
     job.gc, job.i2s, job.mode, job.scale = gc, i2s, mode, scale
     return out
@@ -160,6 +181,20 @@ cdef _run(data, Py_ssize_t rows, Py_ssize_t cols, str layout, q, int mode, s, su
     with nogil:
         mb_parallel(_tiles, &job, ntiles, nth)
     return out
+
+
+def _i2s_lanes_exact(q, Py_ssize_t cols, bint lanes=True):
+    """uint8 [T]: 1 where token t's int16 lanes in bitnet.cpp's I2_S kernel (lanes: widening
+    every MB_GC_LANES chunks; else MB_GC_EXACT) cannot wrap for any codes, so the VNNI
+    kernel may compute its exact sum (mb_i2s_lanes_exact; a test hook)."""
+    q = np.ascontiguousarray(q, dtype=np.int8).reshape(-1, cols)
+    flags = np.zeros(q.shape[0], dtype=np.uint8)
+    if q.shape[0] == 0:
+        return flags
+    cdef const int8_t[:, ::1] Q = q
+    cdef uint8_t[::1] F = flags
+    mb_i2s_exact_flags(&Q[0, 0], q.shape[0], cols, MB_GC_LANES if lanes else MB_GC_EXACT, &F[0])
+    return flags
 
 
 def integer_product(data, rows, cols, layout, q):

@@ -213,12 +213,21 @@ MBG_ATTR static void MBG_FN(mbg_attend)(const float *q, const void *k, const voi
     for (int64_t i = 0; i < S; i++) {
         float *a = accv + (i % lanes) * D;
         const float p = sc[i];
+        int64_t d = 0;
+#ifdef MBG_VECTOR
+        const __m256 pv = _mm256_set1_ps(p);       /* eight lanes of the same fmaf */
+        for (; d + 8 <= D; d += 8) {
+            const __m256 x = half16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)v + i * D + d)))
+                                    : _mm256_loadu_ps((const float *)v + i * D + d);
+            _mm256_storeu_ps(a + d, _mm256_fmadd_ps(x, pv, _mm256_loadu_ps(a + d)));
+        }
+#endif
         if (half16) {
             const uint16_t *vr = (const uint16_t *)v + i * D;
-            for (int64_t d = 0; d < D; d++) a[d] = fmaf(MBG_FN(mbg_h2f)(vr[d]), p, a[d]);
+            for (; d < D; d++) a[d] = fmaf(MBG_FN(mbg_h2f)(vr[d]), p, a[d]);
         } else {
             const float *vr = (const float *)v + i * D;
-            for (int64_t d = 0; d < D; d++) a[d] = fmaf(vr[d], p, a[d]);
+            for (; d < D; d++) a[d] = fmaf(vr[d], p, a[d]);
         }
     }
     for (int64_t d = 0; d < D; d++) {
@@ -248,15 +257,33 @@ MBG_ATTR static void MBG_FN(mbg_fa_row)(const float *q, const uint16_t *k, const
     for (int64_t i = 0; i < n; i++) {
         const float s = MBG_FN(mbg_vec_dot)(k + i * D, 1, 1, qq, 0, 1, D, 1, il) * scale;
         float ms = 1.0f, vs = 1.0f;
+        int64_t d = 0;
         if (s > M) {
             ms = expf(M - s);
             M = s;
-            for (int64_t d = 0; d < D; d++) acc[d] = MBG_FN(mbg_f16)(acc[d] * ms);
+#ifdef MBG_VECTOR
+            /* eight lanes at a time, each the scalar loop's two roundings (product, then
+             * float16: vcvtps2ph in the current rounding mode, as the scalar conversion) */
+            const __m256 vm = _mm256_set1_ps(ms);
+            for (; d + 8 <= D; d += 8)
+                _mm256_storeu_ps(acc + d, _mm256_cvtph_ps(_mm256_cvtps_ph(
+                    _mm256_mul_ps(_mm256_loadu_ps(acc + d), vm), _MM_FROUND_CUR_DIRECTION)));
+#endif
+            for (; d < D; d++) acc[d] = MBG_FN(mbg_f16)(acc[d] * ms);
         } else {
             vs = expf(s - M);
         }
         const uint16_t *vr = v + i * D;
-        for (int64_t d = 0; d < D; d++)
+        d = 0;
+#ifdef MBG_VECTOR
+        const __m256 vv = _mm256_set1_ps(vs);
+        for (; d + 8 <= D; d += 8) {                /* fmaf then float16, lane by lane */
+            const __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vr + d)));
+            _mm256_storeu_ps(acc + d, _mm256_cvtph_ps(_mm256_cvtps_ph(
+                _mm256_fmadd_ps(x, vv, _mm256_loadu_ps(acc + d)), _MM_FROUND_CUR_DIRECTION)));
+        }
+#endif
+        for (; d < D; d++)
             acc[d] = MBG_FN(mbg_f16)(fmaf(MBG_FN(mbg_h2f)(vr[d]), vs, acc[d]));
         S = fmaf(S, ms, vs);
     }

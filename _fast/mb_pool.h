@@ -28,6 +28,9 @@
 
 #include "mb_rt.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 #if defined(_WIN32) || !(defined(__GNUC__) || defined(__clang__))
 #  define MB_POOL_THREADS 0            /* no pthreads: every job runs inline */
 #else
@@ -225,8 +228,15 @@ static int mb_pool_workers(void) { return 0; }
 #endif
 
 static volatile int mb_pool_simd_allowed = 1;
+static volatile int mb_pool_vnni_allowed = 1;
+
+/* MINIBIT_NO_VNNI set to anything but "" or "0" when _rt is imported: VNNI kernels off */
+static void mb_pool_read_env(void) {
+    const char *v = getenv("MINIBIT_NO_VNNI");
+    mb_pool_vnni_allowed = (v && v[0] && strcmp(v, "0") != 0) ? 0 : 1;
+}
 
 static const mb_rt_api mb_pool_api = { MB_RT_ABI, (volatile int *)&mb_pool_simd_allowed,
-                                       mb_pool_parallel };
+                                       mb_pool_parallel, (volatile int *)&mb_pool_vnni_allowed };
 
 #endif /* MB_POOL_H */

@@ -1,7 +1,7 @@
 # The twins' shared switches, included by every _fast/*.pyx that runs C loops:
 #   include "mb_rt.pxi"
 # binds this module's copy of mb_rt.h to the one switch and pool of minibit._fast._rt, and
-# gives the module the test hooks _set_simd / _simd and _threads (the kernel thread count).
+# gives the module the test hooks _set_simd / _simd, _set_vnni / _vnni and _threads (the kernel thread count).
 
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport int64_t as _mb_int64_t
@@ -27,6 +27,17 @@ def _set_simd(on):
 def _simd():
     """'avx2' or 'scalar': the code path the twins take now."""
     return _mb_rt.simd()
+
+
+def _set_vnni(on):
+    """Allow (True), restrict to AVX-VNNI ("avxvnni") or forbid (False) the VNNI kernels of
+    every twin; returns the previous setting (tests)."""
+    return _mb_rt.set_vnni(on)
+
+
+def _vnni():
+    """'avx512vnni', 'avxvnni', 'off' or 'absent': the VNNI kernels that run now (_rt.vnni)."""
+    return _mb_rt.vnni()
 
 
 def _threads():

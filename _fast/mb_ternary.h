@@ -10,6 +10,14 @@
  *  - float work (TQ only) is one float32 operation at a time, in block order, with
  *    contraction into fused multiply-adds prevented (MB_ROUNDED).
  *
+ * The hottest ones have VNNI versions (vpdpbusd: four u8 x s8 products summed into each int32
+ * lane), chosen at run time by mb_vnni() (mb_rt.h: CPU support and the process-wide VNNI
+ * switch, MINIBIT_NO_VNNI=1 to turn it off): TQ2_0's four-row decode and four-token prefill
+ * kernels with AVX-512 VNNI or, without AVX-512, AVX-VNNI (their int32 lanes are exact
+ * either way), and I2_S's GEMV / GEMM with AVX-512 VNNI for tokens whose int16 lanes
+ * provably cannot wrap.  The comments above each say why the integers are the same; the
+ * float work after them is unchanged.
+ *
  * Nothing here checks a bound: the Cython callers validate every shape and byte count
  * before they release the GIL.
  *
@@ -188,39 +196,223 @@ MB_AVX2 static void mb_i2s_avx2_1x4(const uint8_t *w, int64_t nb, const int8_t *
     for (int i = 0; i < 4; i++) out[i] = mb_hsum_epi32(s[i]);
 }
 
+#endif
+
+/* ---- I2_S with AVX-512 VNNI: only where the int16 lanes cannot wrap -------------------------
+ *
+ * bitnet.cpp's kernel (mb_i2s_avx2, gc = MB_GC_LANES) adds each int16 lane l -- columns
+ * 128 b + 32 p + 2 l + i (planes p = 0..3, i = 0, 1) over the gc / 4 blocks b of a widening
+ * group -- modulo 2^16, so the row's result is  sum over groups and lanes of wrap16(V),  V the
+ * lane's exact sum.  int16 addition is addition modulo 2^16: whatever the order of the adds,
+ * the lane ends as wrap16(V), and wrap16(V) = V exactly when -32768 <= V <= 32767.  Codes are
+ * 0..3 (3 only in bytes no packer writes), so 3 N <= V <= 3 P, where P and N are the sums of the
+ * positive and of the negative activations on the lane's columns: if 3 P <= 32767 and
+ * 3 N >= -32768 for every lane of every group, no lane of that token can wrap for any
+ * weights, the kernel's result is the exact dot product sum code * q (its int32 adds are
+ * exact too), and any exact method gives the same int32 -- here vpdpbusd (u8 code x s8 q, four
+ * products into an int32 lane, no saturation; every int32 add wraps modulo 2^32 like the
+ * AVX2 kernel's, so even the total agrees bit for bit).  mb_i2s_lanes_exact decides it per
+ * token from the activations alone (O(cols), once per product, not per row); a token that
+ * fails (a lane near +-32768: long rows of large activations of one sign) takes the AVX2
+ * kernel with its wrap.  With gc = MB_GC_EXACT a lane's bound is 8 blocks * 3072 < 32768:
+ * every token passes. */
+
+/* 1 when no int16 lane of token q (cols / 128 blocks, gc chunks per widening) can wrap */
+static int mb_i2s_lanes_exact(const int8_t *q, int64_t cols, int gc) {
+    const int64_t nb = cols / 128, gb = gc / 4;
+    if (gb * 4 * 2 * 3 * 128 <= 32767) return 1;          /* even all -128: no wrap */
+    for (int64_t b0 = 0; b0 < nb; b0 += gb) {
+        int32_t pos[16] = {0}, neg[16] = {0};
+        const int64_t b1 = mb_min64(nb, b0 + gb);
+        for (int64_t b = b0; b < b1; b++)
+            for (int p = 0; p < 4; p++) {
+                const int8_t *yp = q + 128 * b + 32 * p;
+                for (int m = 0; m < 32; m++) {
+                    const int32_t v = yp[m];
+                    pos[m >> 1] += v > 0 ? v : 0;
+                    neg[m >> 1] += v < 0 ? v : 0;
+                }
+            }
+        for (int l = 0; l < 16; l++)
+            if (3 * pos[l] > 32767 || 3 * neg[l] < -32768) return 0;
+    }
+    return 1;
+}
+
+#if MB_X86
+/* mb_i2s_lanes_exact with AVX2: per 32-byte plane, maddubs(1, max(q, 0)) and maddubs(1, min(q, 0))
+ * give int16 lane l's pair of columns; over at most 32 blocks x 4 planes a lane's positive sum
+ * stays within 128 * 254 and its negative sum within 128 * -256 = -32768: exact in int16.
+ * 3 P <= 32767 is P <= 10922 and 3 N >= -32768 is N >= -10922. */
+MB_AVX2 static int mb_i2s_lanes_exact_avx2(const int8_t *q, int64_t cols, int gc) {
+    const int64_t nb = cols / 128, gb = gc / 4;
+    const __m256i ones = _mm256_set1_epi8(1), zero = _mm256_setzero_si256();
+    const __m256i hi = _mm256_set1_epi16(10922), lo = _mm256_set1_epi16(-10922);
+    for (int64_t b0 = 0; b0 < nb; b0 += gb) {
+        __m256i pos = zero, neg = zero;
+        const int64_t b1 = mb_min64(nb, b0 + gb);
+        for (int64_t k = 128 * b0; k < 128 * b1; k += 32) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(q + k));
+            pos = _mm256_add_epi16(pos, _mm256_maddubs_epi16(ones, _mm256_max_epi8(v, zero)));
+            neg = _mm256_add_epi16(neg, _mm256_maddubs_epi16(ones, _mm256_min_epi8(v, zero)));
+        }
+        const __m256i bad = _mm256_or_si256(_mm256_cmpgt_epi16(pos, hi), _mm256_cmpgt_epi16(lo, neg));
+        if (!_mm256_testz_si256(bad, bad)) return 0;
+    }
+    return 1;
+}
+#endif
+
+/* flags[t] = mb_i2s_lanes_exact(token t) */
+static void mb_i2s_exact_flags(const int8_t *q, int64_t T, int64_t cols, int gc, uint8_t *flags) {
+    for (int64_t t = 0; t < T; t++) {
+#if MB_X86
+        if (gc <= 128 && mb_simd()) {            /* int16 sums exact up to 32 blocks */
+            flags[t] = (uint8_t)((gc / 4) * 4 * 2 * 3 * 128 <= 32767
+                                 || mb_i2s_lanes_exact_avx2(q + t * cols, cols, gc));
+            continue;
+        }
+#endif
+        flags[t] = (uint8_t)mb_i2s_lanes_exact(q + t * cols, cols, gc);
+    }
+}
+
+#if MB_X86 && MB_CC_AVX512VNNI
+#  ifndef MB_AVX512VNNI
+#    define MB_AVX512VNNI __attribute__((target("avx2,f16c,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
+#  endif
+
+/* the 4 planes of 64 code bytes (two I2_S blocks) into acc: planes 0..3 are bits 6-7 .. 0-1 */
+#  define MB_I2S_DP512(acc, x, y0, y1, y2, y3)                                               \
+    acc = _mm512_dpbusd_epi32(acc, _mm512_and_si512(_mm512_srli_epi16((x), 6), m3), (y0));   \
+    acc = _mm512_dpbusd_epi32(acc, _mm512_and_si512(_mm512_srli_epi16((x), 4), m3), (y1));   \
+    acc = _mm512_dpbusd_epi32(acc, _mm512_and_si512(_mm512_srli_epi16((x), 2), m3), (y2));   \
+    acc = _mm512_dpbusd_epi32(acc, _mm512_and_si512((x), m3), (y3))
+
+#  define MB_I2S_DP256(acc, x, yb)                                                           \
+    acc = _mm256_dpbusd_epi32(acc, _mm256_and_si256(_mm256_srli_epi16((x), 6), m3s),         \
+                              _mm256_loadu_si256((const __m256i *)(yb)));                    \
+    acc = _mm256_dpbusd_epi32(acc, _mm256_and_si256(_mm256_srli_epi16((x), 4), m3s),         \
+                              _mm256_loadu_si256((const __m256i *)((yb) + 32)));             \
+    acc = _mm256_dpbusd_epi32(acc, _mm256_and_si256(_mm256_srli_epi16((x), 2), m3s),         \
+                              _mm256_loadu_si256((const __m256i *)((yb) + 64)));             \
+    acc = _mm256_dpbusd_epi32(acc, _mm256_and_si256((x), m3s),                               \
+                              _mm256_loadu_si256((const __m256i *)((yb) + 96)))
+
+/* GEMV, 4 rows x 1 token, exact: two blocks (64 code bytes) per step; plane p of both meets
+ * [q of block b, plane p | q of block b + 1, plane p], built once for the four rows */
+MB_AVX512VNNI static void mb_i2s_vnni_4x1(const uint8_t *w0, const uint8_t *w1, const uint8_t *w2,
+                                          const uint8_t *w3, int64_t nb, const int8_t *y,
+                                          int32_t out[4]) {
+    const __m512i m3 = _mm512_set1_epi8(3);
+    const __m256i m3s = _mm256_set1_epi8(3);
+    const uint8_t *w[4] = {w0, w1, w2, w3};
+    __m512i s[4];
+    for (int j = 0; j < 4; j++) s[j] = _mm512_setzero_si512();
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        const int8_t *yb = y + 128 * b;
+        __m512i yp[4];
+        for (int p = 0; p < 4; p++)
+            yp[p] = _mm512_inserti64x4(_mm512_castsi256_si512(
+                        _mm256_loadu_si256((const __m256i *)(yb + 32 * p))),
+                        _mm256_loadu_si256((const __m256i *)(yb + 128 + 32 * p)), 1);
+        for (int j = 0; j < 4; j++) {
+            _mm_prefetch((const char *)(w[j] + MB_PF_BYTES + 32 * b), _MM_HINT_T0);
+            const __m512i x = _mm512_loadu_si512((const void *)(w[j] + 32 * b));
+            MB_I2S_DP512(s[j], x, yp[0], yp[1], yp[2], yp[3]);
+        }
+    }
+    __m256i t[4];
+    for (int j = 0; j < 4; j++) t[j] = _mm256_setzero_si256();
+    if (b < nb)                                                /* an odd last block */
+        for (int j = 0; j < 4; j++) {
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(w[j] + 32 * b));
+            MB_I2S_DP256(t[j], x, y + 128 * b);
+        }
+    for (int j = 0; j < 4; j++)
+        out[j] = (int32_t)((uint32_t)_mm512_reduce_add_epi32(s[j]) + (uint32_t)mb_hsum_epi32(t[j]));
+}
+
+/* GEMM, 1 row x 4 tokens, exact: a block's 32 code bytes broadcast to both 256-bit halves and
+ * decoded once as [plane 0 | plane 1] and [plane 2 | plane 3], which meet each token's 64
+ * contiguous activations of those planes */
+MB_AVX512VNNI static void mb_i2s_vnni_1x4(const uint8_t *w, int64_t nb, const int8_t *y,
+                                          int64_t cols, int32_t out[4]) {
+    const __m512i m3 = _mm512_set1_epi8(3);
+    const __m512i sh01 = _mm512_inserti64x4(_mm512_set1_epi16(6), _mm256_set1_epi16(4), 1);
+    const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi16(2), _mm256_setzero_si256(), 1);
+    __m512i s[4];
+    for (int j = 0; j < 4; j++) s[j] = _mm512_setzero_si512();
+    for (int64_t b = 0; b < nb; b++) {
+        const __m512i x = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + 32 * b)));
+        const __m512i c01 = _mm512_and_si512(_mm512_srlv_epi16(x, sh01), m3);
+        const __m512i c23 = _mm512_and_si512(_mm512_srlv_epi16(x, sh23), m3);
+        for (int j = 0; j < 4; j++) {
+            const int8_t *yb = y + j * cols + 128 * b;
+            s[j] = _mm512_dpbusd_epi32(s[j], c01, _mm512_loadu_si512((const void *)yb));
+            s[j] = _mm512_dpbusd_epi32(s[j], c23, _mm512_loadu_si512((const void *)(yb + 64)));
+        }
+    }
+    for (int j = 0; j < 4; j++) out[j] = _mm512_reduce_add_epi32(s[j]);
+}
+#  undef MB_I2S_DP512
+#  undef MB_I2S_DP256
+#elif MB_X86      /* a compiler without AVX-512 VNNI: never called (mb_vnni() is never 512) */
+static void mb_i2s_vnni_4x1(const uint8_t *w0, const uint8_t *w1, const uint8_t *w2,
+                            const uint8_t *w3, int64_t nb, const int8_t *y, int32_t out[4]) {
+    (void)w0; (void)w1; (void)w2; (void)w3; (void)nb; (void)y; (void)out;
+    __builtin_trap();
+}
+static void mb_i2s_vnni_1x4(const uint8_t *w, int64_t nb, const int8_t *y, int64_t cols,
+                            int32_t out[4]) {
+    (void)w; (void)nb; (void)y; (void)cols; (void)out;
+    __builtin_trap();
+}
+#endif
+
+#if MB_X86
 MB_AVX2 static void mb_i2s_avx2(const uint8_t *data, int64_t cols, const int8_t *q, int64_t T,
-                                int64_t rows, int64_t r0, int64_t r1, int gc, int32_t *raw) {
+                                int64_t rows, int64_t r0, int64_t r1, int gc, const uint8_t *exact,
+                                int32_t *raw) {
     const int64_t nb = cols / 128, rb = cols / 4, gb = gc / 4;
+    const int vnni = exact && mb_vnni() == MB_VNNI_512;   /* exact tokens: VNNI, same ints */
     int32_t o[4];
     int64_t t = 0;
     for (; t + 4 <= T; t += 4) {                          /* GEMM: token tiles of 4 */
+        const int v4 = vnni && exact[t] && exact[t + 1] && exact[t + 2] && exact[t + 3];
         for (int64_t r = r0; r < r1; r++) {
-            mb_i2s_avx2_1x4(data + r * rb, nb, q + t * cols, cols, gb, o);
+            if (v4) mb_i2s_vnni_1x4(data + r * rb, nb, q + t * cols, cols, o);
+            else mb_i2s_avx2_1x4(data + r * rb, nb, q + t * cols, cols, gb, o);
             for (int i = 0; i < 4; i++) raw[(t + i) * rows + r] = o[i];
         }
     }
     for (; t < T; t++) {                                  /* GEMV: row tiles of 4 */
         const int8_t *y = q + t * cols;
+        const int v1 = vnni && exact[t];
         int64_t r = r0;
         for (; r + 4 <= r1; r += 4) {
-            mb_i2s_avx2_4x1(data + r * rb, data + (r + 1) * rb, data + (r + 2) * rb,
-                            data + (r + 3) * rb, nb, y, gb, o);
+            const uint8_t *w = data + r * rb;
+            if (v1) mb_i2s_vnni_4x1(w, w + rb, w + 2 * rb, w + 3 * rb, nb, y, o);
+            else mb_i2s_avx2_4x1(w, w + rb, w + 2 * rb, w + 3 * rb, nb, y, gb, o);
             for (int i = 0; i < 4; i++) raw[t * rows + r + i] = o[i];
         }
         for (; r < r1; r++) {
             const uint8_t *w = data + r * rb;
-            mb_i2s_avx2_4x1(w, w, w, w, nb, y, gb, o);
+            if (v1) mb_i2s_vnni_4x1(w, w, w, w, nb, y, o);
+            else mb_i2s_avx2_4x1(w, w, w, w, nb, y, gb, o);
             raw[t * rows + r] = o[0];
         }
     }
 }
 #endif
 
-/* raw[t, r] for rows [r0, r1) and every token; gc = MB_GC_LANES or MB_GC_EXACT */
+/* raw[t, r] for rows [r0, r1) and every token; gc = MB_GC_LANES or MB_GC_EXACT; exact: NULL
+ * or per token mb_i2s_lanes_exact (1: the VNNI kernels may run for it) */
 static void mb_i2s(const uint8_t *data, int64_t cols, const int8_t *q, int64_t T, int64_t rows,
-                   int64_t r0, int64_t r1, int gc, int32_t *raw) {
+                   int64_t r0, int64_t r1, int gc, const uint8_t *exact, int32_t *raw) {
 #if MB_X86
-    if (mb_simd()) { mb_i2s_avx2(data, cols, q, T, rows, r0, r1, gc, raw); return; }
+    if (mb_simd()) { mb_i2s_avx2(data, cols, q, T, rows, r0, r1, gc, exact, raw); return; }
 #endif
     mb_i2s_scalar(data, cols, q, T, rows, r0, r1, gc, raw);
 }
@@ -832,8 +1024,9 @@ MB_AVX2 static inline __m128 mb_hsum8_x4(const __m256 s[4]) {
                          _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16((x), 6), m3), (y3)))))
 
 /* rows r .. r+3 (w: row r, the next at +rb) x one token -> o4[0..3] */
-#  define MB_TQ2_ROWS4_BODY(EPI)                                                            \
+#  define MB_TQ2_ROWS4_BODY(EPI, PLANES, WIDEN)                                                       \
     const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi16(1);                       \
+    (void)one;                                     /* WIDEN may not need it */              \
     __m256 s[4];                                                                             \
     for (int j = 0; j < 4; j++) s[j] = _mm256_setzero_ps();                                  \
     for (int64_t b = 0; b < nb; b++) {                                                       \
@@ -852,7 +1045,7 @@ MB_AVX2 static inline __m128 mb_hsum8_x4(const __m256 s[4]) {
             const __m256i y3 = _mm256_loadu_si256((const __m256i *)(yb + 128 * h + 96));     \
             for (int j = 0; j < 4; j++) {                                                    \
                 const __m256i xx = _mm256_loadu_si256((const __m256i *)(x + j * rb + 32 * h)); \
-                MB_TQ2_PLANES(a[j], xx, y0, y1, y2, y3);                                     \
+                PLANES(a[j], xx, y0, y1, y2, y3);                                            \
             }                                                                                \
         }                                                                                    \
         const __m256i c = _mm256_loadu_si256((const __m256i *)(cs + 8 * b));                 \
@@ -862,15 +1055,16 @@ MB_AVX2 static inline __m128 mb_hsum8_x4(const __m256 s[4]) {
         _mm_storeu_ps(dd, _mm_mul_ps(_mm_set1_ps(da[b]), _mm_cvtph_ps(_mm_set_epi16(         \
             0, 0, 0, 0, (short)dh[3], (short)dh[2], (short)dh[1], (short)dh[0]))));          \
         for (int j = 0; j < 4; j++) {                                                        \
-            const __m256i L = _mm256_sub_epi32(_mm256_madd_epi16(a[j], one), c);              \
+            const __m256i L = _mm256_sub_epi32(WIDEN(a[j]), c);                              \
             s[j] = EPI(L, _mm256_set1_ps(dd[j]), s[j]);                                      \
         }                                                                                    \
     }                                                                                        \
     _mm_storeu_ps(o4, mb_hsum8_x4(s));
 
 /* one row x tokens t .. t+3 (y, cs, da: token t's; the next at +cols, +8 nb, +nb) -> o4 */
-#  define MB_TQ2_TOK4_BODY(EPI)                                                             \
+#  define MB_TQ2_TOK4_BODY(EPI, TOKPLANES, WIDEN)                                                       \
     const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi16(1);                       \
+    (void)one;                                     /* WIDEN may not need it */              \
     __m256 s[4];                                                                             \
     for (int j = 0; j < 4; j++) s[j] = _mm256_setzero_ps();                                  \
     for (int64_t b = 0; b < nb; b++) {                                                       \
@@ -885,23 +1079,26 @@ MB_AVX2 static inline __m128 mb_hsum8_x4(const __m256 s[4]) {
             const __m256i c3 = _mm256_and_si256(_mm256_srli_epi16(xx, 6), m3);               \
             for (int j = 0; j < 4; j++) {                                                    \
                 const int8_t *yh = y + j * cols + 256 * b + 128 * h;                         \
-                a[j] = _mm256_add_epi16(a[j], _mm256_add_epi16(                              \
-                    _mm256_add_epi16(                                                        \
-                        _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i *)yh)),   \
-                        _mm256_maddubs_epi16(c1, _mm256_loadu_si256((const __m256i *)(yh + 32)))), \
-                    _mm256_add_epi16(                                                        \
-                        _mm256_maddubs_epi16(c2, _mm256_loadu_si256((const __m256i *)(yh + 64))), \
-                        _mm256_maddubs_epi16(c3, _mm256_loadu_si256((const __m256i *)(yh + 96)))))); \
+                TOKPLANES(a[j], c0, c1, c2, c3, yh);                                         \
             }                                                                                \
         }                                                                                    \
         const float dw = mb_half_to_float(x + 64);                                           \
         for (int j = 0; j < 4; j++) {                                                        \
-            const __m256i L = _mm256_sub_epi32(_mm256_madd_epi16(a[j], one),                  \
+            const __m256i L = _mm256_sub_epi32(WIDEN(a[j]),                                  \
                 _mm256_loadu_si256((const __m256i *)(cs + j * 8 * nb + 8 * b)));             \
             s[j] = EPI(L, _mm256_set1_ps(da[j * nb + b] * dw), s[j]);                        \
         }                                                                                    \
     }                                                                                        \
     _mm_storeu_ps(o4, mb_hsum8_x4(s));
+
+/* acc += the 4 maddubs of decoded planes c0..c3 with a token's 4 x 32 activations at yh */
+#  define MB_TQ2_TOKPLANES(acc, c0, c1, c2, c3, yh)                                          \
+    acc = _mm256_add_epi16(acc, _mm256_add_epi16(                                            \
+        _mm256_add_epi16(_mm256_maddubs_epi16((c0), _mm256_loadu_si256((const __m256i *)(yh))), \
+                         _mm256_maddubs_epi16((c1), _mm256_loadu_si256((const __m256i *)((yh) + 32)))), \
+        _mm256_add_epi16(_mm256_maddubs_epi16((c2), _mm256_loadu_si256((const __m256i *)((yh) + 64))), \
+                         _mm256_maddubs_epi16((c3), _mm256_loadu_si256((const __m256i *)((yh) + 96))))))
+#  define MB_WIDEN16(a) _mm256_madd_epi16((a), one)       /* int16 pairs -> the int32 lanes */
 
 #  define MB_EPI_FUSED(L, dd, s) _mm256_fmadd_ps(_mm256_cvtepi32_ps(L), (dd), (s))
 #  define MB_EPI_APART(L, dd, s) _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(L), (dd)), (s))
@@ -909,27 +1106,260 @@ MB_AVX2 static inline __m128 mb_hsum8_x4(const __m256 s[4]) {
 __attribute__((target("avx2,f16c,fma")))
 static void mb_tq2_lanes_rows4_fused(const uint8_t *w, int64_t rb, int64_t nb, const int8_t *y,
                                      const int32_t *cs, const float *da, float *o4) {
-    MB_TQ2_ROWS4_BODY(MB_EPI_FUSED)
+    MB_TQ2_ROWS4_BODY(MB_EPI_FUSED, MB_TQ2_PLANES, MB_WIDEN16)
 }
 
 MB_AVX2 static void mb_tq2_lanes_rows4(const uint8_t *w, int64_t rb, int64_t nb, const int8_t *y,
                                        const int32_t *cs, const float *da, float *o4) {
-    MB_TQ2_ROWS4_BODY(MB_EPI_APART)
+    MB_TQ2_ROWS4_BODY(MB_EPI_APART, MB_TQ2_PLANES, MB_WIDEN16)
 }
 
 __attribute__((target("avx2,f16c,fma")))
 static void mb_tq2_lanes_tok4_fused(const uint8_t *w, int64_t nb, const int8_t *y, int64_t cols,
                                     const int32_t *cs, const float *da, float *o4) {
-    MB_TQ2_TOK4_BODY(MB_EPI_FUSED)
+    MB_TQ2_TOK4_BODY(MB_EPI_FUSED, MB_TQ2_TOKPLANES, MB_WIDEN16)
 }
 
 MB_AVX2 static void mb_tq2_lanes_tok4(const uint8_t *w, int64_t nb, const int8_t *y, int64_t cols,
                                       const int32_t *cs, const float *da, float *o4) {
-    MB_TQ2_TOK4_BODY(MB_EPI_APART)
+    MB_TQ2_TOK4_BODY(MB_EPI_APART, MB_TQ2_TOKPLANES, MB_WIDEN16)
 }
+
+/* ---- the same bodies with AVX-VNNI (VEX vpdpbusd on 256 bits; mb_vnni() == MB_VNNI_256) ----
+ * For CPUs with AVX-VNNI but no AVX-512.  vpdpbusd adds code[4k + i] * y[4k + i], i = 0..3,
+ * into int32 lane k with no saturation: the exact lane of madd(maddubs(..), 1) (see the
+ * AVX-512 section below for why that lane is exact), accumulated over the eight 32-byte
+ * steps directly in int32, so no widening is needed; everything else is the AVX2 body. */
+#if MB_CC_AVXVNNI
+#  define MB_AVXVNNI __attribute__((target("avx2,f16c,fma,avxvnni")))
+#  define MB_TQ2_PLANES_DP(acc, x, y0, y1, y2, y3)                                          \
+    acc = _mm256_dpbusd_avx_epi32(acc, _mm256_and_si256((x), m3), (y0));                     \
+    acc = _mm256_dpbusd_avx_epi32(acc, _mm256_and_si256(_mm256_srli_epi16((x), 2), m3), (y1)); \
+    acc = _mm256_dpbusd_avx_epi32(acc, _mm256_and_si256(_mm256_srli_epi16((x), 4), m3), (y2)); \
+    acc = _mm256_dpbusd_avx_epi32(acc, _mm256_and_si256(_mm256_srli_epi16((x), 6), m3), (y3))
+#  define MB_TQ2_TOKPLANES_DP(acc, c0, c1, c2, c3, yh)                                       \
+    acc = _mm256_dpbusd_avx_epi32(acc, (c0), _mm256_loadu_si256((const __m256i *)(yh)));     \
+    acc = _mm256_dpbusd_avx_epi32(acc, (c1), _mm256_loadu_si256((const __m256i *)((yh) + 32))); \
+    acc = _mm256_dpbusd_avx_epi32(acc, (c2), _mm256_loadu_si256((const __m256i *)((yh) + 64))); \
+    acc = _mm256_dpbusd_avx_epi32(acc, (c3), _mm256_loadu_si256((const __m256i *)((yh) + 96)))
+#  define MB_WIDEN32(a) (a)
+
+MB_AVXVNNI static void mb_tq2_lanes_rows4_avxvnni_fused(const uint8_t *w, int64_t rb, int64_t nb,
+                                                        const int8_t *y, const int32_t *cs,
+                                                        const float *da, float *o4) {
+    MB_TQ2_ROWS4_BODY(MB_EPI_FUSED, MB_TQ2_PLANES_DP, MB_WIDEN32)
+}
+
+MB_AVXVNNI static void mb_tq2_lanes_rows4_avxvnni(const uint8_t *w, int64_t rb, int64_t nb,
+                                                  const int8_t *y, const int32_t *cs,
+                                                  const float *da, float *o4) {
+    MB_TQ2_ROWS4_BODY(MB_EPI_APART, MB_TQ2_PLANES_DP, MB_WIDEN32)
+}
+
+MB_AVXVNNI static void mb_tq2_lanes_tok4_avxvnni_fused(const uint8_t *w, int64_t nb, const int8_t *y,
+                                                       int64_t cols, const int32_t *cs,
+                                                       const float *da, float *o4) {
+    MB_TQ2_TOK4_BODY(MB_EPI_FUSED, MB_TQ2_TOKPLANES_DP, MB_WIDEN32)
+}
+
+MB_AVXVNNI static void mb_tq2_lanes_tok4_avxvnni(const uint8_t *w, int64_t nb, const int8_t *y,
+                                                 int64_t cols, const int32_t *cs,
+                                                 const float *da, float *o4) {
+    MB_TQ2_TOK4_BODY(MB_EPI_APART, MB_TQ2_TOKPLANES_DP, MB_WIDEN32)
+}
+#  undef MB_TQ2_PLANES_DP
+#  undef MB_TQ2_TOKPLANES_DP
+#  undef MB_WIDEN32
+#else             /* a compiler without AVX-VNNI: never called (mb_vnni() is never 256) */
+#  define MB_TQ2_VNNI_STUB(name)                                                            \
+    static void name(const uint8_t *w, int64_t a, int64_t b, const int8_t *y,               \
+                     const int32_t *cs, const float *da, float *o4) {                       \
+        (void)w; (void)a; (void)b; (void)y; (void)cs; (void)da; (void)o4;                  \
+        __builtin_trap();                                                                   \
+    }
+MB_TQ2_VNNI_STUB(mb_tq2_lanes_rows4_avxvnni_fused)
+MB_TQ2_VNNI_STUB(mb_tq2_lanes_rows4_avxvnni)
+#  undef MB_TQ2_VNNI_STUB
+#  define MB_TQ2_VNNI_STUB(name)                                                            \
+    static void name(const uint8_t *w, int64_t nb, const int8_t *y, int64_t cols,           \
+                     const int32_t *cs, const float *da, float *o4) {                       \
+        (void)w; (void)nb; (void)y; (void)cols; (void)cs; (void)da; (void)o4;              \
+        __builtin_trap();                                                                   \
+    }
+MB_TQ2_VNNI_STUB(mb_tq2_lanes_tok4_avxvnni_fused)
+MB_TQ2_VNNI_STUB(mb_tq2_lanes_tok4_avxvnni)
+#  undef MB_TQ2_VNNI_STUB
+#endif
+
+/* ---- the same four-wide TQ2_0 kernels with AVX-512 VNNI (mb_vnni(): run-time choice) -----
+ *
+ * Why the lanes are the same integers.  In the AVX2 bodies above, int32 lane k of a block is
+ * madd(acc16, 1)[k], where acc16 is the int16 sum of eight maddubs (two 32-byte halves h x
+ * four bit planes n).  maddubs lane l is code[2l] * y[2l] + code[2l + 1] * y[2l + 1], at most
+ * 2 * 3 * 128 = 768 in size (codes 0..3, y -128..127): no saturation; eight of them stay
+ * within 6144: no int16 wrap.  So madd(acc16, 1)[k] = acc16[2k] + acc16[2k + 1] is the exact
+ * integer  sum over h, n and i = 0..3 of code[4k + i] * y[4k + i]  in step (h, n): the four
+ * bytes 4k .. 4k+3 of every 32-byte step, summed exactly.
+ * vpdpbusd (u8 x s8) adds exactly those four products of bytes 4k .. 4k+3 into int32 lane k
+ * of its accumulator, without saturation; 64 such products per lane stay within
+ * 64 * 384 < 2^31.  A 512-bit vpdpbusd takes two 32-byte steps at once, one per 256-bit half
+ * (lanes 0-7 and 8-15), and adding the two halves of the accumulator at the block's end gives
+ * lane k of all eight steps: the same exact integer, whatever the order of the adds.
+ * Everything after the integer lanes -- csum, the conversion, fl(L * dd) + sumf or the fma,
+ * block order, mb_hsum8_x4 -- is the AVX2 body's, one float operation per lane; two outputs
+ * share one 512-bit vector (lanes 0-7 and 8-15) but every lane sees the same operations on
+ * the same values, so the bits are the AVX2 kernels' bits. */
+#if MB_CC_AVX512VNNI
+#  define MB_AVX512VNNI __attribute__((target("avx2,f16c,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+/* [a.lo256 + a.hi256 | b.lo256 + b.hi256]: two outputs' eight exact int32 lanes, side by side */
+#  define MB_FOLD2(a, b) _mm512_add_epi32(_mm512_shuffle_i64x2((a), (b), 0x44),              \
+                                          _mm512_shuffle_i64x2((a), (b), 0xEE))
+
+/* the upper eight floats of a 512-bit vector (AVX-512F only, no DQ) */
+#  define MB_HI256_PS(v) _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))
+
+/* [lo | hi]: two 256-bit vectors as one 512-bit vector */
+#  define MB_CAT256(lo, hi) _mm512_inserti64x4(_mm512_castsi256_si512(lo), (hi), 1)
+
+/* rows r .. r+3 x one token -> o4.  The 64 code bytes of a row's block (both halves) are one
+ * 512-bit load; plane n meets [y of half 0, plane n | y of half 1, plane n], built once per
+ * block for the four rows. */
+#  define MB_TQ2_ROWS4_VNNI_BODY(EPI)                                                       \
+    const __m512i m3 = _mm512_set1_epi8(3);                                                  \
+    const __m512i i01 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);   \
+    const __m512i i23 = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2);   \
+    __m512 s01 = _mm512_setzero_ps(), s23 = _mm512_setzero_ps();  /* rows 0|1, rows 2|3 */  \
+    for (int64_t b = 0; b < nb; b++) {                                                       \
+        const uint8_t *x = w + 66 * b;                                                       \
+        const int8_t *yb = y + 256 * b;                                                      \
+        __m512i yp[4];                                                                       \
+        for (int n = 0; n < 4; n++)                                                          \
+            yp[n] = MB_CAT256(_mm256_loadu_si256((const __m256i *)(yb + 32 * n)),            \
+                              _mm256_loadu_si256((const __m256i *)(yb + 128 + 32 * n)));     \
+        __m512i a[4];                                                                        \
+        for (int j = 0; j < 4; j++) {                                                        \
+            _mm_prefetch((const char *)(x + j * rb + MB_PF_BYTES), _MM_HINT_T0);             \
+            _mm_prefetch((const char *)(x + j * rb + MB_PF_BYTES + 65), _MM_HINT_T0);        \
+            const __m512i xx = _mm512_loadu_si512((const void *)(x + j * rb));               \
+            __m512i acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(),                        \
+                                              _mm512_and_si512(xx, m3), yp[0]);              \
+            acc = _mm512_dpbusd_epi32(acc, _mm512_and_si512(_mm512_srli_epi16(xx, 2), m3), yp[1]); \
+            acc = _mm512_dpbusd_epi32(acc, _mm512_and_si512(_mm512_srli_epi16(xx, 4), m3), yp[2]); \
+            acc = _mm512_dpbusd_epi32(acc, _mm512_and_si512(_mm512_srli_epi16(xx, 6), m3), yp[3]); \
+            a[j] = acc;                                                                      \
+        }                                                                                    \
+        const __m256i c = _mm256_loadu_si256((const __m256i *)(cs + 8 * b));                 \
+        const __m512i cc = MB_CAT256(c, c);                                                  \
+        uint16_t dh[4];                                                                      \
+        for (int j = 0; j < 4; j++) memcpy(&dh[j], x + j * rb + 64, 2);                      \
+        const __m128 dd4 = _mm_mul_ps(_mm_set1_ps(da[b]), _mm_cvtph_ps(_mm_set_epi16(        \
+            0, 0, 0, 0, (short)dh[3], (short)dh[2], (short)dh[1], (short)dh[0])));           \
+        const __m512 dd = _mm512_castps128_ps512(dd4);                                       \
+        s01 = EPI(_mm512_sub_epi32(MB_FOLD2(a[0], a[1]), cc), _mm512_permutexvar_ps(i01, dd), s01); \
+        s23 = EPI(_mm512_sub_epi32(MB_FOLD2(a[2], a[3]), cc), _mm512_permutexvar_ps(i23, dd), s23); \
+    }                                                                                        \
+    const __m256 s[4] = {_mm512_castps512_ps256(s01), MB_HI256_PS(s01),                    \
+                         _mm512_castps512_ps256(s23), MB_HI256_PS(s23)};                    \
+    _mm_storeu_ps(o4, mb_hsum8_x4(s));
+
+/* one row x tokens t .. t+3 -> o4.  A 32-byte half of the row's codes is broadcast to both
+ * 256-bit halves and decoded as [plane 0 | plane 1] and [plane 2 | plane 3], which meet the
+ * token's 64 contiguous activations of those planes; decoded once for the four tokens. */
+#  define MB_TQ2_TOK4_VNNI_BODY(EPI)                                                        \
+    const __m512i m3 = _mm512_set1_epi8(3);                                                  \
+    const __m512i sh01 = MB_CAT256(_mm256_setzero_si256(), _mm256_set1_epi16(2));           \
+    const __m512i sh23 = MB_CAT256(_mm256_set1_epi16(4), _mm256_set1_epi16(6));             \
+    __m512 s01 = _mm512_setzero_ps(), s23 = _mm512_setzero_ps();  /* tokens 0|1, 2|3 */     \
+    for (int64_t b = 0; b < nb; b++) {                                                       \
+        const uint8_t *x = w + 66 * b;                                                       \
+        __m512i a[4];                                                                        \
+        for (int j = 0; j < 4; j++) a[j] = _mm512_setzero_si512();                           \
+        for (int h = 0; h < 2; h++) {                                                        \
+            const __m512i xx = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x + 32 * h))); \
+            const __m512i c01 = _mm512_and_si512(_mm512_srlv_epi16(xx, sh01), m3);           \
+            const __m512i c23 = _mm512_and_si512(_mm512_srlv_epi16(xx, sh23), m3);           \
+            for (int j = 0; j < 4; j++) {                                                    \
+                const int8_t *yh = y + j * cols + 256 * b + 128 * h;                         \
+                a[j] = _mm512_dpbusd_epi32(a[j], c01, _mm512_loadu_si512((const void *)yh)); \
+                a[j] = _mm512_dpbusd_epi32(a[j], c23, _mm512_loadu_si512((const void *)(yh + 64))); \
+            }                                                                                \
+        }                                                                                    \
+        const int32_t *c = cs + 8 * b;                                                       \
+        const __m512i c01 = MB_CAT256(_mm256_loadu_si256((const __m256i *)c),                \
+                                      _mm256_loadu_si256((const __m256i *)(c + 8 * nb)));    \
+        const __m512i c23 = MB_CAT256(_mm256_loadu_si256((const __m256i *)(c + 16 * nb)),    \
+                                      _mm256_loadu_si256((const __m256i *)(c + 24 * nb)));   \
+        const float dw = mb_half_to_float(x + 64);                                           \
+        const __m512 d01 = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(da[b] * dw),          \
+                                                _mm512_set1_ps(da[nb + b] * dw));            \
+        const __m512 d23 = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(da[2 * nb + b] * dw), \
+                                                _mm512_set1_ps(da[3 * nb + b] * dw));        \
+        s01 = EPI(_mm512_sub_epi32(MB_FOLD2(a[0], a[1]), c01), d01, s01);                    \
+        s23 = EPI(_mm512_sub_epi32(MB_FOLD2(a[2], a[3]), c23), d23, s23);                    \
+    }                                                                                        \
+    const __m256 s[4] = {_mm512_castps512_ps256(s01), MB_HI256_PS(s01),                    \
+                         _mm512_castps512_ps256(s23), MB_HI256_PS(s23)};                    \
+    _mm_storeu_ps(o4, mb_hsum8_x4(s));
+
+#  define MB_EPI512_FUSED(L, dd, s) _mm512_fmadd_ps(_mm512_cvtepi32_ps(L), (dd), (s))
+#  define MB_EPI512_APART(L, dd, s) _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(L), (dd)), (s))
+
+MB_AVX512VNNI static void mb_tq2_lanes_rows4_vnni_fused(const uint8_t *w, int64_t rb, int64_t nb,
+                                                        const int8_t *y, const int32_t *cs,
+                                                        const float *da, float *o4) {
+    MB_TQ2_ROWS4_VNNI_BODY(MB_EPI512_FUSED)
+}
+
+MB_AVX512VNNI static void mb_tq2_lanes_rows4_vnni(const uint8_t *w, int64_t rb, int64_t nb,
+                                                  const int8_t *y, const int32_t *cs,
+                                                  const float *da, float *o4) {
+    MB_TQ2_ROWS4_VNNI_BODY(MB_EPI512_APART)
+}
+
+MB_AVX512VNNI static void mb_tq2_lanes_tok4_vnni_fused(const uint8_t *w, int64_t nb, const int8_t *y,
+                                                       int64_t cols, const int32_t *cs,
+                                                       const float *da, float *o4) {
+    MB_TQ2_TOK4_VNNI_BODY(MB_EPI512_FUSED)
+}
+
+MB_AVX512VNNI static void mb_tq2_lanes_tok4_vnni(const uint8_t *w, int64_t nb, const int8_t *y,
+                                                 int64_t cols, const int32_t *cs,
+                                                 const float *da, float *o4) {
+    MB_TQ2_TOK4_VNNI_BODY(MB_EPI512_APART)
+}
+#  undef MB_TQ2_ROWS4_VNNI_BODY
+#  undef MB_TQ2_TOK4_VNNI_BODY
+#  undef MB_EPI512_FUSED
+#  undef MB_EPI512_APART
+#  undef MB_HI256_PS
+#  undef MB_FOLD2
+#  undef MB_CAT256
+#else             /* a compiler without AVX-512 VNNI: never called (mb_vnni() is never 512) */
+#  define MB_TQ2_VNNI_STUB(name)                                                            \
+    static void name(const uint8_t *w, int64_t a, int64_t b, const int8_t *y,               \
+                     const int32_t *cs, const float *da, float *o4) {                       \
+        (void)w; (void)a; (void)b; (void)y; (void)cs; (void)da; (void)o4;                  \
+        __builtin_trap();                                                                   \
+    }
+MB_TQ2_VNNI_STUB(mb_tq2_lanes_rows4_vnni_fused)
+MB_TQ2_VNNI_STUB(mb_tq2_lanes_rows4_vnni)
+#  undef MB_TQ2_VNNI_STUB
+#  define MB_TQ2_VNNI_STUB(name)                                                            \
+    static void name(const uint8_t *w, int64_t nb, const int8_t *y, int64_t cols,           \
+                     const int32_t *cs, const float *da, float *o4) {                       \
+        (void)w; (void)nb; (void)y; (void)cols; (void)cs; (void)da; (void)o4;              \
+        __builtin_trap();                                                                   \
+    }
+MB_TQ2_VNNI_STUB(mb_tq2_lanes_tok4_vnni_fused)
+MB_TQ2_VNNI_STUB(mb_tq2_lanes_tok4_vnni)
+#  undef MB_TQ2_VNNI_STUB
+#endif
 #  undef MB_TQ2_ROWS4_BODY
 #  undef MB_TQ2_TOK4_BODY
 #  undef MB_TQ2_PLANES
+#  undef MB_TQ2_TOKPLANES
+#  undef MB_WIDEN16
 #  undef MB_EPI_FUSED
 #  undef MB_EPI_APART
 #endif
@@ -946,13 +1376,23 @@ static void mb_tq_lanes(int fmt2, const uint8_t *data, int64_t cols, const int8_
 #endif
 #if MB_X86
     if (avx2 && fmt2 && out && !lanes_out && (!fused || mb_cpu_has_fma())) {
+        const int vnni = mb_vnni();                   /* VNNI: the same bits, fewer steps */
         float o4[4];
         int64_t t = 0;
         for (; t + 4 <= T; t += 4)                    /* tiles of four tokens: each row once */
             for (int64_t r = r0; r < r1; r++) {
                 const uint8_t *w = data + r * rb;
-                if (fused) mb_tq2_lanes_tok4_fused(w, nb, q + t * cols, cols, csum + t * nb * 8, da + t * nb, o4);
-                else mb_tq2_lanes_tok4(w, nb, q + t * cols, cols, csum + t * nb * 8, da + t * nb, o4);
+                const int8_t *yt = q + t * cols;
+                const int32_t *cst = csum + t * nb * 8;
+                const float *dt = da + t * nb;
+                if (vnni == MB_VNNI_512) {
+                    if (fused) mb_tq2_lanes_tok4_vnni_fused(w, nb, yt, cols, cst, dt, o4);
+                    else mb_tq2_lanes_tok4_vnni(w, nb, yt, cols, cst, dt, o4);
+                } else if (vnni == MB_VNNI_256) {
+                    if (fused) mb_tq2_lanes_tok4_avxvnni_fused(w, nb, yt, cols, cst, dt, o4);
+                    else mb_tq2_lanes_tok4_avxvnni(w, nb, yt, cols, cst, dt, o4);
+                } else if (fused) mb_tq2_lanes_tok4_fused(w, nb, yt, cols, cst, dt, o4);
+                else mb_tq2_lanes_tok4(w, nb, yt, cols, cst, dt, o4);
                 for (int j = 0; j < 4; j++) out[(t + j) * rows + r] = o4[j];
             }
         for (; t < T; t++) {                          /* the rest token by token, four rows at once */
@@ -961,7 +1401,13 @@ static void mb_tq_lanes(int fmt2, const uint8_t *data, int64_t cols, const int8_
             const float *d = da + t * nb;
             int64_t r = r0;
             for (; r + 4 <= r1; r += 4) {
-                if (fused) mb_tq2_lanes_rows4_fused(data + r * rb, rb, nb, y, cs, d, o4);
+                if (vnni == MB_VNNI_512) {
+                    if (fused) mb_tq2_lanes_rows4_vnni_fused(data + r * rb, rb, nb, y, cs, d, o4);
+                    else mb_tq2_lanes_rows4_vnni(data + r * rb, rb, nb, y, cs, d, o4);
+                } else if (vnni == MB_VNNI_256) {
+                    if (fused) mb_tq2_lanes_rows4_avxvnni_fused(data + r * rb, rb, nb, y, cs, d, o4);
+                    else mb_tq2_lanes_rows4_avxvnni(data + r * rb, rb, nb, y, cs, d, o4);
+                } else if (fused) mb_tq2_lanes_rows4_fused(data + r * rb, rb, nb, y, cs, d, o4);
                 else mb_tq2_lanes_rows4(data + r * rb, rb, nb, y, cs, d, o4);
                 memcpy(out + t * rows + r, o4, sizeof o4);
             }

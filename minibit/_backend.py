@@ -103,16 +103,29 @@ def twins() -> dict:
     return {name: fast_module(name) is not None for name in TWINS}
 
 
+_built_summary: str | None = None
+
+
+def _built() -> str:
+    """"all", "some" or "none": which twins import.  Computed once: fast_module keeps every
+    answer, so the set of built twins cannot change in a process (backend() runs per layer
+    call in the decode loop; twins() builds a dict of every twin)."""
+    global _built_summary
+    if _built_summary is None:
+        built = twins().values()
+        _built_summary = "all" if all(built) else ("some" if any(built) else "none")
+    return _built_summary
+
+
 def backend(detail: bool = False):
     """'cython' when every compiled twin is built and active, 'numpy' when the references run
     (forced, or nothing built), 'partial' when only some twins were built (a failed compile;
     each missing one runs its reference).  detail=True: {twin name: 'cython' | 'numpy'}."""
-    built = twins()
-    pure = _override == "numpy" or (_FORCED_PURE and _override is None)
     if detail:
-        return {name: "numpy" if pure or not ok else "cython" for name, ok in built.items()}
+        pure = _override == "numpy" or (_FORCED_PURE and _override is None)
+        return {name: "numpy" if pure or not ok else "cython" for name, ok in twins().items()}
     if _override is not None:
         return _override
-    if pure or not any(built.values()):
+    if _FORCED_PURE or _built() == "none":
         return "numpy"
-    return "cython" if all(built.values()) else "partial"
+    return "cython" if _built() == "all" else "partial"

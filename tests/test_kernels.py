@@ -22,21 +22,35 @@ FMTS_TQ = ("tq2_0", "tq1_0")
 # ---- helpers --------------------------------------------------------------------------------
 
 def simd_modes(fast):
-    """The compiled twin's code paths on this CPU: AVX2 (when present) and portable C."""
+    """The compiled twin's code paths on this CPU: portable C, AVX2 (when present), AVX2 with
+    the AVX-VNNI kernels ("avxvnni") and with the AVX-512 VNNI kernels ("vnni"), each when
+    present."""
     modes = [False]
-    old = fast._set_simd(True)
-    if fast._simd() == "avx2":
-        modes.append(True)
-    fast._set_simd(old)
+    old, old_v = fast._set_simd(True), fast._set_vnni(True)
+    try:
+        if fast._simd() == "avx2":
+            modes.append(True)
+            fast._set_vnni("avxvnni")
+            if fast._vnni() == "avxvnni":
+                modes.append("avxvnni")
+            fast._set_vnni(True)
+            if fast._vnni() == "avx512vnni":
+                modes.append("vnni")
+    finally:
+        fast._set_simd(old)
+        fast._set_vnni(old_v)
     return modes
 
 
 def run_twin(fast, simd, fn, *args):
-    old = fast._set_simd(simd)
+    """fast.fn(*args) on one path of simd_modes: False, True (AVX2 only), "avxvnni" or "vnni"."""
+    vnni = {"vnni": True, "avxvnni": "avxvnni"}.get(simd, False) if isinstance(simd, str) else False
+    old, old_v = fast._set_simd(bool(simd)), fast._set_vnni(vnni)
     try:
         return getattr(fast, fn)(*args)
     finally:
         fast._set_simd(old)
+        fast._set_vnni(old_v)
 
 
 def backends():
@@ -393,6 +407,84 @@ def test_tq2_0_code_3_counts_as_two(seed):
                           ref.linear_q8k_avx2(data, 6, 512, "tq2_0", q, d))
 
 
+def vnni_twin(name, want=("vnni", "avxvnni")):
+    """(the compiled twin, its VNNI modes among want), or a skip naming what this CPU lacks."""
+    fast = twin_pair(name)[1]
+    modes = [m for m in simd_modes(fast) if m in want]
+    if not modes:
+        pytest.skip("no VNNI here (AVX-512 VNNI needs avx512f, avx512bw, avx512vl, avx512vnni, "
+                    "fma, f16c; AVX-VNNI needs avxvnni, fma, f16c): only the AVX2 path runs")
+    return fast, modes
+
+
+TQ_ACTS = ("uniform", "plus127", "minus127", "minus128", "pm127", "extreme")
+
+
+def tq_acts(rng, kind, T, cols):
+    if kind == "plus127":
+        return np.full((T, cols), 127, np.int8)
+    if kind == "minus127":
+        return np.full((T, cols), -127, np.int8)
+    if kind == "minus128":
+        return np.full((T, cols), -128, np.int8)
+    if kind == "pm127":
+        return rng.choice(np.array([-127, 127], np.int8), (T, cols))
+    if kind == "extreme":
+        return rng.choice(np.array([-128, 127, -127, 0], np.int8), (T, cols))
+    return rng.integers(-128, 128, (T, cols)).astype(np.int8)
+
+
+@given(st.integers(1, 13), st.integers(1, 5), st.integers(1, 10), st.sampled_from(TQ_ACTS),
+       st.booleans(), st.integers(0, 2 ** 32 - 1))
+def test_tq2_vnni_lanes_same_bits(rows, nb, T, acts, raw_bytes, seed):
+    """The VNNI TQ2_0 kernels (vpdpbusd lanes, AVX-512 and AVX-VNNI: decode rows x 4, prefill
+    tokens x 4) give the bytes of the AVX2 kernels, of portable C and of the NumPy reference,
+    fused and apart, on random shapes (row and token counts off the tiles of four included)
+    and on saturated activations: all 127, all -127, all -128, +-127."""
+    fast, vmodes = vnni_twin("tq")
+    rng = np.random.default_rng(seed)
+    cols = 256 * nb
+    if raw_bytes:           # any code byte, code 3 included; scales in a sane range
+        data = rng.integers(0, 256, (rows, 66 * nb)).astype(np.uint8)
+        half = rng.uniform(0.01, 2.0, (rows, nb)).astype(np.float16).view(np.uint8)
+        data.reshape(rows, nb, 66)[:, :, 64:66] = half.reshape(rows, nb, 2)
+    else:
+        data = formats.encode("tq2_0", tq_weights(rng, rows, cols)).data
+    q = tq_acts(rng, acts, T, cols)
+    d = rng.uniform(0.0001, 0.1, (T, nb)).astype(np.float32)
+    for fused in (False, True):
+        want = tq.linear_q8k_avx2(data, rows, cols, "tq2_0", q, d, fused)
+        for simd in vmodes + [True, False]:
+            assert_same_bytes(run_twin(fast, simd, "linear_q8k_avx2", data, rows, cols, "tq2_0",
+                                       q, d, fused), want, f"{acts} fused={fused} simd={simd}")
+
+
+def test_vnni_switch_and_env():
+    """_set_vnni turns the VNNI kernels off and on for every twin (or to the 256-bit ones
+    only); MINIBIT_NO_VNNI=1 at import starts a process with them off."""
+    import subprocess
+    import sys
+    fast = twin_pair("tq")[1]
+    old = fast._set_vnni(False)
+    try:
+        assert fast._vnni() in ("off", "absent")
+        assert twin_pair("mad")[1]._vnni() in ("off", "absent")      # one switch for all twins
+        assert fast._set_vnni("avxvnni") is False
+        assert fast._vnni() in ("avxvnni", "off", "absent")
+        assert fast._set_vnni(True) == "avxvnni"
+        have = fast._vnni()
+        assert have in ("avx512vnni", "avxvnni", "absent")
+        with pytest.raises(ValueError):
+            fast._set_vnni("avx512")
+    finally:
+        fast._set_vnni(old)
+    code = "from minibit._fast import tq; print(tq._vnni())"
+    for env, want in (("1", "off"), ("0", have), ("", have)):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**__import__("os").environ, "MINIBIT_NO_VNNI": env}, check=True)
+        assert out.stdout.strip() == (want if have != "absent" else "absent"), (env, out.stdout)
+
+
 @given(st.integers(1, 9), st.integers(1, 3), st.integers(1, 3), st.integers(0, 2 ** 32 - 1))
 def test_mad_raw_bytes_code_3(rows, blocks, T, seed):
     """Any byte pattern (code 3 = w 2, which no packer writes) gives the same bits in both."""
@@ -731,6 +823,86 @@ def test_int16_lane_boundary(total, wraps):
                    else run_twin(m, simd, "lane_product", data, rows, cols, fmt, q))
             assert int(got[0, 0]) == want, (fmt, simd)
         assert (mad.lane_sums(data, rows, cols, fmt, q)[0, 0, 0, 0]) == total
+
+
+@given(st.integers(1, 13), st.integers(1, 40), st.integers(1, 9),
+       st.sampled_from(TQ_ACTS + ("small",)), st.booleans(), st.integers(0, 2 ** 32 - 1))
+def test_i2s_vnni_same_bits(rows, blocks, T, acts, raw_bytes, seed):
+    """I2_S with the VNNI kernels (for tokens whose int16 lanes cannot wrap) gives the bytes
+    of the AVX2 kernel (wrap included), of portable C and of the reference: lane_product,
+    integer_product and linear_i2s, rows and tokens off the tiles of four, odd block counts,
+    up to 40 blocks (two widening groups), saturated activations (which do wrap)."""
+    fast, _ = vnni_twin("mad", ("vnni",))
+    rng = np.random.default_rng(seed)
+    cols = 128 * blocks
+    if raw_bytes:           # any byte: code 3 included
+        data = rng.integers(0, 256, rows * cols // 4 + 32).astype(np.uint8)
+        data[rows * cols // 4:rows * cols // 4 + 4] = np.frombuffer(np.float32(0.5).tobytes(), np.uint8)
+    else:
+        data, _ = mad.packed_args(formats.pack_codes("i2_s", rng.integers(-1, 2, (rows, cols))
+                                                     .astype(np.int8), 0.5), "bitnet.cpp")
+    q = (rng.integers(-20, 21, (T, cols)).astype(np.int8) if acts == "small"
+         else tq_acts(rng, acts, T, cols))
+    s = rng.uniform(1, 100, T).astype(np.float32)
+    sums = q.astype(np.int32).sum(axis=1).astype(np.int32)
+    want_l = mad.lane_product(data, rows, cols, "i2_s", q)
+    want_i = mad.integer_product(data, rows, cols, "i2_s", q)
+    want_y = mad.linear_i2s(data, rows, cols, "i2_s", q, s, sums, np.float32(0.5))
+    for simd in ("vnni", True, False):
+        assert_same_bytes(run_twin(fast, simd, "lane_product", data, rows, cols, "i2_s", q),
+                          want_l, f"lanes {acts} simd={simd}")
+        assert_same_bytes(run_twin(fast, simd, "integer_product", data, rows, cols, "i2_s", q),
+                          want_i, f"exact {acts} simd={simd}")
+        assert_same_bytes(run_twin(fast, simd, "linear_i2s", data, rows, cols, "i2_s", q, s,
+                                   sums, np.float32(0.5)), want_y, f"linear {acts} simd={simd}")
+
+
+@given(st.integers(1, 70), st.integers(1, 4), st.integers(0, 2 ** 32 - 1))
+def test_i2s_exact_flags_avx2_and_portable_agree(blocks, T, seed):
+    """The no-wrap test per token: its AVX2 and portable versions agree, and a token it passes
+    has the reference's wrapped lane product equal to the exact integer product."""
+    fast = twin_pair("mad")[1]
+    rng = np.random.default_rng(seed)
+    cols = 128 * blocks
+    scale = rng.choice([20, 60, 100, 128])
+    q = rng.integers(-scale, scale, (T, cols)).astype(np.int8)
+    q[:, rng.random(cols) < 0.5] = np.int8(-scale if rng.random() < 0.5 else scale - 1)
+    flags = run_twin(fast, False, "_i2s_lanes_exact", q, cols)
+    if "vnni" in simd_modes(fast) or True in simd_modes(fast):
+        assert_same_bytes(run_twin(fast, True, "_i2s_lanes_exact", q, cols), flags, "avx2 flags")
+    data = np.full(cols // 4 + 32, 0xFF, np.uint8)                           # code 3: worst case
+    lanes = mad.lane_product(data, 1, cols, "i2_s", q)[:, 0]
+    exact = 3 * q.astype(np.int64).sum(axis=1)
+    for t in range(T):
+        if flags[t]:
+            assert int(lanes[t]) == int(exact[t])
+
+
+@pytest.mark.parametrize("pos", [True, False])
+def test_i2s_vnni_exact_bound(pos):
+    """The per-token test that lets the VNNI kernel run: a lane whose activations sum to P
+    (> 0) or N (< 0) over a widening group can reach 3 P or 3 N with code 3 (raw bytes 0xFF):
+    P = 10922 / N = -10922 pass (32766, -32766), P = 10923 / N = -10923 fail (they would wrap),
+    and in every case the twin gives the reference's bytes."""
+    fast, _ = vnni_twin("mad", ("vnni",))
+    rows, cols = 5, 4096
+    data = np.full(rows * cols // 4 + 32, 0xFF, np.uint8)                 # code 3 everywhere
+    lane0 = np.array([k for k in range(cols) if (k % 32) // 2 == 0])     # 256 columns
+    sign = 1 if pos else -1
+    for total, ok in ((10922, True), (10923, False)):
+        q = np.zeros((5, cols), np.int8)                                  # 5 tokens: GEMM + GEMV
+        vals = np.full(256, total // 256, np.int64)
+        vals[:total - int(vals.sum())] += 1
+        q[:, lane0] = sign * vals
+        assert int(q[0].astype(np.int64).sum()) == sign * total
+        for simd in (True, False):                                        # AVX2, portable C
+            assert list(run_twin(fast, simd, "_i2s_lanes_exact", q, cols)) == [ok] * 5
+            assert list(run_twin(fast, simd, "_i2s_lanes_exact", q, cols, False)) == [1] * 5
+        want = mad.lane_product(data, rows, cols, "i2_s", q)
+        assert (int(want[0, 0]) == 3 * sign * total) == ok                # wrapped when not ok
+        for simd in ("vnni", True, False):
+            assert_same_bytes(run_twin(fast, simd, "lane_product", data, rows, cols, "i2_s", q),
+                              want, f"total={sign * total} simd={simd}")
 
 
 def test_no_wrap_on_ordinary_activations():

@@ -135,13 +135,23 @@ def check_codes(codes, what: str = "codes") -> np.ndarray:
     return np.ascontiguousarray(c, dtype=np.int8)
 
 
+# (fmt, rows, cols) -> the data shape with default params: check_data runs for every kernel
+# call of the decode loop, and the shape of a weight never changes
+_SHAPES: dict = {}
+
+
 def check_data(data, fmt: str, rows: int, cols: int, params=None) -> np.ndarray:
     """Bytes given without a Packed (a twin's arguments): C-contiguous uint8 of exactly the
     format's ``data_shape``, or FormatError.  The same rule Packed applies to itself."""
-    from . import module
+    key = (fmt, int(rows), int(cols))
+    want = None if params else _SHAPES.get(key)
+    if want is None:
+        from . import module
 
-    mod = module(fmt)
-    want = mod.data_shape(int(rows), int(cols), mod.resolve_params(rows, cols, dict(params or {})))
+        mod = module(fmt)
+        want = mod.data_shape(int(rows), int(cols), mod.resolve_params(rows, cols, dict(params or {})))
+        if not params:
+            _SHAPES[key] = want
     d = np.asarray(data)
     if d.dtype != np.uint8 or d.shape != want:
         raise FormatError(f"{fmt}: data must be uint8 of shape {want} for a ({rows}, {cols}) "
