@@ -233,6 +233,8 @@ def run_llama_bench(binary: str, path: str, threads, n_pre: int, n_dec: int, rep
     if r.returncode != 0:
         raise RuntimeError(f"llama-bench failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
     out = r.stdout[r.stdout.index("["):]                      # some builds print a banner first
+    # ik_llama.cpp prints warnings ("WARNING: Behavior may be unexpected ...") into the JSON
+    out = "\n".join(ln for ln in out.splitlines() if ln.strip()[:1] in ("", "[", "]", "{", "}", '"'))
     got: dict = {}
     for rec in json.loads(out):
         row = got.setdefault(rec["n_threads"], dict(threads=rec["n_threads"]))
