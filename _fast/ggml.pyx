@@ -36,8 +36,9 @@ cdef extern from "mb_ggml.h" nogil:
                     float *qq, float *accv, float *out)
     void mbg_fa_row(const float *q, const uint16_t *k, const uint16_t *v, int64_t D,
                     int64_t n, float scale, int il, float *qq, float *acc, float *out)
-    void mbg_fa_tiled_row(const float *q, const uint16_t *k, const uint16_t *v, int64_t D,
-                          int64_t n, float scale, int il, float *kq, float *acc, float *out)
+    void mbg_fa_tiled_rows(const float *q, int64_t qs, int nq, const uint16_t *k,
+                           const uint16_t *v, int64_t D, int64_t n0, float scale, int il,
+                           float *qT, float *kq, float *acc, float *out, int64_t os)
 
 cdef enum:
     MIN_PARALLEL_MAC = 1 << 18   # multiply-adds below which one thread runs
@@ -57,16 +58,18 @@ ctypedef struct AttnJob:
     const char *v
     float *out
     float *scratch
-    int64_t T, H, D, S, st, rep, S32, row, vrow, per, scols
+    int64_t T, H, D, S, st, rep, S32, row, vrow, per, scols, units, tb
     float scale
     int half16, f16_rhs, il, batch
     int flash               # 0: ggml's graph (mbg_attend); 1: the flash row kernel; 2: its 64x64 tiles
 
 
 cdef void _attend_items(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
-    """Items [i0, i1) of the job at ctx; item c: (token, head) pairs [c per, c per + per),
-    with scratch row c (one item never runs on two threads at once).  k and v rows are
-    byte strides (row, vrow); the flash kernels read them as float16 bits."""
+    """Items [i0, i1) of the job at ctx; item c: units [c per, c per + per), with scratch
+    row c (one item never runs on two threads at once).  A unit is one (token, head) pair,
+    or for the tiled flash kernel (tb = 8) one head of 8 consecutive tokens; units go token
+    block by token block.  k and v rows are byte strides (row, vrow); the flash kernels read
+    them as float16 bits."""
     cdef const AttnJob *j = <const AttnJob *>ctx
     cdef int64_t c, i, t, h, g, e
     cdef float *sc
@@ -74,9 +77,9 @@ cdef void _attend_items(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
     cdef float *oi
     for c in range(i0, i1):
         sc = j.scratch + c * j.scols
-        e = min((c + 1) * j.per, j.T * j.H)
+        e = min((c + 1) * j.per, j.units)
         for i in range(c * j.per, e):
-            t = i // j.H
+            t = (i // j.H) * j.tb
             h = i % j.H
             g = h // j.rep
             qi = j.q + (t * j.H + h) * j.D
@@ -89,24 +92,30 @@ cdef void _attend_items(void *ctx, int64_t i0, int64_t i1) noexcept nogil:
                            <const uint16_t *>(j.v + g * j.vrow), j.D, j.st + t + 1, j.scale,
                            j.il, sc, sc + j.D, oi)
             else:
-                mbg_fa_tiled_row(qi, <const uint16_t *>(j.k + g * j.row),
-                                 <const uint16_t *>(j.v + g * j.vrow), j.D, j.st + t + 1,
-                                 j.scale, j.il, sc, sc + 64, oi)
+                mbg_fa_tiled_rows(qi, j.H * j.D, <int>min(j.tb, j.T - t),
+                                  <const uint16_t *>(j.k + g * j.row),
+                                  <const uint16_t *>(j.v + g * j.vrow), j.D, j.st + t + 1,
+                                  j.scale, j.il, sc, sc + 8 * j.D, sc + 8 * j.D + 8 * 64, oi,
+                                  j.H * j.D)
 
 
 cdef _run_attention(AttnJob *job, q, out, int64_t work, int64_t scols):
-    """Fill the job's q, out, scratch and split, then run it on the pool: (token, head)
-    pairs in nth equal runs, one scratch row of scols floats each."""
-    cdef int64_t pairs = job.T * job.H
-    cdef int nth = <int>min(_nth(work), pairs)
-    scratch = np.empty((nth, scols), np.float32)
+    """Fill the job's q, out, scratch and split, then run it on the pool: the units (see
+    _attend_items; job.tb set by the caller) in runs of about equal count, 8 runs a thread
+    (later tokens see more positions: the pool's runs let a thread that finishes early take
+    the others'), one scratch row of scols floats each."""
+    job.units = ((job.T + job.tb - 1) // job.tb) * job.H
+    cdef int nth = <int>min(_nth(work), job.units)
+    cdef int64_t runs = min(job.units, 8 * nth if nth > 1 else 1)
+    job.per = (job.units + runs - 1) // runs
+    runs = (job.units + job.per - 1) // job.per
+    scratch = np.empty((runs, scols), np.float32)
     cdef const float[:, :, ::1] Q = q
     cdef float[:, ::1] O = out
     cdef float[:, ::1] SC = scratch
     job.q, job.out, job.scratch, job.scols = &Q[0, 0, 0], &O[0, 0], &SC[0, 0], scols
-    job.per = (pairs + nth - 1) // nth
     with nogil:
-        mb_parallel(_attend_items, job, nth, nth)
+        mb_parallel(_attend_items, job, runs, nth)
 
 
 def _qkv(q, k, v, start, interleaved, what):
@@ -238,7 +247,7 @@ def attention(q, k, v, start, engine="bitnet.cpp", interleaved=False, flash=None
     job.T, job.H, job.D, job.S, job.st, job.rep, job.S32 = T, H, D, S, st, H // k.shape[0], S32
     job.half16, job.il, job.batch = half16, 1 if interleaved else 0, 1 if T >= 2 else 0
     job.f16_rhs = 1 if ENGINES[engine]["f16_tinyblas_rhs"] else 0
-    job.flash, job.scale = 0, 0.0
+    job.flash, job.scale, job.tb = 0, 0.0, 1
     _run_attention(&job, q, out, T * H * S * D * 2, S32 + D + 32 * D)
     return out
 
@@ -263,7 +272,8 @@ def flash_attn(q, k, v, start, interleaved=False):
     job.half16, job.il, job.batch, job.f16_rhs = 1, 1 if interleaved else 0, 0, 0
     job.scale = <float>(np.float32(1) / np.sqrt(np.float32(D)))
     job.flash = 2 if T >= _ref.FA_TILE else 1
-    _run_attention(&job, q, out, T * H * S * D * 2, 64 + 2 * D)
+    job.tb = 8 if job.flash == 2 else 1
+    _run_attention(&job, q, out, T * H * S * D * 2, 16 * D + 8 * 64)
     return out
 
 

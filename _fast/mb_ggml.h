@@ -89,9 +89,10 @@ static void mbg_fa_row(const float *q, const uint16_t *k, const uint16_t *v, int
                        int64_t n, float scale, int il, float *qq, float *acc, float *out) {
     MBG_CALL(mbg_fa_row, q, k, v, D, n, scale, il, qq, acc, out);
 }
-static void mbg_fa_tiled_row(const float *q, const uint16_t *k, const uint16_t *v, int64_t D,
-                             int64_t n, float scale, int il, float *kq, float *acc, float *out) {
-    MBG_CALL(mbg_fa_tiled_row, q, k, v, D, n, scale, il, kq, acc, out);
+static void mbg_fa_tiled_rows(const float *q, int64_t qs, int nq, const uint16_t *k,
+                              const uint16_t *v, int64_t D, int64_t n0, float scale, int il,
+                              float *qT, float *kq, float *acc, float *out, int64_t os) {
+    MBG_CALL(mbg_fa_tiled_rows, q, qs, nq, k, v, D, n0, scale, il, qT, kq, acc, out, os);
 }
 
 #endif /* MB_GGML_H */

@@ -291,55 +291,98 @@ MBG_ATTR static void MBG_FN(mbg_fa_row)(const float *q, const uint16_t *k, const
     for (int64_t d = 0; d < D; d++) out[d] = acc[d] * inv;
 }
 
-/* The same row, T >= 64 (_fa_tiled: blocks of 64 positions, q not rounded, float32
- * accumulator).  kq: scratch of 64 floats; acc: of D floats. */
-MBG_ATTR static void MBG_FN(mbg_fa_tiled_row)(const float *q, const uint16_t *k, const uint16_t *v,
-                             int64_t D, int64_t n, float scale, int il, float *kq, float *acc,
-                             float *out) {
+/* One 64-position tile of _fa_tiled for one row: kq [64] holds the row's scaled scores
+ * for the m positions it sees (the rest are set to -inf here); M, S and acc [D] carry the
+ * row's online softmax from tile to tile. */
+MBG_ATTR static inline void MBG_FN(mbg_fa_tile)(float *kq, int64_t m, const uint16_t *v,
+                                                int64_t D, float *M, float *S, float *acc) {
+    float top = -INFINITY;
+    for (int64_t j = 0; j < 64; j++) {
+        if (j >= m) kq[j] = -INFINITY;
+        if (kq[j] > top) top = kq[j];
+    }
+    if (top == -INFINITY) return;
+    const float Mnew = fmaxf(*M, top);
+    if (Mnew > *M) {
+        const float ms = expf(*M - Mnew);
+        for (int64_t d = 0; d < D; d++) acc[d] = acc[d] * ms;
+        *S = *S * ms;
+    }
+    *M = Mnew;
+    double tile = 0.0;
+    for (int g = 0; g < 64; g += 8) {
+        float ev[8], h4[4];
+        for (int l = 0; l < 8; l++) {
+            ev[l] = MBG_FN(mbg_expf)(kq[g + l] - Mnew);
+            kq[g + l] = ev[l];
+        }
+        for (int l = 0; l < 4; l++) h4[l] = ev[l + 4] + ev[l];
+        tile += (double)((h4[0] + h4[2]) + (h4[1] + h4[3]));
+    }
+    *S = (float)((double)*S + tile);
+    for (int64_t j = 0; j < m; j++) {
+        const uint16_t *vr = v + j * D;
+        int64_t d = 0;
+#ifdef MBG_VECTOR
+        const __m256 pj = _mm256_set1_ps(kq[j]);        /* fmaf lane by lane, d in lanes */
+        for (; d + 8 <= D; d += 8)
+            _mm256_storeu_ps(acc + d, _mm256_fmadd_ps(pj, _mm256_cvtph_ps(
+                _mm_loadu_si128((const __m128i *)(vr + d))), _mm256_loadu_ps(acc + d)));
+#endif
+        for (; d < D; d++) acc[d] = fmaf(kq[j], MBG_FN(mbg_h2f)(vr[d]), acc[d]);
+    }
+}
+
+/* Rows t0 .. t0 + nq - 1 (nq <= 8) of one head, T >= 64 (_fa_tiled: blocks of 64
+ * positions, q not rounded, float32 accumulator).  Row r reads q + r * qs, sees positions
+ * 0 .. n0 + r - 1 and writes out + r * os.  Each row is exactly the one-row computation:
+ * its score for a position is one chain fmaf(q[x], k[x], a) over the D values in the
+ * engine's order; the eight rows' chains run side by side, one row in each vector lane
+ * (qT holds q transposed, [D][8]), so a key is read once for eight queries.  Scratch: qT
+ * 8 D floats, kq 8 x 64, acc 8 D. */
+MBG_ATTR static void MBG_FN(mbg_fa_tiled_rows)(const float *q, int64_t qs, int nq,
+                            const uint16_t *k, const uint16_t *v, int64_t D, int64_t n0,
+                            float scale, int il, float *qT, float *kq, float *acc,
+                            float *out, int64_t os) {
     const int64_t half = D / 2;
-    for (int64_t d = 0; d < D; d++) acc[d] = 0.0f;
-    float M = -INFINITY, S = 0.0f;
-    for (int64_t c0 = 0; c0 < n; c0 += 64) {
-        const int64_t m = n - c0 < 64 ? n - c0 : 64;      /* the positions this row sees */
-        float top = -INFINITY;
-        for (int64_t j = 0; j < 64; j++) {
-            if (j < m) {
-                const uint16_t *kr = k + (c0 + j) * D;
-                float a = 0.0f;
-                for (int64_t e = 0; e < D; e++) {
-                    const int64_t x = MBG_FN(mbg_idx)(e, half, il);
-                    a = fmaf(q[x], MBG_FN(mbg_h2f)(kr[x]), a);
-                }
-                kq[j] = a * scale;
-            } else {
-                kq[j] = -INFINITY;
+    float M[8], S[8];
+    for (int r = 0; r < 8; r++) { M[r] = -INFINITY; S[r] = 0.0f; }
+    for (int64_t i = 0; i < 8 * D; i++) acc[i] = 0.0f;
+    for (int64_t e = 0; e < D; e++) {
+        const int64_t x = MBG_FN(mbg_idx)(e, half, il);
+        for (int r = 0; r < 8; r++) qT[8 * e + r] = r < nq ? q[r * qs + x] : 0.0f;
+    }
+    const int64_t nmax = n0 + nq - 1;                     /* the last row's positions */
+    for (int64_t c0 = 0; c0 < nmax; c0 += 64) {
+        const int64_t mmax = nmax - c0 < 64 ? nmax - c0 : 64;
+        for (int64_t j = 0; j < mmax; j++) {
+            const uint16_t *kr = k + (c0 + j) * D;
+            float a[8];
+#ifdef MBG_VECTOR
+            __m256 av = _mm256_setzero_ps();
+            for (int64_t e = 0; e < D; e++)
+                av = _mm256_fmadd_ps(_mm256_loadu_ps(qT + 8 * e),
+                                     _mm256_set1_ps(MBG_FN(mbg_h2f)(kr[MBG_FN(mbg_idx)(e, half, il)])), av);
+            _mm256_storeu_ps(a, _mm256_mul_ps(av, _mm256_set1_ps(scale)));
+#else
+            for (int r = 0; r < 8; r++) a[r] = 0.0f;
+            for (int64_t e = 0; e < D; e++) {
+                const float kv = MBG_FN(mbg_h2f)(kr[MBG_FN(mbg_idx)(e, half, il)]);
+                for (int r = 0; r < 8; r++) a[r] = fmaf(qT[8 * e + r], kv, a[r]);
             }
-            if (kq[j] > top) top = kq[j];
+            for (int r = 0; r < 8; r++) a[r] = a[r] * scale;
+#endif
+            for (int r = 0; r < nq; r++) kq[64 * r + j] = a[r];
         }
-        if (top == -INFINITY) continue;
-        const float Mnew = fmaxf(M, top);
-        if (Mnew > M) {
-            const float ms = expf(M - Mnew);
-            for (int64_t d = 0; d < D; d++) acc[d] = acc[d] * ms;
-            S = S * ms;
-        }
-        M = Mnew;
-        double tile = 0.0;
-        for (int g = 0; g < 64; g += 8) {
-            float ev[8], h4[4];
-            for (int l = 0; l < 8; l++) {
-                ev[l] = MBG_FN(mbg_expf)(kq[g + l] - Mnew);
-                kq[g + l] = ev[l];
-            }
-            for (int l = 0; l < 4; l++) h4[l] = ev[l + 4] + ev[l];
-            tile += (double)((h4[0] + h4[2]) + (h4[1] + h4[3]));
-        }
-        S = (float)((double)S + tile);
-        for (int64_t j = 0; j < m; j++) {
-            const uint16_t *vr = v + (c0 + j) * D;
-            for (int64_t d = 0; d < D; d++) acc[d] = fmaf(kq[j], MBG_FN(mbg_h2f)(vr[d]), acc[d]);
+        for (int r = 0; r < nq; r++) {
+            const int64_t n = n0 + r;
+            if (c0 >= n) continue;
+            MBG_FN(mbg_fa_tile)(kq + 64 * r, n - c0 < 64 ? n - c0 : 64, v + c0 * D, D,
+                                &M[r], &S[r], acc + r * D);
         }
     }
-    const float inv = S == 0.0f ? 0.0f : 1.0f / S;
-    for (int64_t d = 0; d < D; d++) out[d] = acc[d] * inv;
+    for (int r = 0; r < nq; r++) {
+        const float inv = S[r] == 0.0f ? 0.0f : 1.0f / S[r];
+        for (int64_t d = 0; d < D; d++) out[r * os + d] = acc[r * D + d] * inv;
+    }
 }
