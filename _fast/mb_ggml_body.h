@@ -42,7 +42,7 @@ MBG_ATTR static inline __m256 MBG_FN(mbg_expf8)(__m256 x) {
     const __m256 r = _mm256_set1_ps(0x1.8p23f);
     const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), r);
     const __m256 n = _mm256_sub_ps(z, r);
-    const __m256 nn = _mm256_sub_ps(_mm256_setzero_ps(), n);          /* -n, exact */
+    const __m256 nn = _mm256_xor_ps(n, _mm256_set1_ps(-0.0f));       /* -n: the sign flipped */
     const __m256 b = _mm256_fmadd_ps(nn, _mm256_set1_ps(0x1.7f7d1cp-20f),
                                      _mm256_fmadd_ps(nn, _mm256_set1_ps(0x1.62e4p-1f), x));
     const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);

@@ -414,3 +414,19 @@ def test_integer_accumulators_equal_ggml(ggml_ops, tmp_path, fmt, K, wrap):
         assert np.array_equal(acc, q.astype(np.int64) @ codes.astype(np.int64).T)
     assert np.all(np.abs(acc) < 2 ** 24)                  # every value exact in float32
     assert np.array_equal(eng.astype(np.int64), acc) and np.all(eng == np.round(eng))
+
+
+def test_silu_and_expf_lanes_at_the_edges():
+    """The twin's eight-lane ggml_v_expf (SiLU, softmax) against the one-lane reference at
+    the values where its branches and signs matter: +-0, the 126 and 192 thresholds, huge
+    and tiny inputs, in every lane position."""
+    f = fast()
+    edges = np.array([0.0, -0.0, 88.7, 88.8, -87.3, -103, -150, -200, 126.5, -126.5, 130, -130,
+                      192.5, -192.5, -1e4, 1e4, 87.0, -88.0, 1e-30, -1e-30, 50, -50, 3, -3],
+                     np.float32)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x = np.concatenate([edges, (rng.standard_normal(40) * 100).astype(np.float32)])
+        rng.shuffle(x)
+        x = x.reshape(2, -1)
+        each_simd(f, lambda simd: assert_same_bytes(f.silu(x), G.silu(x), f"silu {simd}"))

@@ -459,9 +459,10 @@ def test_tq2_vnni_lanes_same_bits(rows, nb, T, acts, raw_bytes, seed):
                                        q, d, fused), want, f"{acts} fused={fused} simd={simd}")
 
 
-def test_vnni_switch_and_env():
+def test_vnni_switch_and_env(tmp_path):
     """_set_vnni turns the VNNI kernels off and on for every twin (or to the 256-bit ones
-    only); MINIBIT_NO_VNNI=1 at import starts a process with them off."""
+    only); MINIBIT_NO_VNNI=1 at import starts a process with them off.  (The child runs in
+    an empty directory: from the source tree, minibit would be the uninstalled one.)"""
     import subprocess
     import sys
     fast = twin_pair("tq")[1]
@@ -481,7 +482,8 @@ def test_vnni_switch_and_env():
     code = "from minibit._fast import tq; print(tq._vnni())"
     for env, want in (("1", "off"), ("0", have), ("", have)):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             env={**__import__("os").environ, "MINIBIT_NO_VNNI": env}, check=True)
+                             env={**__import__("os").environ, "MINIBIT_NO_VNNI": env},
+                             cwd=str(tmp_path), check=True)
         assert out.stdout.strip() == (want if have != "absent" else "absent"), (env, out.stdout)
 
 
