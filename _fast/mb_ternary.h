@@ -1125,6 +1125,21 @@ MB_AVX2 static void mb_tq2_lanes_tok4(const uint8_t *w, int64_t nb, const int8_t
     MB_TQ2_TOK4_BODY(MB_EPI_APART, MB_TQ2_TOKPLANES, MB_WIDEN16)
 }
 
+/* Stand-ins for the VNNI kernels where the compiler lacks the extension: mb_vnni() never
+ * picks them there, so they trap if ever reached (the four-row and four-token signatures). */
+#  define MB_TQ2_STUB_ROWS4(name)                                                            \
+    static void name(const uint8_t *w, int64_t a, int64_t b, const int8_t *y,               \
+                     const int32_t *cs, const float *da, float *o4) {                       \
+        (void)w; (void)a; (void)b; (void)y; (void)cs; (void)da; (void)o4;                  \
+        __builtin_trap();                                                                   \
+    }
+#  define MB_TQ2_STUB_TOK4(name)                                                            \
+    static void name(const uint8_t *w, int64_t nb, const int8_t *y, int64_t cols,           \
+                     const int32_t *cs, const float *da, float *o4) {                       \
+        (void)w; (void)nb; (void)y; (void)cols; (void)cs; (void)da; (void)o4;              \
+        __builtin_trap();                                                                   \
+    }
+
 /* ---- the same bodies with AVX-VNNI (VEX vpdpbusd on 256 bits; mb_vnni() == MB_VNNI_256) ----
  * For CPUs with AVX-VNNI but no AVX-512.  vpdpbusd adds code[4k + i] * y[4k + i], i = 0..3,
  * into int32 lane k with no saturation: the exact lane of madd(maddubs(..), 1) (see the
@@ -1171,24 +1186,10 @@ MB_AVXVNNI static void mb_tq2_lanes_tok4_avxvnni(const uint8_t *w, int64_t nb, c
 #  undef MB_TQ2_TOKPLANES_DP
 #  undef MB_WIDEN32
 #else             /* a compiler without AVX-VNNI: never called (mb_vnni() is never 256) */
-#  define MB_TQ2_VNNI_STUB(name)                                                            \
-    static void name(const uint8_t *w, int64_t a, int64_t b, const int8_t *y,               \
-                     const int32_t *cs, const float *da, float *o4) {                       \
-        (void)w; (void)a; (void)b; (void)y; (void)cs; (void)da; (void)o4;                  \
-        __builtin_trap();                                                                   \
-    }
-MB_TQ2_VNNI_STUB(mb_tq2_lanes_rows4_avxvnni_fused)
-MB_TQ2_VNNI_STUB(mb_tq2_lanes_rows4_avxvnni)
-#  undef MB_TQ2_VNNI_STUB
-#  define MB_TQ2_VNNI_STUB(name)                                                            \
-    static void name(const uint8_t *w, int64_t nb, const int8_t *y, int64_t cols,           \
-                     const int32_t *cs, const float *da, float *o4) {                       \
-        (void)w; (void)nb; (void)y; (void)cols; (void)cs; (void)da; (void)o4;              \
-        __builtin_trap();                                                                   \
-    }
-MB_TQ2_VNNI_STUB(mb_tq2_lanes_tok4_avxvnni_fused)
-MB_TQ2_VNNI_STUB(mb_tq2_lanes_tok4_avxvnni)
-#  undef MB_TQ2_VNNI_STUB
+MB_TQ2_STUB_ROWS4(mb_tq2_lanes_rows4_avxvnni_fused)
+MB_TQ2_STUB_ROWS4(mb_tq2_lanes_rows4_avxvnni)
+MB_TQ2_STUB_TOK4(mb_tq2_lanes_tok4_avxvnni_fused)
+MB_TQ2_STUB_TOK4(mb_tq2_lanes_tok4_avxvnni)
 #endif
 
 /* ---- the same four-wide TQ2_0 kernels with AVX-512 VNNI (mb_vnni(): run-time choice) -----
@@ -1336,25 +1337,13 @@ MB_AVX512VNNI static void mb_tq2_lanes_tok4_vnni(const uint8_t *w, int64_t nb, c
 #  undef MB_FOLD2
 #  undef MB_CAT256
 #else             /* a compiler without AVX-512 VNNI: never called (mb_vnni() is never 512) */
-#  define MB_TQ2_VNNI_STUB(name)                                                            \
-    static void name(const uint8_t *w, int64_t a, int64_t b, const int8_t *y,               \
-                     const int32_t *cs, const float *da, float *o4) {                       \
-        (void)w; (void)a; (void)b; (void)y; (void)cs; (void)da; (void)o4;                  \
-        __builtin_trap();                                                                   \
-    }
-MB_TQ2_VNNI_STUB(mb_tq2_lanes_rows4_vnni_fused)
-MB_TQ2_VNNI_STUB(mb_tq2_lanes_rows4_vnni)
-#  undef MB_TQ2_VNNI_STUB
-#  define MB_TQ2_VNNI_STUB(name)                                                            \
-    static void name(const uint8_t *w, int64_t nb, const int8_t *y, int64_t cols,           \
-                     const int32_t *cs, const float *da, float *o4) {                       \
-        (void)w; (void)nb; (void)y; (void)cols; (void)cs; (void)da; (void)o4;              \
-        __builtin_trap();                                                                   \
-    }
-MB_TQ2_VNNI_STUB(mb_tq2_lanes_tok4_vnni_fused)
-MB_TQ2_VNNI_STUB(mb_tq2_lanes_tok4_vnni)
-#  undef MB_TQ2_VNNI_STUB
+MB_TQ2_STUB_ROWS4(mb_tq2_lanes_rows4_vnni_fused)
+MB_TQ2_STUB_ROWS4(mb_tq2_lanes_rows4_vnni)
+MB_TQ2_STUB_TOK4(mb_tq2_lanes_tok4_vnni_fused)
+MB_TQ2_STUB_TOK4(mb_tq2_lanes_tok4_vnni)
 #endif
+#  undef MB_TQ2_STUB_ROWS4
+#  undef MB_TQ2_STUB_TOK4
 #  undef MB_TQ2_ROWS4_BODY
 #  undef MB_TQ2_TOK4_BODY
 #  undef MB_TQ2_PLANES
