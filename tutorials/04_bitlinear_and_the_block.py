@@ -15,6 +15,7 @@
 # A tiny random checkpoint stands in for a real one (same file layout as BitNet-2B4T).
 
 # %%
+import dataclasses
 import os
 import tempfile
 
@@ -39,17 +40,43 @@ print(f"hidden {c.hidden_size}, heads {c.num_heads} (kv {c.num_kv_heads}), head_
 #
 # `kernels.linear(x, packed, profile="hf")` quantizes each token to int8, multiplies by the
 # ternary codes in int32 and scales back: y = R / s_x * gamma. Below, the same thing by hand.
+# (The bare `Packed` of `kernels.linear` takes that exact integer product.)
 
 # %%
 L0 = m.transformer.layers[0]
-x = np.random.default_rng(1).standard_normal((3, c.hidden_size)).astype(np.float32)
+x = np.random.default_rng(1).standard_normal((5, c.hidden_size)).astype(np.float32)
 codes, gamma = minibit.formats.unpack_codes(L0.q.packed)
 q, s = minibit.quant.quantize_act_hf(x)
-R = q.astype(np.int32) @ codes.astype(np.int32).T                  # [3, 64] int8 x [64, 64] -> int32
+R = q.astype(np.int32) @ codes.astype(np.int32).T                  # [5, 64] int8 x [64, 64] -> int32
 by_hand = R.astype(np.float32) / s[:, None] * gamma
-y = kernels.linear(x, L0.q.packed, profile="hf")
+plain = dataclasses.replace(L0.q.packed, hf_linear=None)          # just codes and scale
+y = kernels.linear(x, plain, profile="hf")
 print("max |kernel - by hand| =", np.abs(y - by_hand).max())
 assert np.array_equal(y, by_hand)
+
+# %% [markdown]
+# transformers itself does not take the integer product for a BitNet-2B4T checkpoint like
+# this one ("autobitlinear"): it divides the int8 codes back, `q / s`, and runs a float
+# `F.linear` on the CPU's BLAS (MKL), which sums the K products in blocks of up to 192, each
+# block one running sum from 0, the blocks added left to right. The hf profile copies that
+# (the loader marks the weight `hf_linear="offline"`), so minibit's layer differs from the
+# integer product above by float rounding -- and equals this, built by hand:
+
+# %%
+xq = q.astype(np.float32) / s[:, None]                             # ActQuant's q / scale
+W = codes.astype(np.float32)                                       # -1, 0, 1: products exact
+float_by_hand = np.zeros((x.shape[0], W.shape[0]), np.float32)
+for i, (k0, k1) in enumerate(minibit.kernels.dense.mkl_k_blocks(W.shape[1])):
+    part = np.zeros_like(float_by_hand)
+    for k in range(k0, k1):                                        # one float32 add per term
+        part = part + xq[:, k, None] * W[None, :, k]
+    float_by_hand = part if i == 0 else float_by_hand + part
+float_by_hand = float_by_hand * gamma                              # output * weight_scale
+y_hf = L0.q(x)
+print(L0.q.packed.hf_linear, "| max |layer - float by hand| =", np.abs(y_hf - float_by_hand).max(),
+      "| max |layer - integer product| =", np.abs(y_hf - by_hand).max())
+assert np.array_equal(y_hf, float_by_hand)
+assert np.allclose(y_hf, by_hand, rtol=1e-5, atol=1e-6)
 
 # %% [markdown]
 # ## 2. One block, step by step (5 tokens)
